@@ -1,0 +1,97 @@
+"""Opening the hub database: one process per data dir, WAL, schemas per room."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from hub.errors import Conflict
+
+SchemaFn = Callable[[sqlite_utils.Database], None]
+
+# Rooms append their schema functions at import time (see hub/store/<room>.py).
+_SCHEMAS: list[SchemaFn] = []
+
+
+def schema(fn: SchemaFn) -> SchemaFn:
+    """Decorator: register a function that creates a room's tables (idempotent)."""
+    _SCHEMAS.append(fn)
+    return fn
+
+
+class DataDirLocked(Conflict):
+    """Another hub process already serves this data dir."""
+
+
+class Database:
+    """The hub's SQLite database.
+
+    One `Database` per process and data dir; an exclusive `flock` on
+    `DATA_DIR/hub.lock` refuses a second hub on the same dir before it touches
+    anything. Access is serialized with a lock so the same connection can be used
+    from the event loop and worker threads.
+    """
+
+    def __init__(self, data_dir: Path, *, lock: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        if lock:
+            self._acquire_dir_lock()
+        conn = sqlite3.connect(self.data_dir / "hub.db", check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self.db = sqlite_utils.Database(conn)
+        self._mutex = threading.RLock()
+        with self._mutex:
+            for fn in _SCHEMAS:
+                fn(self.db)
+
+    def _acquire_dir_lock(self) -> None:
+        fd = os.open(self.data_dir / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirLocked(
+                f"data dir {self.data_dir} is in use by another hub process (lock {self.data_dir / 'hub.lock'})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """Run the block in one SQLite transaction (all or nothing), serialized."""
+        with self._mutex:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite_utils.Database]:
+        """Serialized access for reads (and single-statement writes)."""
+        with self._mutex:
+            yield self.db
+
+    def close(self) -> None:
+        """Close the connection and release the data-dir lock."""
+        with self._mutex:
+            self.db.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

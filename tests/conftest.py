@@ -1,0 +1,33 @@
+"""Fixtures shared by every test room (helpers live in tests/support.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.models import build_digits_onnx, copy_squeezenet
+from tests.support import Processes
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Real subprocesses for one test; all are stopped when it ends, pass or fail."""
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real digits classifier (sklearn -> skl2onnx) as `<dir>/model.onnx`, built once per run."""
+    return build_digits_onnx(tmp_path_factory.mktemp("digits") / "model.onnx")
+
+
+@pytest.fixture(scope="session")
+def squeezenet_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SqueezeNet shipped in the onnx wheel, as `<dir>/model.onnx`."""
+    return copy_squeezenet(tmp_path_factory.mktemp("squeezenet") / "model.onnx")
