@@ -1,0 +1,171 @@
+"""The gRPC front: `edgeport.v1.AgentService.Connect` on the hub's --grpc-port (grpc.aio).
+
+Mutual TLS by default: the server certificate is signed by the hub CA, client
+certificates must be too (`require_client_auth=True`), and the device is whoever the
+certificate's CN names, checked against the revocation list on every Connect. With
+--insecure: plain text, the device named in `x-edgeport-device` metadata and proven by
+`x-edgeport-credential` (the hex sha256 of the device certificate issued at enrollment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc import aio
+
+from hub.control.core import ControlCore, Session
+from hub.errors import HubError
+from hub.pki import CertificateAuthority
+from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("hub.control.grpc")
+
+DEVICE_HEADER = "x-edgeport-device"
+CREDENTIAL_HEADER = "x-edgeport-credential"
+# Agents ping to keep NAT mappings open and notice dead links; let them.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+]
+
+_CHECK = object()  # queue item: look at the core for new desired state / requests / revocation
+_END = object()  # queue item: the agent closed its side
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    """One Connect stream per agent, driven by the transport-independent core."""
+
+    def __init__(self, core: ControlCore, *, insecure: bool) -> None:
+        self.core = core
+        self.insecure = insecure
+
+    async def _device(self, context: aio.ServicerContext) -> str:
+        try:
+            if self.insecure:
+                meta = {k: v for k, v in (context.invocation_metadata() or ())}
+                device = str(meta.get(DEVICE_HEADER, ""))
+                if not device:
+                    raise _Refused(f"missing {DEVICE_HEADER} metadata (hub runs with --insecure)")
+                return self.core.authenticate_credential(device, str(meta.get(CREDENTIAL_HEADER, "")))
+            certs = context.auth_context().get("x509_pem_cert") or []
+            if not certs:
+                raise _Refused("no client certificate (the hub requires mutual TLS; enroll the device first)")
+            return self.core.authenticate_certificate(certs[0])
+        except (HubError, _Refused) as exc:
+            message = exc.message if isinstance(exc, HubError) else str(exc)
+            log.warning("refused agent connection from %s: %s", context.peer(), message)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+            raise AssertionError("unreachable") from None
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.HubMessage]:
+        """Authenticate, take the Hello, then stream Welcome/DesiredState/Acks while reading agent messages."""
+        device = await self._device(context)
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on a stream must be a Hello")
+        session, welcome = self.core.open_session(device, first.hello, transport="grpc")
+        log.info("device %s connected (%s)", device, context.peer())
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def changed(device_id: str) -> None:  # any thread
+            if device_id == device:
+                loop.call_soon_threadsafe(queue.put_nowait, _CHECK)
+
+        unsubscribe = self.core.add_listener(changed)
+        reader = asyncio.create_task(self._read(session, request_iterator, queue))
+        try:
+            yield agent_pb2.HubMessage(welcome=welcome)
+            queue.put_nowait(_CHECK)
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if item is _CHECK:
+                    if not self.core.is_allowed(session):
+                        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"device {device} is revoked")
+                    for message in self.core.outgoing(session):
+                        yield message
+                elif isinstance(item, agent_pb2.HubMessage):
+                    yield item
+        finally:
+            reader.cancel()
+            unsubscribe()
+            self.core.close_session(session)
+            log.info("device %s disconnected", device)
+
+    async def _read(
+        self, session: Session, request_iterator: AsyncIterator[agent_pb2.AgentMessage], queue: asyncio.Queue[object]
+    ) -> None:
+        try:
+            async for message in request_iterator:
+                try:
+                    ack = self.core.handle(session, message)
+                except HubError as exc:  # a bad message is logged, the session goes on
+                    log.warning("device %s sent a message the hub refused: %s", session.device_id, exc.message)
+                    continue
+                if ack is not None:
+                    queue.put_nowait(ack)
+        except (aio.AioRpcError, asyncio.CancelledError):
+            pass
+        except Exception:  # never let one agent's stream error go unnoticed
+            log.exception("reading from device %s failed", session.device_id)
+        finally:
+            queue.put_nowait(_END)
+
+
+class _Refused(Exception):
+    """Authentication failed before any HubError was involved."""
+
+
+class GrpcFront:
+    """The AgentService server: start on (host, port), stop gracefully."""
+
+    def __init__(
+        self, core: ControlCore, ca: CertificateAuthority, *, host: str = "127.0.0.1", port: int = 7071,
+        insecure: bool = False,
+    ) -> None:
+        self.core = core
+        self.ca = ca
+        self.host = host
+        self.port = port
+        self.insecure = insecure
+        self._server: aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind and serve; return the bound port (useful with port 0)."""
+        server = aio.server(options=SERVER_OPTIONS)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core, insecure=self.insecure), server)
+        address = f"{self.host}:{self.port}"
+        if self.insecure:
+            bound = server.add_insecure_port(address)
+        else:
+            key, cert = self.ca.server_credentials([self.host])
+            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=self.ca.ca_pem,
+                                                require_client_auth=True)
+            bound = server.add_secure_port(address, creds)
+        if not bound:
+            raise OSError(f"cannot listen on {address} for the agents' gRPC channel (port in use?)")
+        await server.start()
+        self._server = server
+        self.port = bound
+        log.info("agent channel (gRPC, %s) on %s:%d", "insecure" if self.insecure else "mutual TLS", self.host, bound)
+        return bound
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting, give streams `grace` seconds, then close."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None

@@ -1,0 +1,293 @@
+"""FleetService: devices, labels, one-time enrollment tokens, enrollment, revocation, presence.
+
+Token format (printed by `hub device enroll`): `ep1.<token_id>.<secret>.<ca_sha256_hex>`.
+The secret is derived from a key kept in `DATA_DIR/pki/token.key` (HMAC of the token id),
+so the database only ever holds its sha256: a copy of hub.db cannot enroll anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from hub.errors import BadInput, Conflict, NotFound, Unauthorized
+from hub.pki import CertificateAuthority, common_name
+from hub.store.fleet import FleetStore
+from protos.edgeport.v1 import agent_pb2
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
+_DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_TOKEN_TTL_S = 3600
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Return `name` if it is a valid device/service name, else raise BadInput naming it."""
+    if not NAME_RE.match(name or ""):
+        raise BadInput(
+            f"invalid {kind} name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def parse_labels(items: list[str] | dict[str, str]) -> dict[str, str]:
+    """Labels from `k=v` strings (or a dict), validated; raise BadInput naming the bad one."""
+    pairs = items.items() if isinstance(items, dict) else [_split_label(s) for s in items]
+    labels: dict[str, str] = {}
+    for key, value in pairs:
+        if not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(value):
+            raise BadInput(f"invalid label {key}={value}: keys and values use letters, digits, '.', '_', '-'")
+        labels[key] = value
+    return labels
+
+
+def _split_label(text: str) -> tuple[str, str]:
+    if text.count("=") != 1:
+        raise BadInput(f"invalid label {text!r}: expected KEY=VALUE")
+    key, value = text.split("=")
+    return key.strip(), value.strip()
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in '90s', '30m', '1h', '7d'; raise BadInput otherwise."""
+    m = _DURATION_RE.match(text.strip()) if text else None
+    if not m or int(m.group(1)) <= 0:
+        raise BadInput(f"invalid duration {text!r}: use a positive number with s, m, h or d (e.g. 1h)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+class FleetService:
+    """Devices and their credentials; the core calls the presence methods, the API the rest."""
+
+    def __init__(self, store: FleetStore, ca: CertificateAuthority, *, grpc_address: str = "127.0.0.1:7071") -> None:
+        self.store = store
+        self.ca = ca
+        self.grpc_address = grpc_address
+        self._token_key = _load_token_key(ca.dir / "token.key")
+        # Set by the control core / MQTT bridge; default: nobody listens, no MQTT.
+        self.on_device_changed: Callable[[str], None] = lambda device_id: None
+        self.mqtt_credentials: Callable[[str], agent_pb2.MqttCredentials | None] = lambda device_id: None
+        self.on_enrolled: list[Callable[[str], None]] = []  # e.g. deployments: recompute desired state
+        store.set_all_offline()
+
+    # ---- enrollment ----
+
+    def _secret(self, token_id: str) -> str:
+        return hmac.new(self._token_key, token_id.encode(), hashlib.sha256).hexdigest()[:40]
+
+    def create_token(
+        self, device_id: str, labels: list[str] | dict[str, str], ttl_s: int = DEFAULT_TOKEN_TTL_S
+    ) -> dict[str, str]:
+        """Register `device_id` (pending) and return `{"device", "token", "expires"}` (expires: ISO UTC)."""
+        validate_name("device", device_id)
+        parsed = parse_labels(labels)
+        if ttl_s <= 0:
+            raise BadInput("token lifetime must be positive")
+        existing = self.store.get(device_id)
+        if existing is not None and existing["state"] == "enrolled":
+            raise Conflict(f"device {device_id} is already enrolled; run `hub device revoke {device_id}` first")
+        token_id = secrets.token_hex(8)
+        secret = self._secret(token_id)
+        expires_at = time.time() + ttl_s
+        secret_sha256 = hashlib.sha256(secret.encode()).hexdigest()
+        self.store.create_enrollment(device_id, parsed, token_id, secret_sha256, expires_at)
+        return {
+            "device": device_id,
+            "token": f"ep1.{token_id}.{secret}.{self.ca.ca_sha256}",
+            "expires": _iso(expires_at),
+        }
+
+    def enroll(self, request: agent_pb2.EnrollRequest) -> agent_pb2.EnrollResponse:
+        """Exchange a one-time token + CSR for a device certificate; raise Unauthorized/BadInput with the reason."""
+        token = self.store.get_token(request.token_id)
+        if token is None:
+            raise Unauthorized("enrollment token is unknown to this hub (revoked, replaced, or from another hub)")
+        device_id = token["device_id"]
+        if token["used_at"] is not None:
+            raise Unauthorized(f"enrollment token for device {device_id} was already used; issue a new one")
+        if token["expires_at"] < time.time():
+            raise Unauthorized(f"enrollment token for device {device_id} expired at {_iso(token['expires_at'])}")
+        secret = self._secret(request.token_id)
+        if not hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), token["secret_sha256"]):
+            raise Unauthorized("enrollment token does not match this hub's token key")
+        expected = hmac.new(secret.encode(), request.csr_pem, hashlib.sha256).digest()
+        if not hmac.compare_digest(expected, request.proof):
+            raise Unauthorized("enrollment proof does not match the token's secret (wrong or altered token)")
+        issued = self.ca.sign_csr(request.csr_pem, device_id)
+        hardware = json.dumps(json_format.MessageToDict(request.hardware))
+        if not self.store.complete_enrollment(
+            request.token_id, device_id, issued.serial, issued.sha256, request.agent_version, hardware
+        ):
+            raise Unauthorized(f"enrollment token for device {device_id} was already used; issue a new one")
+        for hook in self.on_enrolled:
+            hook(device_id)
+        response = agent_pb2.EnrollResponse(
+            device_id=device_id, certificate_pem=issued.pem, ca_pem=self.ca.ca_pem, grpc_address=self.grpc_address
+        )
+        mqtt = self.mqtt_credentials(device_id)
+        if mqtt is not None:
+            response.mqtt.CopyFrom(mqtt)
+        return response
+
+    def revoke(self, device_id: str) -> dict:
+        """Revoke a device: its certificate is refused from now on and live sessions are closed."""
+        if self.store.get(device_id) is None:
+            raise NotFound(f"device {device_id} not found")
+        self.store.revoke(device_id)
+        self.on_device_changed(device_id)
+        return self.show(device_id)
+
+    # ---- authentication (control fronts) ----
+
+    def authenticate_certificate(self, certificate_pem: bytes) -> str:
+        """Device id of a client certificate this CA issued, still current and not revoked."""
+        cert = self.ca.verify(certificate_pem)
+        if cert is None:
+            raise Unauthorized("client certificate was not issued by this hub's CA")
+        device_id = common_name(cert)
+        serial = format(cert.serial_number, "x")
+        if self.store.is_serial_revoked(serial):
+            raise Unauthorized(f"device {device_id} is revoked")
+        self._check_active(device_id, serial=serial)
+        return device_id
+
+    def authenticate_credential(self, device_id: str, credential: str) -> str:
+        """--insecure / MQTT path: the credential is the hex sha256 of the device certificate's DER."""
+        row = self._check_active(device_id)
+        if not credential or not hmac.compare_digest(credential.lower(), row_cert(row)):
+            raise Unauthorized(f"wrong credential for device {device_id}")
+        return device_id
+
+    def _check_active(self, device_id: str, serial: str | None = None) -> dict[str, Any]:
+        row = self.store.get(device_id)
+        if row is None:
+            raise Unauthorized(f"device {device_id} is not known to this hub")
+        if row["state"] == "revoked":
+            raise Unauthorized(f"device {device_id} is revoked")
+        if row["state"] != "enrolled":
+            raise Unauthorized(f"device {device_id} has not completed enrollment")
+        if serial is not None and serial != row["cert_serial"]:
+            raise Unauthorized(f"certificate of device {device_id} was superseded by a newer enrollment")
+        return row
+
+    def is_active(self, device_id: str) -> bool:
+        """Enrolled and not revoked."""
+        row = self.store.get(device_id)
+        return row is not None and row["state"] == "enrolled"
+
+    # ---- presence (control core) ----
+
+    def device_connected(self, device_id: str, hello: agent_pb2.Hello, transport: str) -> int:
+        """Record a Hello; return the device's cumulative ack."""
+        now = time.time()
+        fields: dict[str, Any] = {"online": 1, "transport": transport, "last_seen_at": now, "last_heartbeat_at": now}
+        if hello.agent_version:
+            fields["agent_version"] = hello.agent_version
+        if hello.HasField("hardware"):
+            fields["hardware"] = json.dumps(json_format.MessageToDict(hello.hardware))
+        self.store.update(device_id, **fields)
+        row = self.store.get(device_id)
+        return int(row["acked_seq"]) if row else 0
+
+    def device_disconnected(self, device_id: str) -> None:
+        """The device's last session ended."""
+        self.store.update(device_id, online=0, last_seen_at=time.time())
+
+    def record_heartbeat(self, device_id: str, heartbeat: agent_pb2.Heartbeat) -> None:
+        """A heartbeat arrived."""
+        now = time.time()
+        self.store.update(device_id, last_heartbeat_at=now, last_seen_at=now, uptime_s=heartbeat.uptime_s)
+
+    def record_applied_revision(self, device_id: str, revision: int) -> None:
+        """The agent applied a DesiredState revision."""
+        self.store.update(device_id, applied_revision=revision, last_seen_at=time.time())
+
+    def record_seq(self, device_id: str, seq: int, floor: int | None = None) -> tuple[bool, int]:
+        """Dedup by (device, seq): (first time, cumulative ack)."""
+        return self.store.record_seq(device_id, seq, floor)
+
+    # ---- queries ----
+
+    def get(self, device_id: str) -> dict[str, Any]:
+        """Raw device row; NotFound if absent."""
+        row = self.store.get(device_id)
+        if row is None:
+            raise NotFound(f"device {device_id} not found")
+        return row
+
+    def show(self, device_id: str) -> dict[str, Any]:
+        """The public view of one device."""
+        return _public(self.get(device_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Public views of every device."""
+        return [_public(r) for r in self.store.list()]
+
+    def active_ids(self) -> list[str]:
+        """Ids of enrolled or pending (not revoked) devices."""
+        return [r["id"] for r in self.store.list() if r["state"] != "revoked"]
+
+    def select(self, selector: str) -> list[str]:
+        """Non-revoked devices a target selects: a device name, or `k=v[,k=v...]` (all must match)."""
+        rows = [r for r in self.store.list() if r["state"] != "revoked"]
+        if "=" not in selector:
+            return [r["id"] for r in rows if r["id"] == selector]
+        wanted = parse_labels([p for p in selector.split(",") if p.strip()])
+        return [r["id"] for r in rows if all(r["labels"].get(k) == v for k, v in wanted.items())]
+
+    def set_desired(self, device_id: str, fingerprint: str) -> int:
+        """Bump the device's desired revision when its (service, generation) set changed."""
+        return self.store.set_desired(device_id, fingerprint)
+
+
+def row_cert(row: dict[str, Any]) -> str:
+    """The device certificate fingerprint stored at enrollment ('' before)."""
+    return row.get("cert_sha256") or ""
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["id"],
+        "state": row["state"],
+        "labels": row["labels"],
+        "online": bool(row["online"]),
+        "transport": row["transport"],
+        "agent_version": row["agent_version"],
+        "hardware": row["hardware"],
+        "created": _iso(row["created_at"]),
+        "enrolled": _iso(row["enrolled_at"]),
+        "revoked": _iso(row["revoked_at"]),
+        "last_seen": _iso(row["last_seen_at"]),
+        "last_heartbeat": _iso(row["last_heartbeat_at"]),
+        "uptime_s": row["uptime_s"],
+        "desired_revision": row["desired_revision"],
+        "applied_revision": row["applied_revision"],
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _load_token_key(path: Path) -> bytes:
+    if path.exists():
+        return path.read_bytes()
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key

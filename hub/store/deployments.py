@@ -1,0 +1,171 @@
+"""Deployment tables: services (desired state), their generations' manifests, per-device statuses."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import sqlite_utils
+
+from hub.store.db import Database, schema
+
+
+@schema
+def _create(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS services (
+            name TEXT PRIMARY KEY,
+            generation INTEGER NOT NULL,         -- only grows, also across delete + re-create
+            state TEXT NOT NULL,                 -- active | deleted
+            target TEXT NOT NULL,
+            spec TEXT NOT NULL,                  -- JSON of the request that made the current generation
+            keys TEXT NOT NULL DEFAULT '{}',     -- JSON {"primary", "secondary", "token_secret"}
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS service_generations (
+            service TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            manifest BLOB NOT NULL,              -- serialized edgeport.v1.ServiceManifest
+            models TEXT NOT NULL,                -- JSON [[name, version], ...] for in-use checks
+            created_at REAL NOT NULL,
+            PRIMARY KEY (service, generation)
+        );
+        CREATE TABLE IF NOT EXISTS service_status (
+            service TEXT NOT NULL,
+            device TEXT NOT NULL,
+            generation INTEGER NOT NULL,
+            phase INTEGER NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            scoring_uri TEXT NOT NULL DEFAULT '',
+            swagger_uri TEXT NOT NULL DEFAULT '',
+            serving_generation INTEGER NOT NULL DEFAULT 0,
+            log_tail TEXT NOT NULL DEFAULT '[]',
+            restarts INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (service, device)
+        );
+        """
+    )
+
+
+def _service(row: dict[str, Any]) -> dict[str, Any]:
+    row["spec"] = json.loads(row["spec"])
+    row["keys"] = json.loads(row["keys"])
+    return row
+
+
+class DeploymentStore:
+    """SQL for services; `DeploymentService` holds the rules."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """One service row (spec and keys decoded), deleted ones included; None if never created."""
+        with self.database.read() as db:
+            rows = list(db.query("SELECT * FROM services WHERE name = ?", [name]))
+            return _service(rows[0]) if rows else None
+
+    def active(self) -> list[dict[str, Any]]:
+        """Every active service, by name."""
+        with self.database.read() as db:
+            return [_service(r) for r in db.query("SELECT * FROM services WHERE state = 'active' ORDER BY name")]
+
+    def put_generation(
+        self,
+        name: str,
+        generation: int,
+        target: str,
+        spec: dict[str, Any],
+        keys: dict[str, str],
+        manifest: bytes,
+        models: list[tuple[str, int]],
+        expect_generation: int,
+    ) -> bool:
+        """Write generation `generation` as current; False if someone else moved the service meanwhile."""
+        now = time.time()
+        with self.database.transaction() as db:
+            rows = list(db.query("SELECT generation FROM services WHERE name = ?", [name]))
+            current = rows[0]["generation"] if rows else 0
+            if current != expect_generation:
+                return False
+            values = {"generation": generation, "state": "active", "target": target, "spec": json.dumps(spec),
+                      "keys": json.dumps(keys), "updated_at": now}
+            if rows:
+                sets = ", ".join(f"{k} = ?" for k in values)
+                db.execute(f"UPDATE services SET {sets} WHERE name = ?", [*values.values(), name])
+            else:
+                db["services"].insert({"name": name, "created_at": now, **values})
+            db["service_generations"].insert(
+                {"service": name, "generation": generation, "manifest": manifest, "models": json.dumps(models),
+                 "created_at": now}
+            )
+            return True
+
+    def manifest(self, name: str, generation: int) -> bytes | None:
+        """Serialized manifest of one generation."""
+        with self.database.read() as db:
+            rows = list(
+                db.query("SELECT manifest FROM service_generations WHERE service = ? AND generation = ?",
+                         [name, generation])
+            )
+            return rows[0]["manifest"] if rows else None
+
+    def mark_deleted(self, name: str) -> None:
+        """Take the service out of desired state (its generation counter stays)."""
+        with self.database.transaction() as db:
+            db.execute("UPDATE services SET state = 'deleted', updated_at = ? WHERE name = ?", [time.time(), name])
+
+    def set_keys(self, name: str, keys: dict[str, str]) -> None:
+        """Replace a service's auth keys."""
+        with self.database.read() as db:
+            db.execute("UPDATE services SET keys = ? WHERE name = ?", [json.dumps(keys), name])
+
+    def statuses(self, name: str) -> dict[str, dict[str, Any]]:
+        """Per-device status rows of one service."""
+        with self.database.read() as db:
+            rows = db.query("SELECT * FROM service_status WHERE service = ?", [name])
+            out = {}
+            for r in rows:
+                r["log_tail"] = json.loads(r["log_tail"])
+                out[r["device"]] = r
+            return out
+
+    def device_statuses(self, device: str) -> list[dict[str, Any]]:
+        """Status rows of every service on one device."""
+        with self.database.read() as db:
+            return list(db.query("SELECT * FROM service_status WHERE device = ? ORDER BY service", [device]))
+
+    def put_status(self, row: dict[str, Any]) -> bool:
+        """Store a status unless one for a newer generation is already stored; True if written."""
+        with self.database.transaction() as db:
+            old = list(
+                db.query("SELECT generation FROM service_status WHERE service = ? AND device = ?",
+                         [row["service"], row["device"]])
+            )
+            if old and old[0]["generation"] > row["generation"]:
+                return False
+            db["service_status"].upsert({**row, "log_tail": json.dumps(row.get("log_tail", []))},
+                                        pk=("service", "device"))
+            return True
+
+    def drop_statuses(self, name: str, devices: list[str] | None = None) -> None:
+        """Forget statuses of a service (all devices, or the given ones)."""
+        with self.database.read() as db:
+            if devices is None:
+                db.execute("DELETE FROM service_status WHERE service = ?", [name])
+            else:
+                for d in devices:
+                    db.execute("DELETE FROM service_status WHERE service = ? AND device = ?", [name, d])
+
+    def generations_using(self, model: str, version: int) -> list[tuple[str, int]]:
+        """(service, generation) pairs whose manifest uses model:version."""
+        with self.database.read() as db:
+            out = []
+            for r in db.query("SELECT service, generation, models FROM service_generations"):
+                if [model, version] in json.loads(r["models"]):
+                    out.append((r["service"], r["generation"]))
+            return out

@@ -1,0 +1,210 @@
+"""Fleet tables: devices, enrollment tokens (hashed), revoked certificates, agent sequence numbers."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import sqlite_utils
+
+from hub.store.db import Database, schema
+
+
+@schema
+def _create(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS devices (
+            id TEXT PRIMARY KEY,
+            labels TEXT NOT NULL DEFAULT '{}',
+            state TEXT NOT NULL,                 -- pending | enrolled | revoked
+            created_at REAL NOT NULL,
+            enrolled_at REAL,
+            revoked_at REAL,
+            cert_serial TEXT,
+            cert_sha256 TEXT,
+            agent_version TEXT,
+            hardware TEXT,                       -- JSON of HardwareInventory
+            online INTEGER NOT NULL DEFAULT 0,
+            transport TEXT,
+            last_seen_at REAL,
+            last_heartbeat_at REAL,
+            uptime_s INTEGER,
+            acked_seq INTEGER NOT NULL DEFAULT 0,
+            desired_revision INTEGER NOT NULL DEFAULT 0,
+            desired_fingerprint TEXT NOT NULL DEFAULT '',
+            applied_revision INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS enrollment_tokens (
+            id TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at REAL
+        );
+        CREATE TABLE IF NOT EXISTS revoked_certificates (
+            serial TEXT PRIMARY KEY,
+            device_id TEXT NOT NULL,
+            revoked_at REAL NOT NULL
+        );
+        -- seqs stored above a device's cumulative ack (out-of-order arrivals)
+        CREATE TABLE IF NOT EXISTS agent_seqs (
+            device_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (device_id, seq)
+        );
+        """
+    )
+
+
+def _row(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM devices WHERE id = ?", [device_id]))
+    if not rows:
+        return None
+    row = rows[0]
+    row["labels"] = json.loads(row["labels"])
+    row["hardware"] = json.loads(row["hardware"]) if row["hardware"] else None
+    return row
+
+
+class FleetStore:
+    """SQL for devices and their credentials; `FleetService` holds the rules."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def get(self, device_id: str) -> dict[str, Any] | None:
+        """One device row (labels and hardware decoded), or None."""
+        with self.database.read() as db:
+            return _row(db, device_id)
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every device, by name."""
+        with self.database.read() as db:
+            ids = [r["id"] for r in db.query("SELECT id FROM devices ORDER BY id")]
+            return [r for r in (_row(db, i) for i in ids) if r is not None]
+
+    def create_enrollment(
+        self, device_id: str, labels: dict[str, str], token_id: str, secret_sha256: str, expires_at: float
+    ) -> None:
+        """Add (or re-open a revoked) device as pending with a fresh one-time token, in one transaction."""
+        now = time.time()
+        with self.database.transaction() as db:
+            if _row(db, device_id) is None:
+                row = {"id": device_id, "labels": json.dumps(labels), "state": "pending", "created_at": now}
+                db["devices"].insert(row)
+            else:
+                db.execute(
+                    "UPDATE devices SET labels = ?, state = 'pending', revoked_at = NULL, online = 0 WHERE id = ?",
+                    [json.dumps(labels), device_id],
+                )
+            # A new token replaces any unused older one for the same device.
+            db.execute("DELETE FROM enrollment_tokens WHERE device_id = ? AND used_at IS NULL", [device_id])
+            db["enrollment_tokens"].insert(
+                {
+                    "id": token_id,
+                    "device_id": device_id,
+                    "secret_sha256": secret_sha256,
+                    "created_at": now,
+                    "expires_at": expires_at,
+                    "used_at": None,
+                }
+            )
+
+    def get_token(self, token_id: str) -> dict[str, Any] | None:
+        """One enrollment token row, or None."""
+        with self.database.read() as db:
+            rows = list(db.query("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]))
+            return rows[0] if rows else None
+
+    def complete_enrollment(
+        self, token_id: str, device_id: str, cert_serial: str, cert_sha256: str, agent_version: str, hardware: str
+    ) -> bool:
+        """Burn the token and mark the device enrolled, atomically; False if the token was used meanwhile."""
+        now = time.time()
+        with self.database.transaction() as db:
+            cur = db.execute(
+                "UPDATE enrollment_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL", [now, token_id]
+            )
+            if cur.rowcount != 1:
+                return False
+            db.execute(
+                "UPDATE devices SET state = 'enrolled', enrolled_at = ?, cert_serial = ?, cert_sha256 = ?,"
+                " agent_version = ?, hardware = ?, acked_seq = 0 WHERE id = ?",
+                [now, cert_serial, cert_sha256, agent_version, hardware, device_id],
+            )
+            db.execute("DELETE FROM agent_seqs WHERE device_id = ?", [device_id])
+            return True
+
+    def revoke(self, device_id: str) -> None:
+        """Mark the device revoked, add its certificate to the revocation list, void unused tokens."""
+        now = time.time()
+        with self.database.transaction() as db:
+            row = _row(db, device_id)
+            if row is None:
+                return
+            db.execute(
+                "UPDATE devices SET state = 'revoked', revoked_at = ?, online = 0 WHERE id = ?", [now, device_id]
+            )
+            if row["cert_serial"]:
+                db.execute(
+                    "INSERT OR IGNORE INTO revoked_certificates (serial, device_id, revoked_at) VALUES (?, ?, ?)",
+                    [row["cert_serial"], device_id, now],
+                )
+            db.execute("DELETE FROM enrollment_tokens WHERE device_id = ? AND used_at IS NULL", [device_id])
+
+    def is_serial_revoked(self, serial: str) -> bool:
+        """Whether a certificate serial is on the revocation list."""
+        with self.database.read() as db:
+            return bool(list(db.query("SELECT 1 FROM revoked_certificates WHERE serial = ?", [serial])))
+
+    def update(self, device_id: str, **fields: Any) -> None:
+        """Set plain columns of one device."""
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.database.read() as db:
+            db.execute(f"UPDATE devices SET {cols} WHERE id = ?", [*fields.values(), device_id])
+
+    def set_all_offline(self) -> None:
+        """At hub start nobody is connected yet."""
+        with self.database.read() as db:
+            db.execute("UPDATE devices SET online = 0")
+
+    def record_seq(self, device_id: str, seq: int, floor: int | None) -> tuple[bool, int]:
+        """Store `seq` once; return (first time seen, cumulative ack). `floor` lifts the ack past lost seqs."""
+        with self.database.transaction() as db:
+            rows = list(db.query("SELECT acked_seq FROM devices WHERE id = ?", [device_id]))
+            if not rows:
+                return False, 0
+            acked = rows[0]["acked_seq"]
+            if floor is not None and floor > acked:
+                acked = floor
+            fresh = seq > acked and not list(
+                db.query("SELECT 1 FROM agent_seqs WHERE device_id = ? AND seq = ?", [device_id, seq])
+            )
+            if fresh:
+                db.execute("INSERT INTO agent_seqs (device_id, seq) VALUES (?, ?)", [device_id, seq])
+            held = {r["seq"] for r in db.query("SELECT seq FROM agent_seqs WHERE device_id = ?", [device_id])}
+            while acked + 1 in held:
+                acked += 1
+            db.execute("DELETE FROM agent_seqs WHERE device_id = ? AND seq <= ?", [device_id, acked])
+            db.execute("UPDATE devices SET acked_seq = ? WHERE id = ?", [acked, device_id])
+            return fresh, acked
+
+    def set_desired(self, device_id: str, fingerprint: str) -> int:
+        """Bump the device's desired revision if its set of (service, generation) changed; return the revision."""
+        with self.database.transaction() as db:
+            rows = list(db.query("SELECT desired_revision, desired_fingerprint FROM devices WHERE id = ?", [device_id]))
+            if not rows:
+                return 0
+            revision, old = rows[0]["desired_revision"], rows[0]["desired_fingerprint"]
+            if old != fingerprint:
+                revision += 1
+                db.execute(
+                    "UPDATE devices SET desired_revision = ?, desired_fingerprint = ? WHERE id = ?",
+                    [revision, fingerprint, device_id],
+                )
+            return revision

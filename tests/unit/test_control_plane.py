@@ -1,0 +1,271 @@
+"""Hub control plane, in process on a real SQLite data dir: enrollment, deployments, desired state, core, telemetry."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hub.control.plane import attach_control_plane
+from hub.deployconfig import parse_deployment_config, parse_inference_config, requirements_from_conda
+from hub.errors import BadInput, Conflict, NotFound, Unauthorized
+from hub.pki import CertificateAuthority
+from hub.services import HubServices
+from protos.edgeport.v1 import agent_pb2
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServices]:
+    services = HubServices.open(tmp_path / "hub")
+    if services.fleet is None:  # until HubServices.open wires the control plane itself
+        attach_control_plane(services)
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def _csr() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "whatever-the-device-claims")])
+    return x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM
+    )
+
+
+def _request(token: str, csr: bytes | None = None) -> agent_pb2.EnrollRequest:
+    _, token_id, secret, _ = token.split(".")
+    csr = csr or _csr()
+    proof = hmac.new(secret.encode(), csr, hashlib.sha256).digest()
+    return agent_pb2.EnrollRequest(token_id=token_id, csr_pem=csr, proof=proof, agent_version="test")
+
+
+def _enroll(hub: HubServices, name: str, labels: list[str]) -> agent_pb2.EnrollResponse:
+    token = hub.fleet.create_token(name, labels)["token"]
+    return hub.fleet.enroll(_request(token))
+
+
+def _register(hub: HubServices, tmp_path: Path, name: str, content: bytes) -> int:
+    path = tmp_path / f"{name}-{hashlib.sha256(content).hexdigest()[:8]}.onnx"
+    path.write_bytes(content)
+    digest = hub.blobs.put_file(path)
+    files = [{"path": "model.onnx", "digest": digest, "size": len(content)}]
+    return hub.registry.register(name, files).version
+
+
+# ---- enrollment and identity ----
+
+
+def test_enrollment_issues_certificate_pinned_to_ca(hub: HubServices) -> None:
+    out = hub.fleet.create_token("dev-1", ["zone=a"])
+    assert out["device"] == "dev-1" and out["token"].startswith("ep1.")
+    pin = out["token"].split(".")[3]
+    response = hub.fleet.enroll(_request(out["token"]))
+    ca = x509.load_pem_x509_certificate(response.ca_pem)
+    assert hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest() == pin
+    cert = x509.load_pem_x509_certificate(response.certificate_pem)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "dev-1"  # not what the CSR claimed
+    assert hub.fleet.authenticate_certificate(response.certificate_pem) == "dev-1"
+    # the token's secret is not in the database, only its hash
+    db_text = json.dumps(list(hub.db.db.query("SELECT * FROM enrollment_tokens")))
+    assert out["token"].split(".")[2] not in db_text
+
+
+def test_reused_token_is_refused(hub: HubServices) -> None:
+    token = hub.fleet.create_token("dev-1", [])["token"]
+    hub.fleet.enroll(_request(token))
+    with pytest.raises(Unauthorized, match="already used"):
+        hub.fleet.enroll(_request(token))
+
+
+def test_expired_token_is_refused(hub: HubServices) -> None:
+    token = hub.fleet.create_token("dev-1", [], ttl_s=1)["token"]
+    hub.db.db.execute("UPDATE enrollment_tokens SET expires_at = ?", [time.time() - 5])
+    with pytest.raises(Unauthorized, match="expired"):
+        hub.fleet.enroll(_request(token))
+
+
+def test_wrong_proof_is_refused(hub: HubServices) -> None:
+    token = hub.fleet.create_token("dev-1", [])["token"]
+    request = _request(token)
+    request.proof = b"x" * 32
+    with pytest.raises(Unauthorized, match="proof"):
+        hub.fleet.enroll(request)
+    assert hub.fleet.show("dev-1")["state"] == "pending"  # the token is not burnt by a bad attempt
+
+
+def test_revoked_device_and_foreign_certificate_are_refused(hub: HubServices, tmp_path: Path) -> None:
+    response = _enroll(hub, "dev-1", [])
+    hub.fleet.revoke("dev-1")
+    with pytest.raises(Unauthorized, match="revoked"):
+        hub.fleet.authenticate_certificate(response.certificate_pem)
+    other = CertificateAuthority(tmp_path / "other-pki").sign_csr(_csr(), "dev-1")
+    with pytest.raises(Unauthorized, match="not issued by this hub"):
+        hub.fleet.authenticate_certificate(other.pem)
+
+
+def test_bad_enrollment_inputs(hub: HubServices) -> None:
+    with pytest.raises(BadInput, match="invalid device name"):
+        hub.fleet.create_token("bad name!", [])
+    with pytest.raises(BadInput, match="invalid label"):
+        hub.fleet.create_token("dev-1", ["novalue"])
+    _enroll(hub, "dev-1", [])
+    with pytest.raises(Conflict, match="already enrolled"):
+        hub.fleet.create_token("dev-1", [])
+    with pytest.raises(NotFound):
+        hub.fleet.revoke("nope")
+
+
+# ---- configs ----
+
+
+def test_unknown_config_keys_are_named(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="unknown key 'autoScale'"):
+        parse_deployment_config({"computeType": "edge", "autoScale": True})
+    with pytest.raises(BadInput, match="unknown key 'gpu'"):
+        parse_deployment_config({"containerResourceRequirements": {"cpu": 1, "gpu": 1}})
+    with pytest.raises(BadInput, match="port must be"):
+        parse_deployment_config({"port": 70000})
+    with pytest.raises(BadInput, match="authEnabled must be true or false"):
+        parse_deployment_config({"authEnabled": "yes"})
+    (tmp_path / "score.py").write_text("def init(): pass\ndef run(x): return x\n")
+    with pytest.raises(BadInput, match="unknown key 'entry_script'"):
+        parse_inference_config({"entry_script": "score.py"}, tmp_path)
+    with pytest.raises(BadInput, match=r"entryScript 'missing\.py' not found"):
+        parse_inference_config({"entryScript": "missing.py"}, tmp_path)
+    ic = parse_inference_config({"entryScript": "score.py", "runtime": "python", "requirements": ["numpy"]}, tmp_path)
+    assert ic.entry_script == "score.py" and ic.requirements == ["numpy"]
+
+
+def test_conda_file_gives_pip_requirements(tmp_path: Path) -> None:
+    env = tmp_path / "env.yml"
+    env.write_text("name: x\ndependencies:\n  - python=3.11\n  - numpy=1.26\n  - pip:\n    - scikit-learn>=1.4\n")
+    assert requirements_from_conda(env) == ["numpy==1.26", "scikit-learn>=1.4"]
+
+
+# ---- deployments and desired state ----
+
+
+def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_path: Path) -> None:
+    for name, zone in (("a", "x"), ("b", "x"), ("c", "y")):
+        _enroll(hub, name, [f"zone={zone}"])
+    v1 = _register(hub, tmp_path, "digits", b"one")
+    view = hub.deployments.create({"name": "svc", "models": [f"digits:{v1}"], "target": "zone=x",
+                                   "deployment": {"authEnabled": True}})
+    assert view["generation"] == 1 and [d["device"] for d in view["devices"]] == ["a", "b"]
+    state = hub.control.desired_state("a")
+    assert [m.name for m in state.services] == ["svc"]
+    manifest = state.services[0]
+    assert manifest.runtime.onnx_file == "model.onnx" and manifest.models[0].files[0].path == "model.onnx"
+    assert manifest.auth.mode == "key" and manifest.auth.primary_key == hub.deployments.keys("svc")["primaryKey"]
+    assert hub.control.desired_state("c").services == []
+    rev1 = state.revision
+    v2 = _register(hub, tmp_path, "digits", b"two")
+    hub.deployments.update("svc", {"models": [f"digits:{v2}"]})
+    state2 = hub.control.desired_state("a")
+    assert state2.revision > rev1 and state2.services[0].generation == 2
+    assert state2.services[0].auth.primary_key == manifest.auth.primary_key  # keys survive updates
+    assert hub.control.desired_state("a").revision == state2.revision  # no change, no bump
+    hub.deployments.delete("svc")
+    assert hub.control.desired_state("a").services == []
+    # the generation keeps growing across delete and re-create
+    again = hub.deployments.create({"name": "svc", "models": [f"digits:{v2}"], "target": "a"})
+    assert again["generation"] == 3
+
+
+def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
+    _enroll(hub, "a", ["zone=x"])
+    v1 = _register(hub, tmp_path, "digits", b"one")
+    with pytest.raises(NotFound, match="model 'nope' not found"):
+        hub.deployments.create({"name": "s", "models": ["nope:1"], "target": "a"})
+    with pytest.raises(NotFound, match="has no version 9"):
+        hub.deployments.create({"name": "s", "models": ["digits:9"], "target": "a"})
+    with pytest.raises(BadInput, match="selects no device"):
+        hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "zone=mars"})
+    with pytest.raises(BadInput, match="selects no device"):
+        hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "ghost"})
+    with pytest.raises(BadInput, match="unknown key 'replicas'"):
+        hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a", "deployment": {"replicas": 2}})
+    with pytest.raises(BadInput, match="was not uploaded"):
+        hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a", "inference": {
+            "entry_script": "score.py", "source_files": [{"path": "score.py", "digest": "sha256:" + "0" * 64,
+                                                          "size": 1}]}})
+    assert hub.deployments.list() == []  # nothing half-made
+    hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
+    with pytest.raises(Conflict, match="already exists"):
+        hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
+
+
+def test_deleting_a_model_in_use_names_the_service(hub: HubServices, tmp_path: Path) -> None:
+    _enroll(hub, "a", [])
+    v1 = _register(hub, tmp_path, "digits", b"one")
+    hub.deployments.create({"name": "scorer", "models": [f"digits:{v1}"], "target": "a"})
+    with pytest.raises(Conflict, match="used by service scorer"):
+        hub.registry.delete_version("digits", v1)
+    hub.deployments.delete("scorer")
+    hub.registry.delete_version("digits", v1)
+
+
+def test_old_generation_status_never_overwrites_newer(hub: HubServices, tmp_path: Path) -> None:
+    _enroll(hub, "a", [])
+    v1 = _register(hub, tmp_path, "digits", b"one")
+    hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
+    hub.deployments.update("s", {"deployment": {"port": 0, "healthTimeoutSeconds": 5}})
+    ok = agent_pb2.DeploymentStatus(service="s", generation=2, phase=agent_pb2.HEALTHY, scoring_uri="http://x/score")
+    late = agent_pb2.DeploymentStatus(service="s", generation=1, phase=agent_pb2.FAILED, message="late")
+    hub.deployments.record_status("a", ok)
+    hub.deployments.record_status("a", late)
+    view = hub.deployments.show("s")
+    assert view["state"] == "Healthy" and view["devices"][0]["scoring_uri"] == "http://x/score"
+
+
+# ---- core: sessions, dedup, acks, telemetry ----
+
+
+def test_core_dedups_by_seq_and_acks_cumulatively(hub: HubServices, tmp_path: Path) -> None:
+    _enroll(hub, "a", [])
+    core = hub.control
+    session, welcome = core.open_session("a", agent_pb2.Hello(device_id="a", next_seq=1), transport="test")
+    assert welcome.acked_seq == 0 and core.is_online("a")
+
+    def telemetry(seq: int) -> agent_pb2.AgentMessage:
+        point = agent_pb2.TelemetryPoint(at_ms=int(time.time() * 1000), metric="agent.rss_bytes", value=seq)
+        return agent_pb2.AgentMessage(seq=seq, telemetry=agent_pb2.TelemetryBatch(points=[point]))
+
+    assert core.handle(session, telemetry(1)).ack.seq == 1
+    assert core.handle(session, telemetry(3)).ack.seq == 1  # 2 missing: the ack waits
+    assert core.handle(session, telemetry(3)).ack.seq == 1  # a repeat is stored once
+    assert core.handle(session, telemetry(2)).ack.seq == 3
+    assert len(hub.telemetry.query(device="a", metric="agent.rss_bytes")) == 3
+    assert hub.telemetry.summary("a")["agent.rss_bytes"] in (1.0, 2.0, 3.0)
+    out = core.outgoing(session)
+    assert [m.WhichOneof("body") for m in out] == ["desired"]
+    assert core.outgoing(session) == []  # nothing new
+    core.close_session(session)
+    assert not core.is_online("a") and not hub.fleet.show("a")["online"]
+    # a new session whose first seq is past the ack: the agent lost those (outbox overflow); don't stall
+    session2, welcome2 = core.open_session("a", agent_pb2.Hello(device_id="a", next_seq=10), transport="test")
+    assert welcome2.acked_seq == 3
+    assert core.handle(session2, telemetry(7)).ack.seq == 7
+
+
+def test_telemetry_retention(hub: HubServices) -> None:
+    old = int((time.time() - 8 * 86400) * 1000)
+    now = int(time.time() * 1000)
+    batch = agent_pb2.TelemetryBatch(points=[
+        agent_pb2.TelemetryPoint(at_ms=old, metric="m", value=1),
+        agent_pb2.TelemetryPoint(at_ms=now, metric="m", value=2),
+    ])
+    assert hub.telemetry.ingest("a", batch) == 1  # the 8-day-old point is past the 7-day retention
+    assert [p["value"] for p in hub.telemetry.query(device="a")] == [2.0]
+    with pytest.raises(BadInput, match="limit"):
+        hub.telemetry.query(limit=0)
