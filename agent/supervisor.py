@@ -1,0 +1,268 @@
+"""The only place on the agent that starts processes: runtimes, and short tool commands.
+
+Each runtime runs as `python -m runtimes serve ...` in its own session (process group =
+its PID), with stdout+stderr appended to `logs/<service>.<generation>.log`, so a stop
+signals the whole group and nothing is left behind. A runtime is known by PID plus the
+kernel's start time of that PID, so an agent restarted after `kill -9` can adopt runtimes
+that still run (and tell them apart from a reused PID) instead of restarting them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEALTH_POLL_S = 0.2
+
+
+class RuntimeUnhealthy(Exception):
+    """A runtime did not become healthy; `log_tail` holds its last log lines."""
+
+    def __init__(self, reason: str, log_tail: list[str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+@dataclass
+class RuntimeSpec:
+    """Everything needed to start one generation of one service's runtime."""
+
+    service: str
+    generation: int
+    python: str
+    model_dir: Path
+    port: int
+    grpc_port: int
+    host: str = "127.0.0.1"
+    source_dir: Path | None = None
+    entry_script: str = ""
+    onnx_file: str = ""
+    auth_mode: str = "none"
+    secrets: dict[str, str] = field(default_factory=dict)  # EDGEPORT_* keys: environment, never argv
+    cpus: float = 0.0
+    execution_providers: list[str] = field(default_factory=list)
+    quantize_int8: bool = False
+    max_batch_size: int = 0
+    max_batch_delay_ms: int = 0
+    max_body_bytes: int = 0
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """The runtime command line (the runtime process contract)."""
+        args = [self.python, "-m", "runtimes", "serve", "--model-dir", str(self.model_dir), "--name", self.service]
+        if self.entry_script:
+            args += ["--entry-script", self.entry_script, "--source-dir", str(self.source_dir or self.model_dir)]
+        elif self.onnx_file:
+            args += ["--onnx", self.onnx_file]
+        args += ["--host", self.host, "--port", str(self.port), "--grpc-port", str(self.grpc_port)]
+        args += ["--auth", self.auth_mode or "none"]
+        if self.max_batch_size > 1:
+            args += ["--max-batch-size", str(self.max_batch_size), "--max-batch-delay-ms", str(self.max_batch_delay_ms)]
+        if self.cpus > 0:
+            args += ["--cpus", f"{self.cpus:g}"]
+        if self.execution_providers:
+            args += ["--execution-providers", ",".join(self.execution_providers)]
+        if self.quantize_int8:
+            args.append("--quantize-int8")
+        if self.max_body_bytes > 0:
+            args += ["--max-body-bytes", str(self.max_body_bytes)]
+        return args
+
+
+@dataclass
+class RuntimeProcess:
+    """A started (or adopted) runtime."""
+
+    spec: RuntimeSpec
+    pid: int
+    pid_start: int
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None  # None when adopted from an earlier agent
+
+    def exit_code(self) -> int | None:
+        """The exit status once it ended (-1 when adopted and gone), None while it runs."""
+        if self.popen is not None:
+            return self.popen.poll()
+        return None if process_start_time(self.pid) == self.pid_start else -1
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.exit_code() is None
+
+
+def process_start_time(pid: int) -> int:
+    """The kernel start time (clock ticks since boot) of `pid`, 0 when there is no such live process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    if fields[0] in ("Z", "X"):  # zombie / dead: not running
+        return 0
+    return int(fields[19])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens on (or holds) `port`."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+    """GET / on the runtime answers 200 (the runtime contract's 'Healthy')."""
+    conn = http.client.HTTPConnection(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        resp.read(200)
+        return resp.status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def tail(path: Path, lines: int = 30) -> list[str]:
+    """The last `lines` lines of a log file ([] when there is none)."""
+    try:
+        with open(path, errors="replace") as fh:
+            return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]
+    except OSError:
+        return []
+
+
+def run_command(
+    args: list[str], *, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a short tool command (pip, provider probe) to completion; output captured as text."""
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+    )
+
+
+class Supervisor:
+    """Starts, health-checks, adopts and stops runtime processes."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def log_path(self, service: str, generation: int) -> Path:
+        """Where a generation's runtime output goes."""
+        return self.log_dir / f"{service}.{generation}.log"
+
+    def start(self, spec: RuntimeSpec) -> RuntimeProcess:
+        """Start the runtime for `spec` in its own process group; raise RuntimeUnhealthy when its port is taken."""
+        log_path = self.log_path(spec.service, spec.generation)
+        if port_in_use(spec.port, spec.host):
+            raise RuntimeUnhealthy(f"port {spec.port} is already in use on {spec.host}", tail(log_path))
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "AZUREML_MODEL_DIR": str(spec.model_dir),
+            **spec.environment,
+            **spec.secrets,
+        }
+        cwd = spec.source_dir or spec.model_dir
+        with open(log_path, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} agent starts generation {spec.generation}\n".encode())
+            log.flush()
+            popen = subprocess.Popen(
+                spec.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                start_new_session=True,
+            )  # fmt: skip
+        return RuntimeProcess(spec, popen.pid, process_start_time(popen.pid), log_path, popen)
+
+    async def wait_healthy(self, proc: RuntimeProcess, timeout_s: float) -> None:
+        """Return once GET / answers 200; raise RuntimeUnhealthy when it exits or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = proc.exit_code()
+            if code is not None:
+                raise RuntimeUnhealthy(f"runtime exited with code {code} during start", tail(proc.log_path))
+            # A 200 while our process is gone came from someone else on the port: not ours.
+            if await asyncio.to_thread(check_healthy, proc.spec.port, proc.spec.host, 1.0) and proc.alive():
+                return
+            if time.monotonic() >= deadline:
+                raise RuntimeUnhealthy(f"runtime not healthy within {timeout_s:g}s", tail(proc.log_path))
+            await asyncio.sleep(HEALTH_POLL_S)
+
+    def adopt(self, spec: RuntimeSpec, pid: int, pid_start: int) -> RuntimeProcess | None:
+        """Take over a runtime an earlier agent started, if that very process still runs and is healthy."""
+        if pid <= 0 or process_start_time(pid) != pid_start:
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if b"runtimes" not in cmdline or b"serve" not in cmdline:
+            return None
+        if not check_healthy(spec.port, spec.host):
+            return None
+        return RuntimeProcess(spec, pid, pid_start, self.log_path(spec.service, spec.generation))
+
+    def stop(self, proc: RuntimeProcess, grace_s: float = 5.0) -> None:
+        """TERM the runtime's process group, KILL it after `grace_s`; reap it. Idempotent."""
+        if proc.popen is None and process_start_time(proc.pid) != proc.pid_start:
+            return  # adopted and already gone (or the PID now belongs to someone else)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # also whatever the runtime started itself
+        if proc.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(5)
+        else:
+            deadline = time.monotonic() + 5
+            while proc.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+class Backoff:
+    """Restart delays 1, 2, 4 ... `cap` seconds; back to 1 s after `stable_s` of healthy running."""
+
+    def __init__(self, first_s: float = 1.0, cap_s: float = 30.0, stable_s: float = 60.0) -> None:
+        self.first_s, self.cap_s, self.stable_s = first_s, cap_s, stable_s
+        self.attempts = 0
+        self.healthy_since: float | None = None
+
+    def next_delay(self) -> float:
+        """The delay before the next restart (grows with every call)."""
+        if self.healthy_since is not None and time.monotonic() - self.healthy_since >= self.stable_s:
+            self.attempts = 0
+        self.healthy_since = None
+        delay = min(self.cap_s, self.first_s * 2**self.attempts)
+        self.attempts += 1
+        return delay
+
+    def healthy(self) -> None:
+        """The runtime is healthy again (starts the stability clock)."""
+        self.healthy_since = time.monotonic()
+
+
+PYTHON = sys.executable

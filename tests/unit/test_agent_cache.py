@@ -1,0 +1,159 @@
+"""ArtifactCache against a real loopback HTTP blob server: verify, Range resume, LRU eviction, corruption."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.cache import ArtifactCache, CacheError
+
+
+class _BlobServer(http.server.ThreadingHTTPServer):
+    blobs: dict[str, bytes]
+    requests: list[tuple[str, str | None]]
+    cut_after: int | None  # close the connection after this many body bytes (simulated network cut)
+    honour_range: bool
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _BlobServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        digest = self.path.rsplit("/", 1)[-1]
+        rng = self.headers.get("Range")
+        self.server.requests.append((self.path, rng))
+        data = self.server.blobs.get(digest)
+        if data is None:
+            self.send_response(404)
+            self.end_headers()
+            self.wfile.write(b'{"error": "blob unknown"}')
+            return
+        start = 0
+        if rng and self.server.honour_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.server.cut_after is not None:
+            self.wfile.write(body[: self.server.cut_after])
+            self.wfile.flush()
+            self.server.cut_after = None
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[_BlobServer]:
+    srv = _BlobServer(("127.0.0.1", 0), _Handler)
+    srv.blobs, srv.requests, srv.cut_after, srv.honour_range = {}, [], None, True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _add(server: _BlobServer, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    server.blobs[digest] = data
+    return digest
+
+
+def _url(server: _BlobServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_fetch_verifies_and_second_fetch_is_local(tmp_path: Path, server: _BlobServer) -> None:
+    data = os.urandom(300_000)
+    digest = _add(server, data)
+    cache = ArtifactCache(tmp_path)
+    path = cache.fetch(_url(server), "models/digits", digest, len(data))
+    assert path.read_bytes() == data and cache.has(digest)
+    assert server.requests == [(f"/v2/models/digits/blobs/{digest}", None)]
+    cache.fetch(_url(server), "models/digits", digest, len(data))
+    assert len(server.requests) == 1  # verified blob: never pulled again
+    assert not os.access(path, os.W_OK) or os.geteuid() == 0  # read-only for everyone but root
+
+
+def test_interrupted_pull_resumes_with_range(tmp_path: Path, server: _BlobServer) -> None:
+    data = os.urandom(500_000)
+    digest = _add(server, data)
+    cache = ArtifactCache(tmp_path)
+    server.cut_after = 200_000
+    with pytest.raises(CacheError, match="bytes"):
+        cache.fetch(_url(server), "models/big", digest, len(data))
+    partial = tmp_path / "partial" / f"{digest.split(':')[1]}.partial"
+    assert partial.stat().st_size == 200_000
+    path = cache.fetch(_url(server), "models/big", digest, len(data))
+    assert path.read_bytes() == data
+    assert server.requests[-1][1] == "bytes=200000-"
+    assert not partial.exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(tmp_path: Path, server: _BlobServer) -> None:
+    data = os.urandom(100_000)
+    digest = _add(server, data)
+    cache = ArtifactCache(tmp_path)
+    server.cut_after = 30_000
+    with pytest.raises(CacheError):
+        cache.fetch(_url(server), "m", digest, len(data))
+    server.honour_range = False
+    assert cache.fetch(_url(server), "m", digest, len(data)).read_bytes() == data
+
+
+def test_corrupt_blob_is_rejected_and_not_kept(tmp_path: Path, server: _BlobServer) -> None:
+    good = b"the real bytes" * 1000
+    digest = "sha256:" + hashlib.sha256(good).hexdigest()
+    server.blobs[digest] = good[:-1] + b"X"  # same size, wrong content
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(CacheError, match="corrupt"):
+        cache.fetch(_url(server), "m", digest, len(good))
+    assert not cache.has(digest)
+    assert list((tmp_path / "partial").iterdir()) == []
+
+
+def test_wrong_size_missing_blob_and_bad_digest(tmp_path: Path, server: _BlobServer) -> None:
+    data = b"abc" * 100
+    digest = _add(server, data)
+    cache = ArtifactCache(tmp_path)
+    with pytest.raises(CacheError, match="interrupted at 300 of 301"):
+        cache.fetch(_url(server), "m", digest, 301)
+    with pytest.raises(CacheError, match="got 300 bytes, expected 299"):
+        cache.fetch(_url(server), "m", digest, 299)
+    with pytest.raises(CacheError, match="HTTP 404"):
+        cache.fetch(_url(server), "m", "sha256:" + "0" * 64, 10)
+    with pytest.raises(CacheError, match="malformed digest"):
+        cache.fetch(_url(server), "m", "md5:abcd", 10)
+    assert not cache.has(digest)
+
+
+def test_lru_eviction_keeps_what_is_in_use(tmp_path: Path, server: _BlobServer) -> None:
+    cache = ArtifactCache(tmp_path, max_bytes=2500)
+    digests = []
+    for i in range(4):
+        d = _add(server, bytes([i]) * 1000)
+        cache.fetch(_url(server), "m", d, 1000)
+        os.utime(cache.path(d), (time.time() - 100 + i, time.time() - 100 + i))  # d0 oldest ... d3 newest
+        digests.append(d)
+    cache.touch(digests[1])  # d1 used just now: newest
+    evicted = cache.evict(keep={digests[0]})  # d0 is oldest but in use by a service
+    assert evicted == [digests[2], digests[3]]
+    assert cache.has(digests[0]) and cache.has(digests[1])
+    assert cache.usage() == 2000
