@@ -5,6 +5,7 @@ registers its schema with `Database.schema`; services above talk to these
 modules, never to SQL.
 """
 
+from hub.store import registry  # noqa: F401  (registers the registry schema)
 from hub.store.db import Database, DataDirLocked
 
 __all__ = ["DataDirLocked", "Database"]

@@ -1,0 +1,29 @@
+"""`create_app(services)`: the hub's FastAPI app (REST admin API under /api/v1, OCI pull API under /v2)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from fastapi import FastAPI
+
+from hub.api import blobs, models, oci
+from hub.api.errors import install_error_handlers
+from hub.services import HubServices
+
+# Each module exposes `router`; rooms append theirs (room 4: devices, services).
+ROUTER_MODULES: list[ModuleType] = [blobs, models, oci]
+
+
+def create_app(services: HubServices) -> FastAPI:
+    """Build the app around `services`; every route reaches them through `hub.api.deps.Services`."""
+    app = FastAPI(
+        title="Edgeport hub",
+        version="0.1.0",
+        description="REST admin API of the Edgeport hub (models, blobs, devices, services) "
+        "and the pull side of the OCI distribution API under /v2/.",
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in ROUTER_MODULES:
+        app.include_router(module.router)
+    return app

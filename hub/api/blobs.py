@@ -1,0 +1,47 @@
+"""Blob upload: `HEAD /api/v1/blobs/{digest}` (is it stored?) and `PUT /api/v1/blobs/{digest}` (stream it in)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from hub.api.deps import Services
+from hub.blobs import validate_digest
+from hub.errors import BadInput
+
+router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
+
+
+@router.head("/{digest}", summary="Is a blob stored? 200 yes, 404 no")
+def blob_exists(digest: str, services: Services) -> Response:
+    """200 with Content-Length when the blob is stored, 404 otherwise."""
+    validate_digest(digest)
+    if not services.blobs.exists(digest):
+        return Response(status_code=404)
+    return Response(status_code=200, headers={"Content-Length": str(services.blobs.size(digest))})
+
+
+@router.put("/{digest}", status_code=201, summary="Upload a blob (raw bytes as the body, streamed)")
+async def put_blob(digest: str, request: Request, services: Services) -> dict[str, object]:
+    """Stream the body to a temp file, verify digest and size, fsync and rename into the store.
+
+    400 when the content does not match `digest`; 507 when the disk is full (nothing left behind).
+    """
+    validate_digest(digest)
+    announced = request.headers.get("content-length")
+    expected = int(announced) if announced and announced.isdigit() else None
+    if services.blobs.exists(digest):
+        # Content-addressed: already stored means identical; drain nothing, the client may stop sending.
+        return {"digest": digest, "size": services.blobs.size(digest), "created": False}
+    writer = services.blobs.writer(digest, expected)
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                writer.write(chunk)  # page-cache writes are quick; fsync happens in commit, off the loop
+    except BadInput:
+        raise
+    except Exception:
+        writer.abort()
+        raise
+    size = await run_in_threadpool(writer.commit)
+    return {"digest": digest, "size": size, "created": True}
