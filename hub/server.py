@@ -23,6 +23,7 @@ from typing import Protocol
 import uvicorn
 
 from hub.api.app import create_app
+from hub.control.channel import agent_channel
 from hub.errors import HubError
 from hub.services import HubServices
 
@@ -41,7 +42,7 @@ class Component(Protocol):
 
 ComponentFactory = Callable[[HubServices, argparse.Namespace], Component | None]
 # Rooms append factories here (room 4: the gRPC AgentService; room 5: the MQTT bridge).
-COMPONENT_FACTORIES: list[ComponentFactory] = []
+COMPONENT_FACTORIES: list[ComponentFactory] = [agent_channel]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 
 from hub.artifacts import ArtifactService
 from hub.blobs import BlobStore
+from hub.control.plane import attach_control_plane
 from hub.registry import RegistryService
 from hub.store import Database
 
@@ -48,6 +49,7 @@ class HubServices:
                 artifacts=ArtifactService(blobs, registry),
             )
             # --- rooms build and wire their services here (e.g. registry.in_use_checks.append(...)) ---
+            attach_control_plane(services)  # fleet, deployments, telemetry, agent-channel core
         except BaseException:
             db.close()
             raise

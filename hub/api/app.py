@@ -6,12 +6,12 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
-from hub.api import blobs, models, oci
+from hub.api import blobs, devices, enroll, models, oci, services
 from hub.api.errors import install_error_handlers
 from hub.services import HubServices
 
 # Each module exposes `router`; rooms append theirs (room 4: devices, services).
-ROUTER_MODULES: list[ModuleType] = [blobs, models, oci]
+ROUTER_MODULES: list[ModuleType] = [blobs, models, oci, devices, enroll, services]
 
 
 def create_app(services: HubServices) -> FastAPI:

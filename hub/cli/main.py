@@ -6,12 +6,12 @@ import argparse
 import sys
 from types import ModuleType
 
-from hub.cli import model, serve
+from hub.cli import deploy, device, model, serve, service
 from hub.cli.parsing import HubArgumentParser, add_global_options
 from hub.errors import HubError
 
 # Rooms append their groups (room 4: device, service, deploy).
-COMMAND_MODULES: list[ModuleType] = [serve, model]
+COMMAND_MODULES: list[ModuleType] = [serve, model, device, deploy, service]
 
 DESCRIPTION = """\
 Edgeport hub: register models, deploy them to devices, and run the hub server.

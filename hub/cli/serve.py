@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from hub.cli.parsing import add_command
+from hub.control.channel import add_serve_options
 
 DEFAULT_DATA_DIR = os.environ.get("EDGEPORT_DATA_DIR") or ".edgeport/hub"
 
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--port", type=int, default=7070, help="HTTP port for API and OCI (default: 7070; 0 = any free)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     # --- rooms add their serve options below (e.g. --grpc-port, --insecure, --mqtt-*) ---
+    add_serve_options(p)  # --grpc-port, --insecure (agents' gRPC channel)
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,8 @@ registers its schema with `Database.schema`; services above talk to these
 modules, never to SQL.
 """
 
-from hub.store import registry  # noqa: F401  (registers the registry schema)
+# importing a room's store module registers its schema (registry; control plane: fleet, deployments, telemetry)
+from hub.store import deployments, fleet, registry, telemetry  # noqa: F401
 from hub.store.db import Database, DataDirLocked
 
 __all__ = ["DataDirLocked", "Database"]

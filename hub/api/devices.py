@@ -1,0 +1,69 @@
+"""Device routes: enrollment tokens, list/show with inventory and telemetry, revoke; telemetry queries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.api.deps import Services
+from hub.fleet import DEFAULT_TOKEN_TTL_S, parse_duration
+from hub.services import HubServices
+
+router = APIRouter(prefix="/api/v1", tags=["devices"])
+
+
+class EnrollTokenRequest(BaseModel):
+    """Body of `POST /api/v1/devices`: register a device and get its one-time enrollment token."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    labels: dict[str, str] | list[str] = Field(default_factory=dict, description="{k: v} or ['k=v', ...]")
+    expires: str = Field(default=f"{DEFAULT_TOKEN_TTL_S // 3600}h", description="token lifetime, e.g. 30m, 1h, 2d")
+
+
+def _detail(services: HubServices, device: dict[str, Any]) -> dict[str, Any]:
+    name = device["name"]
+    return {
+        **device,
+        "services": services.deployments.device_services(name),
+        "telemetry": services.telemetry.summary(name),
+    }
+
+
+@router.post("/devices", status_code=201, summary="Register a device and issue a one-time enrollment token")
+def create_device(body: EnrollTokenRequest, services: Services) -> dict[str, str]:
+    """`{"device", "token", "expires"}`; the token is shown once."""
+    return services.fleet.create_token(body.name, body.labels, parse_duration(body.expires))
+
+
+@router.get("/devices", summary="Devices with inventory, last heartbeat, services and telemetry summary")
+def list_devices(services: Services) -> list[dict[str, Any]]:
+    """Every device, by name."""
+    return [_detail(services, d) for d in services.fleet.list()]
+
+
+@router.get("/devices/{name}", summary="One device")
+def show_device(name: str, services: Services) -> dict[str, Any]:
+    """Inventory, presence, services and the latest telemetry of one device."""
+    return _detail(services, services.fleet.show(name))
+
+
+@router.post("/devices/{name}/revoke", summary="Revoke a device: its certificate is refused from now on")
+def revoke_device(name: str, services: Services) -> dict[str, Any]:
+    """Revoke and close the device's live sessions."""
+    return services.fleet.revoke(name)
+
+
+@router.get("/telemetry", summary="Telemetry points, newest first (kept for the retention period)")
+def query_telemetry(
+    services: Services,
+    device: str | None = None,
+    service: str | None = None,
+    metric: str | None = None,
+    since: Annotated[float | None, Query(description="seconds back from now")] = None,
+    limit: Annotated[int, Query(description="at most this many points")] = 1000,
+) -> list[dict[str, Any]]:
+    """Filter by device, service, metric and age."""
+    return services.telemetry.query(device=device, service=service, metric=metric, since_s=since, limit=limit)

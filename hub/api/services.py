@@ -1,0 +1,123 @@
+"""Service (deployment) routes: deploy, list, show, update, delete, keys, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.api.deps import Services
+
+router = APIRouter(prefix="/api/v1/services", tags=["services"])
+
+
+class SourceFile(BaseModel):
+    """One file of the entry script's folder, already uploaded as a blob."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    digest: str
+    size: int = Field(ge=0)
+
+
+class Inference(BaseModel):
+    """The resolved inference config: entry script, its uploaded folder, pip requirements."""
+
+    model_config = ConfigDict(extra="forbid")
+    entry_script: str
+    source_files: list[SourceFile]
+    requirements: list[str] = Field(default_factory=list)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+
+
+class DeployRequest(BaseModel):
+    """Body of `POST /api/v1/services`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    models: list[str] = Field(description="NAME:VERSION (or NAME for the latest)")
+    target: str = Field(description="a device name or label=value[,label=value]")
+    inference: Inference | None = Field(default=None, description="absent: a no-code ONNX deployment")
+    deployment: dict[str, Any] = Field(default_factory=dict, description="the deployment config JSON")
+    overwrite: bool = False
+
+
+class UpdateRequest(BaseModel):
+    """Body of `PATCH /api/v1/services/{name}`: what is given replaces the current value."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[str] | None = None
+    target: str | None = None
+    inference: Inference | None = None
+    deployment: dict[str, Any] | None = None
+
+
+class RegenerateRequest(BaseModel):
+    """Body of `POST /api/v1/services/{name}/keys/regenerate`."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(description="primary | secondary")
+
+
+@router.post("", status_code=201, summary="Deploy a service: desired state at a new generation")
+def deploy(body: DeployRequest, services: Services) -> dict[str, Any]:
+    """Record the service; agents converge to it. Poll `GET /api/v1/services/{name}` for progress."""
+    request = body.model_dump(exclude={"overwrite"}, exclude_none=True)
+    return services.deployments.create(request, overwrite=body.overwrite)
+
+
+@router.get("", summary="Services with per-device phases")
+def list_services(services: Services) -> list[dict[str, Any]]:
+    """Every service."""
+    return services.deployments.list()
+
+
+@router.get("/{name}", summary="One service: state, generation, per-device phase and scoring URIs")
+def show_service(name: str, services: Services) -> dict[str, Any]:
+    """`{"name", "state", "generation", "devices": [{"device", "phase", "scoring_uri", ...}]}`."""
+    return services.deployments.show(name)
+
+
+@router.patch("/{name}", summary="Roll a service to a new generation (old keeps serving until new is healthy)")
+def update_service(name: str, body: UpdateRequest, services: Services) -> dict[str, Any]:
+    """Fields given replace the current ones."""
+    return services.deployments.update(name, body.model_dump(exclude_none=True))
+
+
+@router.delete("/{name}", summary="Delete a service; agents stop and clean it up")
+def delete_service(name: str, services: Services) -> dict[str, Any]:
+    """Take the service out of desired state."""
+    return services.deployments.delete(name)
+
+
+@router.get("/{name}/keys", summary="Primary and secondary keys of a service with key auth")
+def service_keys(name: str, services: Services) -> dict[str, str]:
+    """`{"primaryKey", "secondaryKey"}`."""
+    return services.deployments.keys(name)
+
+
+@router.post("/{name}/keys/regenerate", summary="Replace the primary or secondary key")
+def regenerate_key(name: str, body: RegenerateRequest, services: Services) -> dict[str, str]:
+    """The new keys; devices get them with a new generation."""
+    return services.deployments.regenerate_key(name, body.key.lower())
+
+
+@router.get("/{name}/logs", summary="The runtime's last log lines from each device")
+def service_logs(
+    name: str,
+    services: Services,
+    device: str | None = None,
+    lines: Annotated[int, Query(ge=1, le=5000)] = 100,
+) -> list[dict[str, Any]]:
+    """Live from connected devices (asked over their link); else the log tail of the last failure."""
+    view = services.deployments.show(name)
+    out = []
+    for d in view["devices"]:
+        if device is not None and d["device"] != device:
+            continue
+        live = services.control.request_logs(d["device"], name, lines)
+        out.append({"device": d["device"], "source": "live" if live is not None else "last status",
+                    "lines": live if live is not None else d["log_tail"]})
+    return out

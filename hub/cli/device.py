@@ -1,0 +1,135 @@
+"""`hub device enroll|list|show|revoke`: the fleet from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hub.cli.output import labels, print_fields, print_json, print_table
+from hub.cli.parsing import add_command
+from hub.client import HubClient
+from hub.deploy_client import DeployClient
+from hub.fleet import parse_duration, parse_labels, validate_name
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the `hub device` group."""
+    group = add_command(
+        subparsers,
+        "device",
+        help="enroll, list, show and revoke devices",
+        description="Devices run the Edgeport agent. Enrolling prints a one-time, expiring token; on the device "
+        "`agent run --hub HOST:PORT --token TOKEN --data-dir DIR` exchanges it for a certificate (mutual TLS).",
+        examples="  hub device enroll cam-01 --label site=lab --label kind=camera\n"
+        "  hub device list\n  hub device show cam-01 --output json\n  hub device revoke cam-01\n",
+    )
+    sub = group.add_subparsers(dest="device_command", metavar="ACTION", required=True)
+
+    p = add_command(
+        sub,
+        "enroll",
+        help="register a device and print its one-time enrollment token",
+        description="Register NAME with labels and print a one-time enrollment token that expires (default 1h). "
+        "The token pins this hub's CA, so the agent trusts the hub on first contact. Enrolling a revoked "
+        "device again issues a new identity.",
+        examples="  hub device enroll cam-01 --label site=lab\n"
+        "  hub device enroll cam-02 --expires 15m --output json   # {\"device\", \"token\", \"expires\"}\n",
+    )
+    p.add_argument("name", metavar="NAME", help="device name: letters, digits, '.', '_', '-'")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="label used by deploy targets (repeatable)")
+    p.add_argument("--expires", default="1h", help="token lifetime: 90s, 30m, 1h, 2d (default 1h)")
+    p.set_defaults(func=cmd_enroll)
+
+    p = add_command(sub, "list", help="list devices", description="Devices with state, presence, labels, "
+                    "agent version, last heartbeat and how many services they run.",
+                    examples="  hub device list\n  hub device list --output json\n")
+    p.set_defaults(func=cmd_list)
+
+    p = add_command(sub, "show", help="show one device", description="Inventory (CPU, memory, arch, OS, "
+                    "onnxruntime providers, accelerators), presence, services and the latest telemetry.",
+                    examples="  hub device show cam-01\n")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_show)
+
+    p = add_command(sub, "revoke", help="revoke a device", description="Revoke NAME: its certificate is "
+                    "refused from now on and its live connection is closed. Enroll it again for a new identity.",
+                    examples="  hub device revoke cam-01\n")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_revoke)
+
+
+def _client(args: argparse.Namespace) -> DeployClient:
+    return DeployClient(HubClient(getattr(args, "hub", None)))
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """Print the token (or JSON)."""
+    validate_name("device", args.name)  # check locally first: clear errors even with no hub running
+    parse_labels(args.label)
+    parse_duration(args.expires)
+    client = _client(args)
+    out = client.enroll_device(args.name, args.label, args.expires)
+    if args.output == "json":
+        print_json(out)
+    else:
+        print(f"device {out['device']} registered; enrollment token (one use, expires {out['expires']}):")
+        print(out["token"])
+        address = client.hub.url.split("://", 1)[-1]
+        print(f"on the device: agent run --hub {address} --token {out['token']} --data-dir DIR")
+    return 0
+
+
+def _presence(d: dict[str, Any]) -> str:
+    if d["state"] != "enrolled":
+        return d["state"]
+    return "online" if d["online"] else "offline"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Table or JSON of devices."""
+    devices = _client(args).list_devices()
+    if args.output == "json":
+        print_json(devices)
+        return 0
+    rows = [(d["name"], _presence(d), labels(d["labels"]), d["agent_version"] or "", d["last_heartbeat"] or "",
+             len(d["services"])) for d in devices]
+    print_table(rows, ["NAME", "STATE", "LABELS", "AGENT", "LAST HEARTBEAT", "SERVICES"])
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Details of one device."""
+    d = _client(args).get_device(args.name)
+    if args.output == "json":
+        print_json(d)
+        return 0
+    hw = d["hardware"] or {}
+    accelerators = ", ".join(f"{a.get('kind', '')}:{a.get('name', '')}" for a in hw.get("accelerators", []))
+    print_fields([
+        ("name", d["name"]), ("state", _presence(d)), ("labels", labels(d["labels"])),
+        ("agent", d["agent_version"] or ""), ("enrolled", d["enrolled"] or ""),
+        ("last heartbeat", d["last_heartbeat"] or ""), ("uptime", f"{d['uptime_s'] or 0}s"),
+        ("cpus", hw.get("cpuCount", "")), ("memory", f"{int(hw.get('memoryBytes', 0)) // 2**20} MiB"),
+        ("arch", hw.get("arch", "")), ("os", hw.get("os", "")),
+        ("onnx providers", ", ".join(hw.get("onnxProviders", []))), ("accelerators", accelerators or "none"),
+        ("profile", hw.get("profile", "") or "(real hardware)"),
+        ("desired revision", f"{d['desired_revision']} (applied {d['applied_revision']})"),
+    ])
+    print()
+    print_table([(s["service"], s["generation"], s["phase"], s["scoring_uri"]) for s in d["services"]],
+                ["SERVICE", "GENERATION", "PHASE", "SCORING URI"])
+    if d["telemetry"]:
+        print()
+        print_table([(k, f"{v:g}") for k, v in sorted(d["telemetry"].items())], ["METRIC", "LATEST"])
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Revoke."""
+    d = _client(args).revoke_device(args.name)
+    if args.output == "json":
+        print_json(d)
+    else:
+        print(f"device {d['name']} revoked")
+    return 0

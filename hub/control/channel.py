@@ -1,0 +1,60 @@
+"""The `hub serve` component for the agents' gRPC channel (room 1's component hook calls `agent_channel`)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from typing import TYPE_CHECKING
+
+from hub.control.grpc_front import GrpcFront
+
+if TYPE_CHECKING:
+    from hub.services import HubServices
+
+DEFAULT_GRPC_PORT = 7071
+
+
+def advertised_host(host: str) -> str:
+    """The address agents should dial: the listen address, or this host's name when listening on all."""
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+
+
+class AgentChannel:
+    """Starts the gRPC front and tells fleet and deployments which addresses to hand to agents."""
+
+    def __init__(self, services: HubServices, *, host: str, api_port: int, grpc_port: int, insecure: bool) -> None:
+        self.services = services
+        self.front = GrpcFront(services.control, services.fleet.ca, host=host, port=grpc_port, insecure=insecure)
+        self.host = host
+        self.api_port = api_port
+        self.insecure = insecure
+        self.url = ""
+
+    async def start(self) -> None:
+        """Bind the gRPC port, then advertise it (EnrollResponse) and the OCI base (manifests)."""
+        port = await self.front.start()
+        public = advertised_host(self.host)
+        self.services.fleet.grpc_address = f"{public}:{port}"
+        self.services.deployments.registry_url = f"http://{public}:{self.api_port}"
+        self.url = f"agents gRPC {public}:{port} ({'insecure' if self.insecure else 'mutual TLS'})"
+
+    async def stop(self) -> None:
+        """Close every agent stream and the port."""
+        await self.front.stop()
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """`--grpc-port` and `--insecure` for `hub serve`."""
+    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
+                        help=f"port of the agents' gRPC channel (default {DEFAULT_GRPC_PORT}; 0 = any free)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="development only: plain-text gRPC, devices named in metadata (agents need --insecure)")
+
+
+def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChannel | None:
+    """Component factory for `hub serve`."""
+    if services.control is None:
+        return None
+    return AgentChannel(services, host=args.host, api_port=args.port,
+                        grpc_port=getattr(args, "grpc_port", DEFAULT_GRPC_PORT),
+                        insecure=getattr(args, "insecure", False))
