@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import threading
@@ -144,7 +145,7 @@ def test_schedule_text_is_parsed_and_bad_entries_named() -> None:
 
 
 def test_the_proxy_refuses_a_target_off_loopback() -> None:
-    with pytest.raises(FaultCommandError, match="127.0.0.1"):
+    with pytest.raises(FaultCommandError, match=r"127\.0\.0\.1"):
         FaultProxy(("10.0.0.1", 80))
 
 
@@ -181,10 +182,8 @@ def test_threaded_proxy_serves_synchronous_tests() -> None:
                 assert s.recv(4) == b"ping"
                 proxy.cut()
                 s.settimeout(5)
-                try:  # closed by the cut: EOF or a reset, never a hang
+                with contextlib.suppress(ConnectionResetError):  # closed by the cut: EOF or reset, no hang
                     assert s.recv(4) == b""
-                except ConnectionResetError:
-                    pass
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
             proxy.restore()

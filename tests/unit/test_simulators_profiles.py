@@ -50,5 +50,5 @@ def test_the_optional_gpu_is_added_only_to_the_gpu_variant() -> None:
 
 
 def test_an_unknown_profile_names_the_choices() -> None:
-    with pytest.raises(UnknownProfile, match="unknown device profile 'toaster'.*iot-edge"):
+    with pytest.raises(UnknownProfile, match=r"unknown device profile 'toaster'.*iot-edge"):
         get_profile("toaster")
