@@ -1,0 +1,139 @@
+"""`agent`: the device daemon's command line (`agent run`, `agent status`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RUN_HELP = """\
+Enroll this device with the hub (first start, with --token) and keep its services converged
+to what the hub wants. State lives in --data-dir; run again without --token to resume.
+
+examples:
+  agent run --hub 127.0.0.1:7070 --token ep1.... --data-dir /var/lib/edgeport
+  agent run --hub 127.0.0.1:7070 --data-dir ./dev1 --insecure --label site=lab
+"""
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"label {text!r} must look like key=value")
+    return key.strip(), value.strip()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return value
+
+
+def _hub(text: str) -> str:
+    address = text.removeprefix("http://").removeprefix("https://").rstrip("/")
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        return f"{text.rstrip('/')}:7070"  # the hub's default API port
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"--hub {text!r} must be HOST:PORT (e.g. 127.0.0.1:7070)")
+    return text.rstrip("/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `agent`."""
+    parser = argparse.ArgumentParser(prog="agent", description="Edgeport device agent: runs the hub's models here.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="enroll (once) and run the agent", description=RUN_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    run.add_argument(
+        "--hub", type=_hub, default="127.0.0.1:7070", help="hub API address HOST:PORT (default %(default)s)"
+    )
+    run.add_argument("--token", help="one-time enrollment token from `hub device enroll` (first start only)")
+    run.add_argument("--data-dir", type=Path, required=True, help="the agent's state, cache, logs and identity")
+    run.add_argument("--insecure", action="store_true",
+                     help="plain-text gRPC (development only; the hub must run with --insecure too)")  # fmt: skip
+    run.add_argument("--transport", choices=["grpc", "mqtt"], default="grpc", help="link to the hub (default grpc)")
+    run.add_argument("--broker", help="MQTT broker URL overriding the one the hub gave at enrollment")
+    run.add_argument("--profile", help="simulated device profile: path of a profile JSON file")
+    run.add_argument("--label", action="append", type=_label, default=[], metavar="KEY=VALUE",
+                     help="label attached to this agent's telemetry (repeatable)")  # fmt: skip
+    run.add_argument("--heartbeat-s", type=_positive, help="heartbeat interval in seconds (default: what the hub says)")
+    run.add_argument("--runtime-host", default="127.0.0.1", help="address runtimes listen on (default %(default)s)")
+    run.add_argument("--keep-runtimes", action="store_true",
+                     help="leave runtimes running when the agent stops (a restarted agent adopts them)")  # fmt: skip
+    run.add_argument("--cache-max-gb", type=float, default=10.0, help="artifact cache bound (default %(default)s GB)")
+
+    status = sub.add_parser("status", help="show this agent's identity, services and outbox (offline, from state)")
+    status.add_argument("--data-dir", type=Path, required=True)
+    return parser
+
+
+def _status(data_dir: Path) -> int:
+    from agent.outbox import Outbox
+    from agent.state import AgentState
+    from protos.edgeport.v1 import agent_pb2
+
+    if not (data_dir / "agent.db").exists():
+        print(f"error: {data_dir} is not an agent data dir (no agent.db)", file=sys.stderr)
+        return 2
+    state = AgentState(data_dir)
+    ident = state.identity()
+    messages, size = Outbox(state).size()
+    out = {
+        "device": ident.device_id if ident else None,
+        "hub": ident.hub if ident else None,
+        "desired_revision": state.desired().revision,
+        "services": [
+            {
+                "name": r.name,
+                "generation": r.generation,
+                "phase": agent_pb2.Phase.Name(r.phase),
+                "port": r.port,
+                "pid": r.pid,
+                "failed_generation": r.failed_generation,
+                "restarts": r.restarts,
+                "message": r.message,
+            }
+            for r in state.services().values()
+        ],
+        "outbox": {"messages": messages, "bytes": size},
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `agent` console script; returns the exit code (2 bad input, 1 failure)."""
+    args = build_parser().parse_args(argv)
+    if args.command == "status":
+        return _status(args.data_dir)
+    from agent.daemon import AgentConfig, main_async
+
+    if args.cache_max_gb <= 0:
+        print("error: --cache-max-gb must be greater than 0", file=sys.stderr)
+        return 2
+    config = AgentConfig(
+        hub=args.hub,
+        data_dir=args.data_dir,
+        token=args.token,
+        insecure=args.insecure,
+        transport=args.transport,
+        broker=args.broker,
+        profile=args.profile,
+        labels=dict(args.label),
+        heartbeat_s=args.heartbeat_s,
+        runtime_host=args.runtime_host,
+        keep_runtimes=args.keep_runtimes,
+        cache_max_bytes=int(args.cache_max_gb * 1024**3),
+    )
+    return main_async(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""The agent daemon: wires state, outbox, cache, supervisor and reconciler to one link to the hub.
+
+Three loops run side by side: the reconciler (always, link or not), the session loop (open
+a Link, send Hello, replay the outbox in order, apply DesiredStates, reconnect with backoff)
+and the telemetry loop (points into the outbox, so they survive outages). Every milestone is
+one line on stdout ("enrolled", "connected", each service phase change) so scripts and tests
+can follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.cache import DEFAULT_MAX_BYTES as CACHE_MAX_BYTES
+from agent.cache import ArtifactCache
+from agent.environments import EnvironmentCache
+from agent.hardware import inventory, load_profile
+from agent.link.base import Link, LinkClosed
+from agent.link.enroll import AGENT_VERSION, EnrollError, enroll, identity_dir
+from agent.outbox import DEFAULT_MAX_BYTES as OUTBOX_MAX_BYTES
+from agent.outbox import Outbox
+from agent.profiler import profile_service
+from agent.reconciler import Reconciler
+from agent.state import AgentState, Identity
+from agent.supervisor import Supervisor, tail
+from agent.telemetry import TelemetryCollector
+from protos.edgeport.v1 import agent_pb2
+
+RECONNECT_MAX_S = 30.0
+DEFAULT_HEARTBEAT_S = 10
+DEFAULT_TELEMETRY_S = 15
+
+
+class AgentError(Exception):
+    """The agent cannot go on (message for the user; `exit_code` 2 for bad input, 1 for failures)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class AgentConfig:
+    """What `agent run` was told."""
+
+    hub: str
+    data_dir: Path
+    token: str | None = None
+    insecure: bool = False
+    transport: str = "grpc"
+    broker: str | None = None
+    profile: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    heartbeat_s: int | None = None
+    runtime_host: str = "127.0.0.1"
+    keep_runtimes: bool = False  # on a clean stop leave runtimes running (a restarted agent adopts them)
+    cache_max_bytes: int = CACHE_MAX_BYTES
+    outbox_max_bytes: int = OUTBOX_MAX_BYTES
+
+
+def say(line: str) -> None:
+    """One progress line on stdout, flushed at once (tests and operators follow these)."""
+    print(f"agent: {line}", flush=True)
+
+
+class AgentDaemon:
+    """One running agent."""
+
+    def __init__(self, config: AgentConfig, link_factory: Callable[[Identity], Link] | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.started = time.monotonic()
+        self.link_factory = link_factory
+        self.state: AgentState | None = None
+        self.outbox: Outbox | None = None
+        self.reconciler: Reconciler | None = None
+        self.identity: Identity | None = None
+        self.hardware = agent_pb2.HardwareInventory()
+        self.telemetry = TelemetryCollector()
+        self._outbox_changed = asyncio.Event()
+        self._phases: dict[str, tuple[int, int]] = {}
+        self.heartbeat_s = config.heartbeat_s or DEFAULT_HEARTBEAT_S
+        self.telemetry_s = DEFAULT_TELEMETRY_S
+        self._stop = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- start-up ----
+
+    async def _setup(self) -> None:
+        try:
+            profile = load_profile(self.config.profile)
+        except Exception as exc:  # ProfileError: bad input
+            raise AgentError(str(exc), 2) from None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.state = AgentState(self.data_dir)
+        self.hardware = await asyncio.to_thread(inventory, profile)
+        self.identity = self.state.identity()
+        if self.identity is None:
+            if not self.config.token:
+                raise AgentError(f"{self.data_dir} holds no device identity yet: give --token to enroll", 2)
+            try:
+                self.identity = await asyncio.to_thread(
+                    enroll, self.config.hub, self.config.token, identity_dir(self.data_dir), self.hardware
+                )
+            except EnrollError as exc:
+                raise AgentError(str(exc), 2 if exc.bad_input or "refused" in str(exc) else 1) from None
+            self.state.save_identity(self.identity)
+            ident = self.identity
+            say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
+        else:
+            say(f"identity: device {self.identity.device_id} (data dir {self.data_dir})")
+        self.outbox = Outbox(self.state, self.config.outbox_max_bytes)
+        hub = self.identity.hub
+        self.reconciler = Reconciler(
+            self.state,
+            ArtifactCache(self.data_dir / "cache", self.config.cache_max_bytes),
+            EnvironmentCache(self.data_dir / "envs"),
+            Supervisor(self.data_dir / "logs"),
+            self._report,
+            services_dir=self.data_dir / "services",
+            default_registry=hub if "://" in hub else f"http://{hub}",
+            host=self.config.runtime_host,
+        )
+        self.reconciler.resume()
+        for name, proc in self.reconciler.procs.items():
+            say(f"service {name}: adopted running runtime pid {proc.pid} (generation {proc.spec.generation})")
+
+    def _make_link(self) -> Link:
+        assert self.identity is not None
+        if self.link_factory is not None:
+            return self.link_factory(self.identity)
+        if self.config.transport == "mqtt":
+            from agent.link.mqtt import MqttLink  # room 5's transport; imported only when chosen
+
+            return MqttLink(self.identity, broker=self.config.broker)  # type: ignore[call-arg]
+        from agent.link.grpc import GrpcLink
+
+        return GrpcLink(self.identity, identity_dir(self.data_dir), insecure=self.config.insecure)
+
+    # ---- reports ----
+
+    def _report(self, status: agent_pb2.DeploymentStatus) -> None:
+        """A service status from the reconciler: into the outbox, and one line when the phase changed."""
+        assert self.outbox is not None
+        self.outbox.append(agent_pb2.AgentMessage(status=status))
+        self._outbox_changed.set()
+        key = (status.generation, status.phase)
+        if self._phases.get(status.service) != key or status.phase == agent_pb2.PULLING:
+            self._phases[status.service] = key
+            phase = agent_pb2.Phase.Name(status.phase)
+            uri = f" {status.scoring_uri}" if status.scoring_uri and status.phase == agent_pb2.HEALTHY else ""
+            say(f"service {status.service} generation {status.generation}: {phase}{uri} {status.message}".rstrip())
+
+    def _queue(self, message: agent_pb2.AgentMessage) -> None:
+        assert self.outbox is not None
+        self.outbox.append(message)
+        self._outbox_changed.set()
+
+    def _hello(self) -> agent_pb2.Hello:
+        assert self.identity and self.state and self.outbox and self.reconciler
+        return agent_pb2.Hello(
+            device_id=self.identity.device_id,
+            agent_version=AGENT_VERSION,
+            hardware=self.hardware,
+            services=self.reconciler.reports(),
+            desired_revision=self.state.desired().revision,
+            next_seq=self.outbox.first_pending_seq(),
+        )
+
+    # ---- loops ----
+
+    async def _session_loop(self) -> None:
+        assert self.outbox is not None
+        delay = 1.0
+        down_since: float | None = None
+        while True:
+            link = self._make_link()
+            try:
+                welcome = await link.open(self._hello())
+            except LinkClosed as exc:
+                if getattr(link, "refused", False):
+                    raise AgentError(f"the hub refused this device: {exc}", 1) from None
+                if down_since is None:
+                    down_since = time.monotonic()
+                    say(f"hub unreachable ({exc}); retrying")
+                await asyncio.sleep(delay)
+                delay = min(RECONNECT_MAX_S, delay * 2)
+                continue
+            delay, down_since = 1.0, None
+            self.outbox.ack(welcome.acked_seq)
+            if not self.config.heartbeat_s and welcome.heartbeat_interval_s > 0:
+                self.heartbeat_s = welcome.heartbeat_interval_s
+            if welcome.telemetry_interval_s > 0:
+                self.telemetry_s = welcome.telemetry_interval_s
+            say(f"connected to hub as device {welcome.device_id or self.identity.device_id} ({self.config.transport})")  # type: ignore[union-attr]
+            parts = [self._sender(link, welcome.acked_seq), self._receiver(link), self._heartbeats(link)]
+            tasks = [asyncio.create_task(p) for p in parts]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                reason = next((t.exception() for t in done if t.exception() is not None), None)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                for t in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, LinkClosed, Exception):
+                        await t
+                await link.close()
+            if getattr(link, "refused", False):
+                raise AgentError(f"the hub refused this device: {reason}", 1)
+            if reason is not None and not isinstance(reason, LinkClosed):
+                raise reason
+            say(f"disconnected from hub ({reason}); reconnecting")
+            down_since = time.monotonic()
+            await asyncio.sleep(delay)
+
+    async def _sender(self, link: Link, acked: int) -> None:
+        """Replay the outbox oldest first, then send new entries as they come (each exactly in seq order)."""
+        assert self.outbox is not None
+        sent = acked
+        while True:
+            self._outbox_changed.clear()
+            batch = self.outbox.pending(after=sent)
+            for message in batch:
+                await link.send(message)
+                sent = message.seq
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outbox_changed.wait(), 5.0)
+
+    async def _receiver(self, link: Link) -> None:
+        assert self.outbox is not None and self.reconciler is not None and self.state is not None
+        async for message in link.incoming():
+            kind = message.WhichOneof("body")
+            if kind == "desired":
+                if self.reconciler.desired_changed(message.desired):
+                    names = ", ".join(f"{m.name}@{m.generation}" for m in message.desired.services) or "nothing"
+                    say(f"desired state revision {message.desired.revision}: {names}")
+                revision = self.state.desired().revision
+                self._queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
+            elif kind == "ack":
+                self.outbox.ack(message.ack.seq)
+            elif kind == "log_request":
+                self._queue(agent_pb2.AgentMessage(logs=self._logs(message.log_request)))
+            elif kind == "profile_request":
+                task = asyncio.create_task(self._profile(message.profile_request))
+                self._background.add(task)  # keep a reference until it ends
+                task.add_done_callback(self._background.discard)
+
+    def _logs(self, request: agent_pb2.LogRequest) -> agent_pb2.LogChunk:
+        assert self.state is not None and self.reconciler is not None
+        rec = self.state.service(request.service)
+        lines: list[str] = []
+        if rec is not None:
+            generation = rec.generation or rec.failed_generation
+            lines = tail(self.reconciler.supervisor.log_path(rec.name, generation), request.lines or 200)
+        return agent_pb2.LogChunk(request_id=request.request_id, service=request.service, lines=lines)
+
+    async def _profile(self, request: agent_pb2.ProfileRequest) -> None:
+        assert self.state is not None
+        rec = self.state.service(request.service)
+        result = await asyncio.to_thread(profile_service, rec, request, self.config.runtime_host)
+        self._queue(agent_pb2.AgentMessage(profile=result))
+
+    async def _heartbeats(self, link: Link) -> None:
+        """Heartbeats go straight to the link (seq 0): an old heartbeat is worth nothing after an outage."""
+        while True:
+            beat = agent_pb2.Heartbeat(uptime_s=int(time.monotonic() - self.started))
+            await link.send(agent_pb2.AgentMessage(seq=0, sent_at_ms=int(time.time() * 1000), heartbeat=beat))
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def _telemetry_loop(self) -> None:
+        assert self.outbox is not None and self.reconciler is not None
+        while True:
+            await asyncio.sleep(self.telemetry_s)
+            points = self.telemetry.system_points()
+            for name, proc in list(self.reconciler.procs.items()):
+                if proc.alive():
+                    points += await asyncio.to_thread(self.telemetry.runtime_points, name, proc.spec.port, proc.pid)
+            for p in points:
+                p.labels.update(self.config.labels)
+            batch = agent_pb2.TelemetryBatch(points=points, dropped=self.outbox.take_dropped())
+            self._queue(agent_pb2.AgentMessage(telemetry=batch))
+
+    # ---- run / stop ----
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until stopped (SIGTERM/SIGINT) or a fatal error (AgentError)."""
+        await self._setup()
+        assert self.reconciler is not None and self.state is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        tasks = [
+            asyncio.create_task(self.reconciler.run(), name="reconciler"),
+            asyncio.create_task(self._session_loop(), name="session"),
+            asyncio.create_task(self._telemetry_loop(), name="telemetry"),
+        ]
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stopper and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            for t in [*tasks, stopper]:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self.reconciler.stop_all()
+            if not self.config.keep_runtimes:
+                for name, proc in list(self.reconciler.procs.items()):
+                    await asyncio.to_thread(self.reconciler.supervisor.stop, proc)
+                    say(f"service {name}: runtime stopped (agent shutting down)")
+            self.state.close()
+            say("stopped")
+
+
+def main_async(config: AgentConfig) -> int:
+    """Run an agent to the end; the exit code (0 clean stop, 1 failure, 2 bad input)."""
+    daemon = AgentDaemon(config)
+    try:
+        asyncio.run(daemon.run())
+    except AgentError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,124 @@
+"""The gRPC Link: one `AgentService.Connect` bidirectional stream to the hub.
+
+Mutual TLS by default: the channel trusts only the hub CA pinned at enrollment and presents
+the device certificate (the hub knows the device by its CN). With `insecure=True` the channel
+is plain text and the device names itself in `x-edgeport-device`, proven by the credential
+issued at enrollment in `x-edgeport-credential` (development only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from agent.link.base import LinkClosed
+from agent.state import Identity
+from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
+
+OPEN_TIMEOUT_S = 15.0
+# Keepalives notice a silently dead network (NAT timeouts, pulled cables) within ~30 s.
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+
+
+def _describe(exc: grpc.RpcError) -> str:
+    code = exc.code() if isinstance(exc, aio.AioRpcError) else None
+    details = exc.details() if isinstance(exc, aio.AioRpcError) else str(exc)
+    return f"{code.name if code else 'ERROR'}: {details}"
+
+
+class GrpcLink:
+    """One session over gRPC (implements agent.link.base.Link)."""
+
+    def __init__(self, identity: Identity, identity_dir: Path, *, insecure: bool = False) -> None:
+        self.identity = identity
+        self.identity_dir = Path(identity_dir)
+        self.insecure = insecure
+        self._channel: aio.Channel | None = None
+        self._call: aio.StreamStreamCall | None = None
+        self.refused = False  # the hub rejected our credentials (revoked, unknown): reconnecting will not help
+
+    def _make_channel(self) -> aio.Channel:
+        target = self.identity.grpc_address
+        if self.insecure:
+            return aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(self.identity_dir / "ca.crt").read_bytes(),
+            private_key=(self.identity_dir / "device.key").read_bytes(),
+            certificate_chain=(self.identity_dir / "device.crt").read_bytes(),
+        )
+        return aio.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+
+    async def open(self, hello: agent_pb2.Hello) -> agent_pb2.Welcome:
+        """Connect, send `hello`, and return the hub's Welcome. Raises LinkClosed on failure."""
+        self._channel = self._make_channel()
+        metadata: list[tuple[str, str]] = []
+        if self.insecure:
+            metadata = [
+                ("x-edgeport-device", self.identity.device_id),
+                ("x-edgeport-credential", self.identity.credential),
+            ]
+        stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+        try:
+            self._call = stub.Connect(metadata=metadata, wait_for_ready=False)
+            await self._call.write(agent_pb2.AgentMessage(seq=0, hello=hello))
+            first = await asyncio.wait_for(self._call.read(), OPEN_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            await self.close()
+            if isinstance(exc, aio.AioRpcError) and exc.code() in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
+                self.refused = True
+            raise LinkClosed(f"gRPC {self.identity.grpc_address}: {_describe(exc)}") from None
+        except TimeoutError:
+            await self.close()
+            raise LinkClosed(f"gRPC {self.identity.grpc_address}: no Welcome within {OPEN_TIMEOUT_S:g}s") from None
+        if first is aio.EOF or not first.HasField("welcome"):
+            await self.close()
+            raise LinkClosed(f"gRPC {self.identity.grpc_address}: the hub did not answer Hello with a Welcome")
+        return first.welcome
+
+    async def send(self, message: agent_pb2.AgentMessage) -> None:
+        """Send one message; raises LinkClosed when the session is gone."""
+        if self._call is None:
+            raise LinkClosed("link is not open")
+        try:
+            await self._call.write(message)
+        except (grpc.RpcError, aio.UsageError) as exc:
+            raise LinkClosed(f"gRPC send failed: {exc}") from None
+
+    async def incoming(self) -> AsyncIterator[agent_pb2.HubMessage]:
+        """HubMessages as they arrive; raises LinkClosed when the stream ends."""
+        if self._call is None:
+            raise LinkClosed("link is not open")
+        while True:
+            try:
+                message = await self._call.read()
+            except grpc.RpcError as exc:
+                if isinstance(exc, aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    self.refused = True
+                raise LinkClosed(f"gRPC stream ended: {_describe(exc)}") from None
+            if message is aio.EOF:
+                raise LinkClosed("gRPC stream closed by the hub")
+            yield message
+
+    async def close(self) -> None:
+        """End the session; idempotent."""
+        call, channel = self._call, self._channel
+        self._call, self._channel = None, None
+        if call is not None:
+            call.cancel()
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()

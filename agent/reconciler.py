@@ -1,0 +1,463 @@
+"""Level-triggered reconciler: desired state (the hub's manifests) vs actual state (runtimes), per service.
+
+Every pass compares the last applied DesiredState with what runs and starts one task per
+service that needs work; a pass runs on every DesiredState, on a timer, when a task ends
+and after an agent restart, and is idempotent: a pass with nothing to do does nothing.
+
+Per service the state row keeps `generation` = the generation serving now (it was healthy),
+`last_good_generation` = the one healthy before it, and `failed_generation` = the newest
+generation that failed to start (not retried until the hub sends a newer one).
+
+Ports: with a manifest port of 0 the new generation gets a free port and the old one keeps
+serving until the new one is healthy (zero downtime, the scoring URI moves). When both
+generations want the same fixed port, the old one is stopped first and restarted on rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.cache import ArtifactCache, CacheError
+from agent.environments import EnvironmentCache, EnvironmentError_
+from agent.layout import Layout, LayoutError, blobs_of, lay_out
+from agent.state import AgentState, ServiceRecord
+from agent.supervisor import (
+    Backoff,
+    RuntimeProcess,
+    RuntimeSpec,
+    RuntimeUnhealthy,
+    Supervisor,
+    free_port,
+    process_start_time,
+    tail,
+)
+from protos.edgeport.v1 import agent_pb2
+
+DEFAULT_HEALTH_TIMEOUT_S = 120
+TICK_S = 2.0
+
+Report = Callable[[agent_pb2.DeploymentStatus], None]
+
+
+@dataclass(frozen=True)
+class Action:
+    """What one reconcile pass decided for one service."""
+
+    kind: str  # deploy | restart | remove
+    service: str
+    manifest: agent_pb2.ServiceManifest | None = None
+
+
+def plan(
+    desired: Iterable[agent_pb2.ServiceManifest],
+    records: dict[str, ServiceRecord],
+    running: Callable[[str], bool],
+) -> list[Action]:
+    """The actions that bring `records` (actual) to `desired`; [] when they already match.
+
+    - a desired generation not serving and not known to fail → deploy it;
+    - the serving generation's process is gone → restart it (the caller applies backoff);
+    - a service no longer desired → remove it.
+    """
+    actions: list[Action] = []
+    wanted = {}
+    for m in desired:
+        wanted[m.name] = m
+        rec = records.get(m.name)
+        serving = rec.generation if rec else 0
+        failed = rec.failed_generation if rec else 0
+        if m.generation != serving and m.generation != failed:
+            actions.append(Action("deploy", m.name, m))
+        elif serving and not running(m.name):
+            actions.append(Action("restart", m.name, rec.manifest if rec else None))
+    for name in records:
+        if name not in wanted:
+            actions.append(Action("remove", name))
+    return actions
+
+
+def _status(
+    m: agent_pb2.ServiceManifest | None, name: str, phase: int, message: str = "", **extra: object
+) -> agent_pb2.DeploymentStatus:
+    return agent_pb2.DeploymentStatus(
+        service=name, generation=m.generation if m else 0, phase=phase, message=message, **extra
+    )
+
+
+class Reconciler:
+    """Converges the runtimes of one agent to its desired state."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        cache: ArtifactCache,
+        envs: EnvironmentCache,
+        supervisor: Supervisor,
+        report: Report,
+        *,
+        services_dir: Path,
+        default_registry: str,
+        host: str = "127.0.0.1",
+        advertise_host: str | None = None,
+    ) -> None:
+        self.state = state
+        self.cache = cache
+        self.envs = envs
+        self.supervisor = supervisor
+        self.report = report
+        self.services_dir = Path(services_dir)
+        self.default_registry = default_registry
+        self.host = host
+        self.advertise_host = advertise_host or ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+        self.procs: dict[str, RuntimeProcess] = {}
+        self.backoffs: dict[str, Backoff] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    # ---- entry points ----
+
+    def resume(self) -> None:
+        """After an agent start: adopt runtimes that still run; kill half-started ones an earlier agent left."""
+        for key, raw in self._starting_markers():
+            info = json.loads(raw)
+            if info["pid"] > 0 and process_start_time(info["pid"]) == info["pid_start"]:
+                proc = RuntimeProcess(self._spec_stub(info), info["pid"], info["pid_start"], Path("/dev/null"))
+                self.supervisor.stop(proc)
+            self.state.put(key, "")
+        for rec in self.state.services().values():
+            if not rec.generation or rec.manifest is None:
+                continue
+            spec = self._spec(rec.manifest, rec.port, rec.grpc_port, python="")
+            proc = self.supervisor.adopt(spec, rec.pid, rec.pid_start)
+            if proc is not None:
+                self.procs[rec.name] = proc
+
+    def desired_changed(self, desired: agent_pb2.DesiredState) -> bool:
+        """Apply a DesiredState from the hub (ignored when older than the one applied); wake the loop."""
+        stored = self.state.save_desired(desired)
+        self._wake.set()
+        return stored
+
+    def wake(self) -> None:
+        """Ask for a pass now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Reconcile forever: on every wake-up and every TICK_S."""
+        while True:
+            self.reconcile_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+            self._wake.clear()
+
+    def reconcile_once(self) -> list[Action]:
+        """One level-triggered pass: start a task for each service that needs work and has none running."""
+        actions = plan(self.state.desired().services, self.state.services(), self._running)
+        started = []
+        for action in actions:
+            if action.service in self.tasks:
+                continue  # busy; the pass after the task ends looks again
+            if action.kind == "deploy":
+                coro = self._deploy(action.manifest)  # type: ignore[arg-type]
+            elif action.kind == "restart":
+                coro = self._restart(action.service)
+            else:
+                coro = self._remove(action.service)
+            task = asyncio.get_running_loop().create_task(coro, name=f"{action.kind}:{action.service}")
+            self.tasks[action.service] = task
+            task.add_done_callback(lambda t, name=action.service: self._task_done(name, t))
+            started.append(action)
+        return started
+
+    async def stop_all(self) -> None:
+        """Cancel tasks (runtimes keep running: a restarted agent adopts them)."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        for task in list(self.tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def reports(self) -> list[agent_pb2.ServiceReport]:
+        """What runs now, for Hello."""
+        return [
+            agent_pb2.ServiceReport(
+                service=r.name, generation=r.generation, phase=r.phase, scoring_uri=self._uri(r.port) if r.port else ""
+            )
+            for r in self.state.services().values()
+        ]
+
+    # ---- helpers ----
+
+    def _task_done(self, name: str, task: asyncio.Task[None]) -> None:
+        self.tasks.pop(name, None)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            rec = self.state.service(name)
+            self.report(_status(rec.manifest if rec else None, name, agent_pb2.FAILED, f"agent error: {exc!r}"))
+        self._wake.set()
+
+    def _running(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.alive()
+
+    def _uri(self, port: int, path: str = "/score") -> str:
+        return f"http://{self.advertise_host}:{port}{path}"
+
+    def _gen_dir(self, name: str, generation: int) -> Path:
+        return self.services_dir / name / str(generation)
+
+    def _starting_markers(self) -> list[tuple[str, str]]:
+        with self.state.lock:
+            return self.state.conn.execute(
+                "SELECT key, value FROM kv WHERE key LIKE 'starting:%' AND value != ''"
+            ).fetchall()
+
+    def _spec_stub(self, info: dict) -> RuntimeSpec:
+        return RuntimeSpec(service=info.get("service", ""), generation=0, python="", model_dir=Path("."), port=0,
+                           grpc_port=0)  # fmt: skip
+
+    def _spec(self, m: agent_pb2.ServiceManifest, port: int, grpc_port: int, python: str) -> RuntimeSpec:
+        gen_dir = self._gen_dir(m.name, m.generation)
+        secrets = {}
+        if m.auth.primary_key:
+            secrets["EDGEPORT_PRIMARY_KEY"] = m.auth.primary_key
+        if m.auth.secondary_key:
+            secrets["EDGEPORT_SECONDARY_KEY"] = m.auth.secondary_key
+        if m.auth.token_secret:
+            secrets["EDGEPORT_TOKEN_SECRET"] = m.auth.token_secret
+        return RuntimeSpec(
+            service=m.name,
+            generation=m.generation,
+            python=python,
+            model_dir=gen_dir / "models",
+            source_dir=(gen_dir / "source") if m.source.files else None,
+            entry_script=m.source.entry_script if m.source.files else "",
+            onnx_file=m.runtime.onnx_file,
+            port=port,
+            grpc_port=grpc_port,
+            host=self.host,
+            auth_mode=m.auth.mode or "none",
+            secrets=secrets,
+            cpus=m.resources.cpu,
+            execution_providers=list(m.runtime.execution_providers),
+            quantize_int8=m.runtime.quantize_int8,
+            max_batch_size=m.runtime.max_batch_size,
+            max_batch_delay_ms=m.runtime.max_batch_delay_ms,
+            max_body_bytes=m.runtime.max_body_bytes,
+            environment=dict(m.runtime.environment_variables),
+        )
+
+    async def _prepare(self, m: agent_pb2.ServiceManifest) -> tuple[Layout, str]:
+        """Pull every blob the manifest needs, lay out its folders, build its environment."""
+        registry = m.registry or self.default_registry
+        refs = blobs_of(m)
+        missing = [(repo, ref) for repo, ref in refs if not self.cache.has(ref.digest)]
+        total = sum(ref.size for _, ref in missing)
+        if missing:
+            self.report(_status(m, m.name, agent_pb2.PULLING, f"pulling {len(missing)} of {len(refs)} blobs"))
+        done_bytes = 0
+        last_report = time.monotonic()
+        for i, (repo, ref) in enumerate(missing, 1):
+            await asyncio.to_thread(self.cache.fetch, registry, repo, ref.digest, ref.size)
+            done_bytes += ref.size
+            if time.monotonic() - last_report > 2 or i == len(missing):
+                last_report = time.monotonic()
+                self.report(
+                    _status(
+                        m, m.name, agent_pb2.PULLING, f"pulled {i}/{len(missing)} blobs ({done_bytes}/{total} bytes)"
+                    )
+                )
+        layout = await asyncio.to_thread(lay_out, self.cache, m, self._gen_dir(m.name, m.generation))
+        python = await asyncio.to_thread(self.envs.python_for, m.environment)
+        return layout, python
+
+    async def _start_and_wait(self, spec: RuntimeSpec, timeout_s: float) -> RuntimeProcess:
+        """Start a runtime and wait for health; on failure it is stopped and RuntimeUnhealthy raised."""
+        marker = f"starting:{spec.service}"
+        proc = self.supervisor.start(spec)
+        self.state.put(marker, json.dumps({"service": spec.service, "pid": proc.pid, "pid_start": proc.pid_start}))
+        try:
+            await self.supervisor.wait_healthy(proc, timeout_s)
+        except BaseException:
+            await asyncio.to_thread(self.supervisor.stop, proc)
+            self.state.put(marker, "")
+            raise
+        return proc
+
+    def _record_serving(self, rec: ServiceRecord, m: agent_pb2.ServiceManifest, proc: RuntimeProcess) -> None:
+        if rec.generation and rec.generation != m.generation:
+            rec.last_good_generation, rec.last_good_manifest = rec.generation, rec.manifest
+        rec.generation, rec.manifest = m.generation, m
+        rec.port, rec.grpc_port = proc.spec.port, proc.spec.grpc_port
+        rec.pid, rec.pid_start = proc.pid, proc.pid_start
+        rec.phase, rec.message = agent_pb2.HEALTHY, ""
+        self.state.save_service(rec)
+        self.state.put(f"starting:{m.name}", "")
+        self.procs[m.name] = proc
+
+    # ---- the three kinds of work ----
+
+    async def _deploy(self, m: agent_pb2.ServiceManifest) -> None:
+        rec = self.state.service(m.name) or ServiceRecord(name=m.name)
+        old = self.procs.get(m.name) if rec.generation else None
+        self.report(_status(m, m.name, agent_pb2.PENDING, f"deploying generation {m.generation}"))
+        try:
+            _, python = await self._prepare(m)
+        except (CacheError, LayoutError, EnvironmentError_) as exc:
+            await self._fail(rec, m, str(exc), [], old)
+            return
+        port = m.port or free_port(self.host)
+        grpc_port = free_port(self.host)
+        stopped_old = False
+        if old is not None and old.alive() and old.spec.port == port:
+            # Both generations want the same fixed port: the old one must go first (restarted on rollback).
+            self.report(_status(m, m.name, agent_pb2.STARTING,
+                                f"stopping generation {rec.generation} first: both use port {port}"))  # fmt: skip
+            await asyncio.to_thread(self.supervisor.stop, old)
+            stopped_old = True
+        spec = self._spec(m, port, grpc_port, python)
+        self.report(_status(m, m.name, agent_pb2.STARTING, f"starting runtime on port {port}"))
+        try:
+            proc = await self._start_and_wait(spec, m.health_timeout_s or DEFAULT_HEALTH_TIMEOUT_S)
+        except RuntimeUnhealthy as exc:
+            await self._fail(rec, m, exc.reason, exc.log_tail, None if stopped_old else old)
+            return
+        if old is not None and not stopped_old:
+            await asyncio.to_thread(self.supervisor.stop, old)
+        previous = rec.generation
+        self._record_serving(rec, m, proc)
+        self.backoffs.pop(m.name, None)
+        self._cleanup_generations(m.name, keep={m.generation, previous})
+        self._evict()
+        self.report(
+            _status(m, m.name, agent_pb2.HEALTHY, f"generation {m.generation} healthy on port {port}",
+                    scoring_uri=self._uri(port), swagger_uri=self._uri(port, "/swagger.json"),
+                    serving_generation=m.generation)
+        )  # fmt: skip
+
+    async def _fail(
+        self,
+        rec: ServiceRecord,
+        m: agent_pb2.ServiceManifest,
+        reason: str,
+        log_tail: list[str],
+        old: RuntimeProcess | None,
+    ) -> None:
+        """A new generation failed: bring back the serving one (ROLLED_BACK) or report FAILED when there is none."""
+        rec.failed_generation = m.generation
+        self.state.save_service(rec)
+        if not rec.generation or rec.manifest is None:
+            rec.phase, rec.message = agent_pb2.FAILED, reason
+            self.state.save_service(rec)
+            self.report(_status(m, m.name, agent_pb2.FAILED, reason, log_tail=log_tail))
+            return
+        restored = old is not None and old.alive()
+        if not restored:
+            try:
+                await self._restart_serving(rec)
+                restored = True
+            except (RuntimeUnhealthy, CacheError, LayoutError, EnvironmentError_) as exc:
+                reason += f"; generation {rec.generation} did not come back either: {exc}"
+        phase = agent_pb2.ROLLED_BACK if restored else agent_pb2.FAILED
+        message = f"generation {m.generation} failed: {reason}"
+        if restored:
+            message += f"; rolled back to generation {rec.generation}"
+        rec.phase, rec.message = (agent_pb2.HEALTHY if restored else agent_pb2.FAILED), message
+        self.state.save_service(rec)
+        self.report(
+            _status(m, m.name, phase, message, log_tail=log_tail, serving_generation=rec.generation if restored else 0,
+                    scoring_uri=self._uri(rec.port) if restored else "",
+                    swagger_uri=self._uri(rec.port, "/swagger.json") if restored else "")
+        )  # fmt: skip
+
+    async def _restart_serving(self, rec: ServiceRecord) -> None:
+        """(Re)start the serving generation of `rec` on its port (rollback, crash restart)."""
+        m = rec.manifest
+        assert m is not None
+        gen_dir = self._gen_dir(m.name, m.generation)
+        if not (gen_dir / "models").exists():
+            await self._prepare(m)  # blobs are kept for serving generations: this re-lays out from the cache
+        python = await asyncio.to_thread(self.envs.python_for, m.environment)
+        spec = self._spec(m, rec.port, rec.grpc_port or free_port(self.host), python)
+        proc = await self._start_and_wait(spec, m.health_timeout_s or DEFAULT_HEALTH_TIMEOUT_S)
+        rec.pid, rec.pid_start, rec.grpc_port = proc.pid, proc.pid_start, spec.grpc_port
+        self.state.save_service(rec)
+        self.state.put(f"starting:{m.name}", "")
+        self.procs[m.name] = proc
+
+    async def _restart(self, name: str) -> None:
+        rec = self.state.service(name)
+        if rec is None or rec.manifest is None:
+            return
+        proc = self.procs.pop(name, None)
+        code = proc.exit_code() if proc else None
+        backoff = self.backoffs.setdefault(name, Backoff())
+        delay = backoff.next_delay()
+        rec.restarts += 1
+        rec.phase = agent_pb2.RESTARTING
+        rec.message = f"runtime exited (code {code}); restart {rec.restarts} in {delay:g}s"
+        self.state.save_service(rec)
+        self.report(_status(rec.manifest, name, agent_pb2.RESTARTING, rec.message, restarts=rec.restarts,
+                            log_tail=self.supervisor_tail(rec), serving_generation=rec.generation))  # fmt: skip
+        await asyncio.sleep(delay)
+        try:
+            await self._restart_serving(rec)
+        except (RuntimeUnhealthy, CacheError, LayoutError, EnvironmentError_) as exc:
+            rec.phase, rec.message = agent_pb2.RESTARTING, f"restart {rec.restarts} failed: {exc}"
+            self.state.save_service(rec)
+            return  # the next pass sees it not running and tries again, with a longer delay
+        backoff.healthy()
+        rec.phase, rec.message = agent_pb2.HEALTHY, f"restarted after a crash (restart {rec.restarts})"
+        self.state.save_service(rec)
+        self.report(
+            _status(rec.manifest, name, agent_pb2.HEALTHY, rec.message, restarts=rec.restarts,
+                    scoring_uri=self._uri(rec.port), swagger_uri=self._uri(rec.port, "/swagger.json"),
+                    serving_generation=rec.generation)
+        )  # fmt: skip
+
+    def supervisor_tail(self, rec: ServiceRecord, lines: int = 30) -> list[str]:
+        """The serving generation's last log lines."""
+        return tail(self.supervisor.log_path(rec.name, rec.generation), lines)
+
+    async def _remove(self, name: str) -> None:
+        rec = self.state.service(name)
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            await asyncio.to_thread(self.supervisor.stop, proc)
+        elif rec is not None and rec.pid:
+            spec = RuntimeSpec(service=name, generation=rec.generation, python="", model_dir=Path("."), port=rec.port,
+                               grpc_port=0)  # fmt: skip
+            await asyncio.to_thread(
+                self.supervisor.stop, RuntimeProcess(spec, rec.pid, rec.pid_start, Path("/dev/null"))
+            )
+        shutil.rmtree(self.services_dir / name, ignore_errors=True)
+        self.state.delete_service(name)
+        self.backoffs.pop(name, None)
+        self._evict()
+        self.report(_status(rec.manifest if rec else None, name, agent_pb2.REMOVED, "stopped and cleaned up"))
+
+    # ---- housekeeping ----
+
+    def _cleanup_generations(self, name: str, keep: set[int]) -> None:
+        folder = self.services_dir / name
+        if folder.exists():
+            for gen in folder.iterdir():
+                if gen.name.isdigit() and int(gen.name) not in keep:
+                    shutil.rmtree(gen, ignore_errors=True)
+
+    def _evict(self) -> None:
+        """Trim the cache, keeping every blob a desired, serving or last-good generation uses."""
+        keep: set[str] = set()
+        manifests = list(self.state.desired().services)
+        for rec in self.state.services().values():
+            manifests += [m for m in (rec.manifest, rec.last_good_manifest) if m is not None]
+        for m in manifests:
+            keep.update(ref.digest for _, ref in blobs_of(m))
+        self.cache.evict(keep)

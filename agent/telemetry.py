@@ -1,0 +1,191 @@
+"""Telemetry points: the agent's own figures (CPU, RSS) and each runtime's /metrics statistics.
+
+Runtime statistics come from the Prometheus text the runtime serves on GET /metrics:
+requests and errors are the totals of the `*requests_total` / `*errors_total` counters (or
+requests with a 4xx/5xx status label), latency p50/p99 are estimated from the buckets of the
+first `*latency*`/`*duration*` histogram, over the interval since the previous scrape (so they
+describe recent traffic, not the whole life of the process).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+from protos.edgeport.v1 import agent_pb2
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (VmRSS), 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _process_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _system_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [float(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) for every sample line of a Prometheus text exposition."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        labels = dict(_LABEL.findall(m.group(2) or ""))
+        out.append((m.group(1), labels, value))
+    return out
+
+
+@dataclass
+class RuntimeStats:
+    """What one scrape of a runtime's /metrics says."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+
+
+def runtime_stats(samples: list[tuple[str, dict[str, str], float]]) -> RuntimeStats:
+    """Requests, errors and the latency histogram from parsed samples."""
+    stats = RuntimeStats()
+    histogram: str | None = None
+    for name, labels, value in samples:
+        status = labels.get("code") or labels.get("status") or labels.get("status_code") or ""
+        if name.endswith("requests_total"):
+            stats.requests += value
+            if status[:1] in ("4", "5"):
+                stats.errors += value
+        elif name.endswith("errors_total"):
+            stats.errors += value
+        elif name.endswith("_bucket") and "le" in labels and ("latency" in name or "duration" in name):
+            base = name.removesuffix("_bucket")
+            histogram = histogram or base
+            if base == histogram:
+                le = float("inf") if labels["le"] in ("+Inf", "Inf") else float(labels["le"])
+                stats.buckets[le] = stats.buckets.get(le, 0.0) + value
+    return stats
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The q-quantile estimated from cumulative histogram buckets (linear inside a bucket); None if empty."""
+    if not buckets:
+        return None
+    edges = sorted(buckets)
+    total = buckets[edges[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_edge, prev_count = 0.0, 0.0
+    for edge in edges:
+        count = buckets[edge]
+        if count >= rank:
+            if edge == float("inf"):
+                return prev_edge
+            span = count - prev_count
+            return prev_edge + (edge - prev_edge) * ((rank - prev_count) / span if span else 1.0)
+        prev_edge, prev_count = edge, count
+    return prev_edge
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> RuntimeStats | None:
+    """One GET /metrics of a runtime (None when it does not answer)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        body = resp.read(4 * 1024 * 1024).decode(errors="replace")
+        if resp.status != 200:
+            return None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return runtime_stats(parse_prometheus(body))
+
+
+class TelemetryCollector:
+    """Builds TelemetryPoints: system figures every call, plus per-runtime deltas since the previous scrape."""
+
+    def __init__(self) -> None:
+        self._last_cpu = (time.monotonic(), _process_cpu_seconds(), *_system_cpu())
+        self._last_stats: dict[str, RuntimeStats] = {}
+
+    def system_points(self) -> list[agent_pb2.TelemetryPoint]:
+        """Agent RSS, agent CPU % (of one core) and device CPU % since the previous call."""
+        now_ms = int(time.time() * 1000)
+        mono, proc = time.monotonic(), _process_cpu_seconds()
+        busy, total = _system_cpu()
+        last_mono, last_proc, last_busy, last_total = self._last_cpu
+        self._last_cpu = (mono, proc, busy, total)
+        agent_cpu = 100.0 * (proc - last_proc) / max(mono - last_mono, 1e-6)
+        device_cpu = 100.0 * (busy - last_busy) / (total - last_total) if total > last_total else 0.0
+        return [
+            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="agent.rss_bytes", value=float(rss_bytes())),
+            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="agent.cpu_percent", value=round(agent_cpu, 2)),
+            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="device.cpu_percent", value=round(device_cpu, 2)),
+        ]
+
+    def runtime_points(self, service: str, port: int, pid: int = 0) -> list[agent_pb2.TelemetryPoint]:
+        """requests/errors totals and recent latency p50/p99 of one runtime, plus its RSS."""
+        now_ms = int(time.time() * 1000)
+        points = []
+        if pid:
+            points.append(agent_pb2.TelemetryPoint(at_ms=now_ms, metric="runtime.rss_bytes",
+                                                   value=float(rss_bytes(pid)), service=service))  # fmt: skip
+        stats = scrape(port)
+        if stats is None:
+            return points
+        prev = self._last_stats.get(service)
+        self._last_stats[service] = stats
+        points += [
+            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="runtime.requests_total", value=stats.requests,
+                                     service=service),
+            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="runtime.errors_total", value=stats.errors, service=service),
+        ]  # fmt: skip
+        window = stats.buckets
+        if prev is not None and prev.buckets and stats.requests >= prev.requests:  # same process: diff the buckets
+            window = {le: c - prev.buckets.get(le, 0.0) for le, c in stats.buckets.items()}
+        for q, metric in ((0.5, "runtime.latency_p50_ms"), (0.99, "runtime.latency_p99_ms")):
+            value = quantile(window, q)
+            if value is not None:
+                # Prometheus convention is seconds; a bound above 100 means the runtime already used ms.
+                ms = value * 1000.0 if max((b for b in window if b != float("inf")), default=0) <= 100 else value
+                points.append(agent_pb2.TelemetryPoint(at_ms=now_ms, metric=metric, value=round(ms, 3),
+                                                       service=service))  # fmt: skip
+        return points
+
+    def forget(self, service: str) -> None:
+        """Drop a removed service's previous scrape."""
+        self._last_stats.pop(service, None)
