@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from hub.errors import Conflict
+from hub.errors import Conflict, InsufficientStorage
 
 SchemaFn = Callable[[sqlite_utils.Database], None]
 
@@ -77,10 +77,15 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                _rollback(conn)
+                if "full" in str(exc):  # "database or disk is full": the transaction left nothing behind
+                    raise InsufficientStorage(f"disk full: the hub database in {self.data_dir} cannot grow") from None
                 raise
-            conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
@@ -95,3 +100,9 @@ class Database:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back by itself (e.g. after SQLITE_FULL); then ROLLBACK raises.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

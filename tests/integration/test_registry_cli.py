@@ -1,0 +1,285 @@
+"""The `hub` CLI as a subprocess against a real `hub serve`: the registry workflow and every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.registry_support import (
+    CliResult,
+    RunningHub,
+    assert_one_line_error,
+    hub_cli,
+    registry_snapshot,
+    start_hub,
+)
+from tests.support import PYTHON, REPO, Processes, free_port
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    """One hub for the module (each test uses its own model names)."""
+    root = tmp_path_factory.mktemp("hub")
+    processes = Processes(root)
+    try:
+        yield start_hub(processes, root / "data")
+    finally:
+        processes.stop_all()
+
+
+@pytest.fixture(scope="module")
+def known_model(hub: RunningHub, digits_model: Path) -> str:
+    """`known:1`, registered once for the bad-input cases."""
+    assert hub_cli(hub.url, "model", "register", "-n", "known", "-p", str(digits_model)).code == 0
+    return "known:1"
+
+
+def _blob_files(data_dir: Path) -> set[str]:
+    return {p.name for p in (data_dir / "blobs" / "sha256").iterdir()}
+
+
+def test_register_list_show_download_delete(hub: RunningHub, digits_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    shutil.copy(digits_model, folder / "model.onnx")
+    (folder / "nested" / "labels.txt").write_text("0\n1\n2\n")
+    (folder / "nested" / "deeper" / "config.json").write_text('{"k": 1}')
+
+    first = hub_cli(hub.url, "model", "register", "-n", "digits-cli", "-p", str(digits_model), "--output", "json")
+    assert first.code == 0, first.err
+    assert {k: first.json()[k] for k in ("name", "version", "id")} == {
+        "name": "digits-cli",
+        "version": 1,
+        "id": "digits-cli:1",
+    }
+    second = hub_cli(
+        hub.url,
+        "model", "register", "-n", "digits-cli", "-p", str(folder),
+        "--tag", "team=vision", "--tag", "stage=dev", "--property", "accuracy=0.96",
+        "-d", "folder form", "--framework", "onnx", "-o", "json",
+    )  # fmt: skip
+    assert second.code == 0, second.err
+    v2 = second.json()
+    assert v2["version"] == 2
+    assert sorted(f["path"] for f in v2["files"]) == ["model.onnx", "nested/deeper/config.json", "nested/labels.txt"]
+    assert v2["tags"] == {"team": "vision", "stage": "dev"}
+    assert v2["properties"] == {"accuracy": "0.96"}
+
+    table = hub_cli(hub.url, "model", "list", "-n", "digits-cli")
+    assert table.code == 0 and "digits-cli:2" in table.out and "digits-cli:1" in table.out
+    tagged = hub_cli(hub.url, "model", "list", "--tag", "team=vision", "-o", "json").json()
+    assert [m["id"] for m in tagged] == ["digits-cli:2"]
+    assert [m["id"] for m in hub_cli(hub.url, "model", "list", "--tag", "stage", "-o", "json").json()] == [
+        "digits-cli:2"
+    ]
+    assert hub_cli(hub.url, "model", "list", "--tag", "team=audio", "-o", "json").json() == []
+
+    latest = hub_cli(hub.url, "model", "show", "digits-cli", "-o", "json").json()
+    assert latest["id"] == "digits-cli:2" and latest["description"] == "folder form"
+    shown = hub_cli(hub.url, "model", "show", "digits-cli:1")
+    assert shown.code == 0 and "model.onnx" in shown.out and "models/digits-cli:1" in shown.out
+
+    target = tmp_path / "out"
+    got = hub_cli(hub.url, "model", "download", "digits-cli:2", "--target-dir", str(target))
+    assert got.code == 0, got.err
+    for rel in ("model.onnx", "nested/labels.txt", "nested/deeper/config.json"):
+        assert (target / rel).read_bytes() == (folder / rel).read_bytes()
+    assert not [p for p in target.rglob("*.part")]
+
+    deleted = hub_cli(hub.url, "model", "delete", "digits-cli:1")
+    assert deleted.code == 0 and "digits-cli:1" in deleted.out
+    assert [m["id"] for m in hub_cli(hub.url, "model", "list", "-n", "digits-cli", "-o", "json").json()] == [
+        "digits-cli:2"
+    ]
+    # numbers are never reused
+    again = hub_cli(hub.url, "model", "register", "-n", "digits-cli", "-p", str(digits_model), "-o", "json")
+    assert again.json()["version"] == 3
+
+
+def test_identical_files_are_stored_once(hub: RunningHub, tmp_path: Path) -> None:
+    f = tmp_path / "weights.bin"
+    f.write_bytes(os.urandom(4096))
+    assert hub_cli(hub.url, "model", "register", "-n", "dedup-a", "-p", str(f)).code == 0
+    before = _blob_files(hub.data_dir)
+    assert hub_cli(hub.url, "model", "register", "-n", "dedup-b", "-p", str(f)).code == 0
+    added = _blob_files(hub.data_dir) - before
+    assert len(added) == 1  # only the new version's manifest, not the file again
+    assert hashlib.sha256(f.read_bytes()).hexdigest() not in added
+
+
+def test_help_explains_with_examples(hub: RunningHub) -> None:
+    for args in ([], ["model"], ["model", "register"], ["model", "download"], ["serve"]):
+        result = hub_cli(hub.url, *args, "--help")
+        assert result.code == 0, result.err
+        assert "examples:" in result.out
+
+
+# --- bad input: one line, the right exit code, registry unchanged ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needles"),
+    [
+        (["model", "register", "-n", "bad name", "-p", "{model}"], 2, ["bad model name 'bad name'"]),
+        (["model", "register", "-n", "x" * 256, "-p", "{model}"], 2, ["bad model name"]),
+        (["model", "register", "-n", "a/b", "-p", "{model}"], 2, ["bad model name 'a/b'"]),
+        (["model", "register", "-n", "ok", "-p", "{missing}"], 2, ["does not exist", "missing.onnx"]),
+        (["model", "register", "-n", "ok", "-p", "{empty}"], 2, ["contains no files", "empty"]),
+        (["model", "register", "-n", "ok", "-p", "{model}", "--tag", "novalue"], 2, ["bad tag 'novalue'"]),
+        (["model", "register", "-n", "ok", "-p", "{model}", "--tag", "=v"], 2, ["bad tag '=v'"]),
+        (["model", "register", "-n", "ok", "-p", "{model}", "--tag", "a b=c"], 2, ["bad tag key 'a b'"]),
+        (["model", "register", "-n", "ok", "-p", "{model}", "--property", "p"], 2, ["bad property 'p'"]),
+        (["model", "register", "-p", "{model}"], 2, ["required", "--name"]),
+        (["model", "show", "no-such-model"], 2, ["model 'no-such-model' not found"]),
+        (["model", "show", "known:99"], 2, ["model 'known' has no version 99"]),
+        (["model", "show", "known:zero"], 2, ["version must be a positive integer"]),
+        (["model", "download", "known:99", "--target-dir", "{tmp}/dl"], 2, ["has no version 99"]),
+        (["model", "download", "no-such-model:1", "--target-dir", "{tmp}/dl"], 2, ["not found"]),
+        (["model", "download", "known:1", "--target-dir", "{model}"], 2, ["is a file, not a folder"]),
+        (["model", "delete", "known:99"], 2, ["has no version 99"]),
+        (["model", "delete", "known"], 2, ["known:VERSION"]),
+    ],
+)
+def test_bad_input(
+    hub: RunningHub,
+    known_model: str,
+    digits_model: Path,
+    tmp_path: Path,
+    args: list[str],
+    code: int,
+    needles: list[str],
+) -> None:
+    (tmp_path / "empty").mkdir()
+    values = {"model": str(digits_model), "missing": str(tmp_path / "missing.onnx"), "empty": str(tmp_path / "empty")}
+    values["tmp"] = str(tmp_path)
+    before = registry_snapshot(hub.url)
+    result = hub_cli(hub.url, *[a.format(**values) for a in args])
+    assert_one_line_error(result, code, *needles)
+    assert registry_snapshot(hub.url) == before
+    assert not (tmp_path / "dl").exists()
+
+
+def test_unreadable_file_is_refused(hub: RunningHub, digits_model: Path) -> None:
+    # Root reads anything, so drop the capabilities that let it (a real permission check, not a mock).
+    folder = Path(tempfile.mkdtemp(prefix="unreadable-"))
+    try:
+        shutil.copy(digits_model, folder / "model.onnx")
+        secret = folder / "secret.bin"
+        secret.write_bytes(b"x" * 10)
+        secret.chmod(0)
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv: cannot make a file unreadable")
+            prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+        before = registry_snapshot(hub.url)
+        result = hub_cli(hub.url, "model", "register", "-n", "unreadable", "-p", str(folder), prefix=prefix)
+        assert_one_line_error(result, 2, "cannot read", "secret.bin", "permission denied")
+        assert registry_snapshot(hub.url) == before
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_broken_symlink_and_special_file_are_refused(hub: RunningHub, tmp_path: Path) -> None:
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    (dangling / "model.onnx").symlink_to(tmp_path / "gone.onnx")
+    result = hub_cli(hub.url, "model", "register", "-n", "dangling", "-p", str(dangling))
+    assert_one_line_error(result, 2, "broken symbolic link")
+    fifo_dir = tmp_path / "fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "pipe")
+    result = hub_cli(hub.url, "model", "register", "-n", "fifo", "-p", str(fifo_dir))
+    assert_one_line_error(result, 2, "not a regular file")
+
+
+def test_hub_unreachable() -> None:
+    result = hub_cli(f"http://127.0.0.1:{free_port()}", "model", "list")
+    assert_one_line_error(result, 1, "cannot reach the hub", "is 'hub serve' running?")
+
+
+def test_second_hub_on_same_data_dir_is_refused(hub: RunningHub, digits_model: Path) -> None:
+    assert hub_cli(hub.url, "model", "register", "-n", "before-second", "-p", str(digits_model)).code == 0
+    before = registry_snapshot(hub.url)
+    second = subprocess.run(
+        [PYTHON, "-m", "hub", "serve", "--data-dir", str(hub.data_dir), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert_one_line_error(CliResult(second.returncode, second.stdout, second.stderr), 2, "in use by another hub")
+    assert hub.proc.poll() is None
+    assert registry_snapshot(hub.url) == before
+
+
+def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) -> None:
+    payload = os.urandom(200_000)
+    src = tmp_path / f"{name}.bin"
+    src.write_bytes(payload)
+    registered = hub_cli(hub.url, "model", "register", "-n", name, "-p", str(src), "-o", "json")
+    assert registered.code == 0, registered.err
+    digest = registered.json()["files"][0]["digest"]
+    # a first good download primes the hub's verification cache: damage must still be caught
+    assert hub_cli(hub.url, "model", "download", f"{name}:1", "--target-dir", str(tmp_path / "ok")).code == 0
+    blob = hub.data_dir / "blobs" / "sha256" / digest.split(":")[1]
+    if damage == "truncate":
+        with open(blob, "r+b") as fh:
+            fh.truncate(1000)
+    else:  # same size, one byte flipped
+        data = bytearray(blob.read_bytes())
+        data[12345] ^= 0xFF
+        os.chmod(blob, stat.S_IWUSR | stat.S_IRUSR)
+        blob.write_bytes(bytes(data))
+    before = registry_snapshot(hub.url)
+    target = tmp_path / "bad"
+    result = hub_cli(hub.url, "model", "download", f"{name}:1", "--target-dir", str(target))
+    assert_one_line_error(result, 1, "corrupt", digest)
+    assert not list(target.rglob("*")) if target.exists() else True  # nothing half-written under the real name
+    assert f"corrupt blob {digest}" in hub.log()
+    assert registry_snapshot(hub.url) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_corrupted_blob_is_detected_and_never_served(hub: RunningHub, tmp_path: Path, damage: str) -> None:
+    _corrupt_and_check(hub, tmp_path, f"corrupt-{damage}", damage)
+
+
+def test_disk_full_during_register_leaves_nothing(tmp_path: Path, processes: Processes, digits_model: Path) -> None:
+    data_dir = tmp_path / "small-disk"
+    data_dir.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(data_dir)], capture_output=True)
+    prefix: list[str] = []
+    if mounted.returncode != 0:
+        # No mount privilege: cap the hub's file sizes instead (the kernel answers EFBIG, as real as ENOSPC here).
+        prefix = ["prlimit", f"--fsize={3 * 2**20}"]
+    try:
+        hub = start_hub(processes, data_dir, name="small-hub", prefix=prefix)
+        assert hub_cli(hub.url, "model", "register", "-n", "small", "-p", str(digits_model)).code == 0
+        before = registry_snapshot(hub.url)
+        big = tmp_path / "big"
+        big.mkdir()
+        (big / "a.bin").write_bytes(os.urandom(1024 * 1024))
+        (big / "b.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+        result = hub_cli(hub.url, "model", "register", "-n", "big", "-p", str(big))
+        assert_one_line_error(result, 1, "disk full")
+        assert registry_snapshot(hub.url) == before
+        assert not list((data_dir / "blobs" / "sha256").glob(".tmp-*"))
+        # the hub keeps working once space is back
+        (big / "b.bin").unlink()
+        ok = hub_cli(hub.url, "model", "register", "-n", "big", "-p", str(big), "-o", "json")
+        assert ok.code == 0, ok.err
+        assert ok.json()["version"] == 1
+    finally:
+        processes.stop_all()
+        if mounted.returncode == 0:
+            subprocess.run(["umount", "-l", str(data_dir)], check=False)
