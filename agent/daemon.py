@@ -107,7 +107,7 @@ class AgentDaemon:
                 raise AgentError(f"{self.data_dir} holds no device identity yet: give --token to enroll", 2)
             try:
                 self.identity = await asyncio.to_thread(
-                    enroll, self.config.hub, self.config.token, identity_dir(self.data_dir), self.hardware
+                    enroll, self.config.hub, self.config.token, self.data_dir, self.hardware
                 )
             except EnrollError as exc:
                 raise AgentError(str(exc), 2 if exc.bad_input or "refused" in str(exc) else 1) from None

@@ -52,16 +52,20 @@ class GrpcLink:
         target = self.identity.grpc_address
         if self.insecure:
             return aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=(self.identity_dir / "ca.crt").read_bytes(),
-            private_key=(self.identity_dir / "device.key").read_bytes(),
-            certificate_chain=(self.identity_dir / "device.crt").read_bytes(),
-        )
+        try:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=(self.identity_dir / "ca.crt").read_bytes(),
+                private_key=(self.identity_dir / "device.key").read_bytes(),
+                certificate_chain=(self.identity_dir / "device.crt").read_bytes(),
+            )
+        except OSError as exc:
+            self.refused = True  # without its key and certificates this agent cannot prove who it is
+            raise LinkClosed(f"device identity files missing in {self.identity_dir}: {exc.strerror}") from None
         return aio.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
 
     async def open(self, hello: agent_pb2.Hello) -> agent_pb2.Welcome:
         """Connect, send `hello`, and return the hub's Welcome. Raises LinkClosed on failure."""
-        self._channel = self._make_channel()
+        self._channel = self._make_channel()  # may raise LinkClosed (identity files gone)
         metadata: list[tuple[str, str]] = []
         if self.insecure:
             metadata = [

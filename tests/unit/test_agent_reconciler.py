@@ -1,0 +1,122 @@
+"""Reconciler decisions (plan) and the pieces it leans on: layout, backoff, runtime argv."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from agent.cache import ArtifactCache
+from agent.environments import requirements_hash
+from agent.layout import LayoutError, blobs_of, lay_out
+from agent.reconciler import Action, plan
+from agent.state import ServiceRecord
+from agent.supervisor import Backoff, RuntimeSpec
+from protos.edgeport.v1 import agent_pb2
+
+
+def _m(name: str, generation: int, **kw: object) -> agent_pb2.ServiceManifest:
+    return agent_pb2.ServiceManifest(name=name, generation=generation, **kw)
+
+
+def _rec(name: str, generation: int, failed: int = 0) -> ServiceRecord:
+    return ServiceRecord(name=name, generation=generation, manifest=_m(name, generation), failed_generation=failed)
+
+
+def test_new_service_is_deployed() -> None:
+    assert plan([_m("a", 1)], {}, lambda n: False) == [Action("deploy", "a", _m("a", 1))]
+
+
+def test_converged_service_needs_nothing_and_plan_is_idempotent() -> None:
+    records = {"a": _rec("a", 3)}
+    for _ in range(3):
+        assert plan([_m("a", 3)], records, lambda n: True) == []
+
+
+def test_new_generation_is_deployed_over_the_serving_one() -> None:
+    assert plan([_m("a", 4)], {"a": _rec("a", 3)}, lambda n: True) == [Action("deploy", "a", _m("a", 4))]
+
+
+def test_failed_generation_is_not_retried_until_a_newer_one() -> None:
+    records = {"a": _rec("a", 3, failed=4)}
+    assert plan([_m("a", 4)], records, lambda n: True) == []
+    assert plan([_m("a", 5)], records, lambda n: True) == [Action("deploy", "a", _m("a", 5))]
+    first_failed = {"b": ServiceRecord(name="b", failed_generation=1)}  # never had a good generation
+    assert plan([_m("b", 1)], first_failed, lambda n: False) == []
+
+
+def test_dead_runtime_is_restarted_not_redeployed() -> None:
+    actions = plan([_m("a", 3)], {"a": _rec("a", 3)}, lambda n: False)
+    assert [(a.kind, a.service, a.manifest.generation) for a in actions] == [("restart", "a", 3)]
+    # the rolled-back service whose old generation died is restarted too
+    actions = plan([_m("a", 4)], {"a": _rec("a", 3, failed=4)}, lambda n: False)
+    assert [(a.kind, a.manifest.generation) for a in actions] == [("restart", 3)]
+
+
+def test_service_left_out_of_desired_state_is_removed() -> None:
+    records = {"a": _rec("a", 1), "b": _rec("b", 2)}
+    assert plan([_m("a", 1)], records, lambda n: True) == [Action("remove", "b")]
+    assert sorted(a.service for a in plan([], records, lambda n: True)) == ["a", "b"]
+
+
+def _cache_with(tmp_path: Path, files: dict[str, bytes]) -> tuple[ArtifactCache, list[agent_pb2.FileRef]]:
+    cache = ArtifactCache(tmp_path / "cache")
+    refs = []
+    for path, data in files.items():
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        cache.path(digest).write_bytes(data)
+        refs.append(agent_pb2.FileRef(path=path, digest=digest, size=len(data)))
+    return cache, refs
+
+
+def test_layout_one_model_is_its_folder_several_are_name_version(tmp_path: Path) -> None:
+    cache, refs = _cache_with(tmp_path, {"model.onnx": b"m1", "sub/labels.txt": b"l", "score.py": b"def init(): pass"})
+    one = _m("s", 1, models=[agent_pb2.ModelArtifact(name="digits", version=2, files=refs[:2])])
+    layout = lay_out(cache, one, tmp_path / "gen1")
+    assert (layout.model_dir / "model.onnx").read_bytes() == b"m1"
+    assert (layout.model_dir / "sub" / "labels.txt").read_bytes() == b"l"
+    assert layout.source_dir is None
+    several = _m(
+        "s", 2,
+        models=[agent_pb2.ModelArtifact(name="digits", version=2, files=refs[:1]),
+                agent_pb2.ModelArtifact(name="squeeze", version=7, files=refs[1:2])],
+        source=agent_pb2.SourceBundle(entry_script="score.py", files=refs[2:]),
+    )  # fmt: skip
+    layout = lay_out(cache, several, tmp_path / "gen2")
+    assert (layout.model_dir / "digits" / "2" / "model.onnx").read_bytes() == b"m1"
+    assert (layout.model_dir / "squeeze" / "7" / "sub" / "labels.txt").exists()
+    assert layout.source_dir is not None and (layout.source_dir / "score.py").exists()
+    assert len(blobs_of(several)) == 3
+
+
+@pytest.mark.parametrize("bad", ["../escape.onnx", "/etc/passwd", "a/../../x", ""])
+def test_layout_refuses_paths_outside_the_folder(tmp_path: Path, bad: str) -> None:
+    cache, refs = _cache_with(tmp_path, {"model.onnx": b"m"})
+    refs[0].path = bad
+    with pytest.raises(LayoutError, match="must be relative"):
+        lay_out(cache, _m("s", 1, models=[agent_pb2.ModelArtifact(name="d", version=1, files=refs)]), tmp_path / "g")
+    assert not (tmp_path / "escape.onnx").exists()
+
+
+def test_backoff_doubles_to_a_cap_and_resets_after_stable_running() -> None:
+    b = Backoff(first_s=1, cap_s=8, stable_s=0.0)
+    assert [b.next_delay() for _ in range(5)] == [1, 2, 4, 8, 8]
+    b.healthy()
+    assert b.next_delay() == 1
+
+
+def test_runtime_argv_follows_the_contract_and_keeps_secrets_out() -> None:
+    spec = RuntimeSpec(service="s", generation=1, python="py", model_dir=Path("/m"), port=5001, grpc_port=5002,
+                       onnx_file="model.onnx", auth_mode="key", secrets={"EDGEPORT_PRIMARY_KEY": "hunter2"},
+                       max_batch_size=8, max_batch_delay_ms=5, cpus=2)  # fmt: skip
+    argv = spec.argv()
+    assert argv[:4] == ["py", "-m", "runtimes", "serve"]
+    assert argv[argv.index("--onnx") + 1] == "model.onnx" and argv[argv.index("--port") + 1] == "5001"
+    assert argv[argv.index("--max-batch-size") + 1] == "8" and argv[argv.index("--cpus") + 1] == "2"
+    assert "hunter2" not in " ".join(argv)
+
+
+def test_requirements_hash_ignores_order_and_blanks() -> None:
+    assert requirements_hash(["numpy", "scipy==1.0", ""]) == requirements_hash([" scipy==1.0", "numpy"])
+    assert requirements_hash(["numpy"]) != requirements_hash(["numpy==2"])
