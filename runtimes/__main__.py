@@ -1,0 +1,7 @@
+"""`python -m runtimes ...`."""
+
+import sys
+
+from runtimes.cli import main
+
+sys.exit(main())

@@ -1,0 +1,29 @@
+"""Everything `python -m runtimes serve` was told, in one typed value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Options of one runtime process (keys and secrets come from the environment, not here)."""
+
+    model_dir: Path
+    entry_script: Path | None = None
+    source_dir: Path | None = None
+    onnx: Path | None = None
+    name: str = "model"
+    model_version: str = "1"
+    host: str = "127.0.0.1"
+    port: int = 5001
+    grpc_port: int | None = 5002
+    auth: str = "none"
+    max_batch_size: int = 0
+    max_batch_delay_ms: float = 5.0
+    cpus: float | None = None
+    execution_providers: list[str] = field(default_factory=list)
+    quantize_int8: bool = False
+    max_body_bytes: int = 100 * 2**20
+    inline_max_ms: float = 0.5

@@ -1,0 +1,157 @@
+"""Wires one runtime process: HTTP and gRPC fronts listen, the backend initializes, signals stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtimes.auth import Authenticator
+from runtimes.backends import EntryScriptBackend, OnnxBackend
+from runtimes.config import ServeConfig
+from runtimes.dataplane import DataPlane
+from runtimes.errors import InitFailed
+from runtimes.http.app import HttpApp
+from runtimes.http.protocol import HttpProtocol
+from runtimes.metrics import Metrics
+from runtimes.openapi import onnx_schemas, openapi3, swagger2
+from runtimes.tuning import HardwareProfile, quantize_int8
+
+log = logging.getLogger("runtimes")
+
+
+def load_backend(config: ServeConfig, profile: HardwareProfile) -> OnnxBackend | EntryScriptBackend:
+    """Build the backend the config asks for (runs on the model thread; InitFailed on any failure)."""
+    if config.entry_script is not None:
+        # --entry-script is relative to --source-dir; without one, the script's own folder is the source.
+        if config.source_dir is not None:
+            return EntryScriptBackend(config.entry_script, config.source_dir)
+        return EntryScriptBackend(Path(config.entry_script.name), config.entry_script.parent)
+    assert config.onnx is not None
+    path = config.model_dir / config.onnx
+    if config.quantize_int8:
+        if not path.is_file():
+            raise InitFailed(f"ONNX model not found: {path}")
+        try:
+            path = quantize_int8(path)
+        except Exception as exc:
+            raise InitFailed(f"int8 quantization of {path} failed: {exc}") from None
+        log.info("using int8 dynamically quantized variant %s", path)
+    return OnnxBackend(path, profile, config.execution_providers or None)
+
+
+def _documents(dp: DataPlane, auth: Authenticator) -> Any:
+    def build() -> tuple[dict[str, Any], dict[str, Any]]:
+        backend = dp.backend
+        if isinstance(backend, OnnxBackend):
+            ins, outs = onnx_schemas(backend.inputs, backend.outputs)
+        elif isinstance(backend, EntryScriptBackend):
+            ins, outs = backend.input_schema, backend.output_schema
+        else:
+            ins = outs = None
+        return swagger2(dp.name, ins, outs, auth.enabled), openapi3(dp.name, ins, outs, auth.enabled)
+
+    return build
+
+
+async def serve(config: ServeConfig, auth: Authenticator) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code (1 when init() or a bind fails)."""
+    os.environ.setdefault("AZUREML_MODEL_DIR", str(config.model_dir.resolve()))
+    profile = HardwareProfile.detect(config.cpus)
+    log.info("hardware: %s", profile.describe())
+    metrics = Metrics(config.name)
+    dp = DataPlane(config, metrics)
+    app = HttpApp(dp, auth, metrics, _documents(dp, auth))
+    loop = asyncio.get_running_loop()
+    connections: set[HttpProtocol] = set()
+    try:
+        http_server = await loop.create_server(
+            lambda: HttpProtocol(app.handle, config.max_body_bytes, connections),
+            config.host,
+            config.port,
+            reuse_address=True,
+            backlog=2048,
+        )
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    grpc_server = None
+    if config.grpc_port:
+        import grpc
+
+        from runtimes.v2.grpc import GrpcInferenceService
+
+        grpc_server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.max_body_bytes),
+                ("grpc.max_send_message_length", 2**31 - 1),
+            ]
+        )
+        grpc_server.add_generic_rpc_handlers((GrpcInferenceService(dp, auth).handler(),))
+        if grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}") == 0:
+            log.error("cannot listen on %s:%s for gRPC", config.host, config.grpc_port)
+            http_server.close()
+            return 1
+        await grpc_server.start()
+    log.info(
+        "listening: http://%s:%s (v1 /score, V2 REST)%s; auth %s; initializing model...",
+        config.host,
+        config.port,
+        f", gRPC {config.host}:{config.grpc_port}" if config.grpc_port else "",
+        config.auth,
+    )
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    init = loop.run_in_executor(dp.executor, load_backend, config, profile)
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([init, waiter], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if init.done():
+        try:
+            backend = init.result()
+        except InitFailed as exc:
+            log.error("%s", exc)
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            code = 1
+        else:
+            dp.set_backend(backend)
+            _log_ready(dp, backend)
+            await waiter
+    log.info("stopping")
+    http_server.close()
+    for conn in list(connections):
+        conn._close()
+    if grpc_server is not None:
+        await grpc_server.stop(grace=1.0)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(http_server.wait_closed(), 2.0)
+    dp.executor.shutdown(wait=False, cancel_futures=True)
+    return code
+
+
+def _log_ready(dp: DataPlane, backend: OnnxBackend | EntryScriptBackend) -> None:
+    if isinstance(backend, OnnxBackend):
+        log.info("%s", backend.choice.describe())
+        mode = "inline on the event loop" if dp.inline else "on a worker thread"
+        batching = (
+            f"dynamic batching up to {dp.config.max_batch_size} rows / {dp.config.max_batch_delay_ms} ms"
+            if dp.batcher
+            else "no batching"
+        )
+        log.info(
+            "model '%s' v%s ready: warm call %.3f ms, runs %s, %s",
+            dp.name,
+            dp.version,
+            backend.cost_s * 1e3,
+            mode,
+            batching,
+        )
+    else:
+        log.info("model '%s' v%s ready: entry script %s (%s)", dp.name, dp.version, backend.script.name, backend.style)
