@@ -7,6 +7,18 @@ Model(ws, "digits").download("./digits")
 """
 
 from hub.errors import BadInput, Conflict, HubError, InsufficientStorage, NotFound, StorageError
-from hub.sdk import Model, Workspace
+from hub.sdk import DeploymentConfig, InferenceConfig, Model, Webservice, Workspace
 
-__all__ = ["BadInput", "Conflict", "HubError", "InsufficientStorage", "Model", "NotFound", "StorageError", "Workspace"]
+__all__ = [
+    "BadInput",
+    "Conflict",
+    "DeploymentConfig",
+    "HubError",
+    "InferenceConfig",
+    "InsufficientStorage",
+    "Model",
+    "NotFound",
+    "StorageError",
+    "Webservice",
+    "Workspace",
+]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.sdk.workspace import Workspace
+
+if TYPE_CHECKING:
+    from hub.sdk.webservice import DeploymentConfig, InferenceConfig, Webservice
 
 
 class Model:
@@ -115,3 +118,17 @@ class Model:
         return f"Model(name={self.name!r}, version={self.version})"
 
     # --- deployment (room 4 adds Model.deploy here, or in hub/sdk/webservice.py) -----------------
+    @staticmethod
+    def deploy(
+        workspace: Workspace,
+        name: str,
+        models: list[Model | str],
+        inference_config: InferenceConfig | None = None,
+        deployment_config: DeploymentConfig | None = None,
+        target: str | None = None,
+        overwrite: bool = False,
+    ) -> Webservice:
+        """Deploy `models` as service `name` to the devices `target` selects; see `Webservice.deploy`."""
+        from hub.sdk.webservice import Webservice
+
+        return Webservice.deploy(workspace, name, models, inference_config, deployment_config, target, overwrite)
