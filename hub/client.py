@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from hub.errors import ERRORS_BY_CODE, BadInput, HubError, StorageError
+from hub.registry import validate_name
 
 DEFAULT_HUB = "http://127.0.0.1:7070"
 CHUNK = 1024 * 1024
@@ -195,6 +196,7 @@ class HubClient:
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Hash and upload the files (skipping stored ones), then create the next version."""
+        validate_name(name)  # fail before hashing gigabytes
         files = collect_files(Path(model_path))
         for f in files:
             self.upload_blob(f.source, f.digest, f.size, progress)
