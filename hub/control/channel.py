@@ -7,6 +7,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from hub.control.grpc_front import GrpcFront
+from hub.errors import BadInput
 
 if TYPE_CHECKING:
     from hub.services import HubServices
@@ -22,12 +23,16 @@ def advertised_host(host: str) -> str:
 class AgentChannel:
     """Starts the gRPC front and tells fleet and deployments which addresses to hand to agents."""
 
-    def __init__(self, services: HubServices, *, host: str, api_port: int, grpc_port: int, insecure: bool) -> None:
+    def __init__(
+        self, services: HubServices, *, host: str, api_port: int, grpc_port: int, insecure: bool,
+        artifact_url: str | None = None,
+    ) -> None:
         self.services = services
         self.front = GrpcFront(services.control, services.fleet.ca, host=host, port=grpc_port, insecure=insecure)
         self.host = host
         self.api_port = api_port
         self.insecure = insecure
+        self.artifact_url = artifact_url
         self.url = ""
 
     async def start(self) -> None:
@@ -35,7 +40,7 @@ class AgentChannel:
         port = await self.front.start()
         public = advertised_host(self.host)
         self.services.fleet.grpc_address = f"{public}:{port}"
-        self.services.deployments.registry_url = f"http://{public}:{self.api_port}"
+        self.services.deployments.registry_url = self.artifact_url or f"http://{public}:{self.api_port}"
         self.url = f"agents gRPC {public}:{port} ({'insecure' if self.insecure else 'mutual TLS'})"
 
     async def stop(self) -> None:
@@ -49,12 +54,19 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
                         help=f"port of the agents' gRPC channel (default {DEFAULT_GRPC_PORT}; 0 = any free)")
     parser.add_argument("--insecure", action="store_true",
                         help="development only: plain-text gRPC, devices named in metadata (agents need --insecure)")
+    parser.add_argument("--artifact-url", metavar="URL",
+                        help="OCI base URL agents pull artifacts from, when a mirror or CDN fronts this hub's /v2/ "
+                        "(default: this hub's own address)")
 
 
 def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChannel | None:
     """Component factory for `hub serve`."""
     if services.control is None:
         return None
+    artifact_url = getattr(args, "artifact_url", None)
+    if artifact_url and not artifact_url.startswith(("http://", "https://")):
+        raise BadInput(f"--artifact-url {artifact_url!r}: expected http://HOST:PORT or https://...")
     return AgentChannel(services, host=args.host, api_port=args.port,
                         grpc_port=getattr(args, "grpc_port", DEFAULT_GRPC_PORT),
-                        insecure=getattr(args, "insecure", False))
+                        insecure=getattr(args, "insecure", False),
+                        artifact_url=getattr(args, "artifact_url", None))
