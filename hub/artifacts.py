@@ -89,7 +89,7 @@ class ArtifactService:
 
     def check_repository(self, repository: str) -> None:
         """Raise UnknownRepository unless some room serves this repository."""
-        if not REPOSITORY_RE.match(repository) or not any(known(repository) for known in self.repository_resolvers):
+        if not REPOSITORY_RE.fullmatch(repository) or not any(known(repository) for known in self.repository_resolvers):
             raise UnknownRepository(f"repository {repository!r} is not known to this hub")
 
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:

@@ -39,7 +39,7 @@ class CorruptBlob(StorageError):
 
 def validate_digest(digest: str) -> str:
     """Return `digest` if it is `sha256:<64 lowercase hex>`, else raise BadInput."""
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
         raise BadInput(f"bad digest {digest!r}: expected 'sha256:' followed by 64 lowercase hex digits")
     return digest
 

@@ -100,7 +100,7 @@ class ModelVersion:
 
 def validate_name(name: object, what: str = "model name") -> str:
     """Return `name` if it matches `[A-Za-z0-9._-]{1,255}`, else raise BadInput saying why."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
         raise BadInput(f"bad {what} {shown!r}: use 1-255 characters from A-Z a-z 0-9 . _ -")
     return name
@@ -113,7 +113,7 @@ def validate_labels(labels: object, what: str = "tag") -> dict[str, str]:
     if not isinstance(labels, dict):
         raise BadInput(f"{what}s must be an object of key: value strings")
     for key, value in labels.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+        if not isinstance(key, str) or not LABEL_KEY_RE.fullmatch(key):
             raise BadInput(f"bad {what} key {key!r}: use 1-255 characters from A-Z a-z 0-9 . _ - /")
         if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or "\n" in value:
             raise BadInput(f"bad {what} value for {key!r}: a single-line string of at most {MAX_LABEL_VALUE} chars")
@@ -280,7 +280,7 @@ class RegistryService:
         if name is not None:
             validate_name(name)
         for key in tags or {}:
-            if not LABEL_KEY_RE.match(key):
+            if not LABEL_KEY_RE.fullmatch(key):
                 raise BadInput(f"bad tag key {key!r}: use 1-255 characters from A-Z a-z 0-9 . _ - /")
         with self.db.read() as db:
             rows = store.list_versions(db, name, tags)
@@ -305,7 +305,7 @@ class RegistryService:
         if not repository.startswith(MODEL_REPOSITORY_PREFIX):
             return False
         name = repository[len(MODEL_REPOSITORY_PREFIX) :]
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             return False
         with self.db.read() as db:
             return store.model_exists(db, name)
