@@ -83,6 +83,13 @@ class DataPlane:
             raise NotFound(f"model '{name}' has no version '{version}'; it serves version '{self.version}'")
         return self._require_ready()
 
+    def tensor_model(self, name: str, version: str | None) -> OnnxBackend:
+        """The ONNX backend for V2 inference; BadRequest when the service runs an entry script."""
+        backend = self.find_model(name, version)
+        if not isinstance(backend, OnnxBackend):
+            raise BadRequest(f"model '{name}' runs an entry script; V2 infer needs an ONNX model (use POST /score)")
+        return backend
+
     def model_ready(self, name: str, version: str | None) -> bool:
         """V2 model readiness (NotFound for an unknown model)."""
         if name != self.name or version not in (None, "", self.version):
@@ -106,9 +113,7 @@ class DataPlane:
     # -- inference -------------------------------------------------------------------------------
     def infer(self, name: str, version: str | None, req: InferRequest) -> InferResponse | Awaitable[InferResponse]:
         """V2 inference: the response now when the model runs inline, else an awaitable."""
-        backend = self.find_model(name, version)
-        if not isinstance(backend, OnnxBackend):
-            raise BadRequest(f"model '{name}' runs an entry script; V2 infer needs an ONNX model (use POST /score)")
+        backend = self.tensor_model(name, version)
         backend.check(req.inputs, req.outputs)
         if self.inline:
             started = time.perf_counter()

@@ -193,7 +193,7 @@ class HttpApp:
 
     def infer(self, req: Request, name: str, version: str | None) -> Reply | Awaitable[Reply]:
         """`POST .../infer`: decode (JSON or binary extension), run, encode."""
-        self.dp.find_model(name, version)  # 404 before decoding a large body for an unknown model
+        self.dp.tensor_model(name, version)  # 404 before decoding a large body for an unknown model
         header = req.headers.get("inference-header-content-length")
         header_len: int | None = None
         if header is not None:

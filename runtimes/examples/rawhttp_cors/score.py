@@ -13,7 +13,7 @@ def init():
 def run(request: AMLRequest):
     """Echo a POST body back with an Access-Control-Allow-Origin header; GET returns the query path."""
     print("This is run()")
-    print("Request: [{0}]".format(request))
+    print(f"Request: [{request}]")
     if request.method == "GET":
         resp_body = str.encode(request.full_path)
         return AMLResponse(resp_body, 200)
