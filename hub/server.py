@@ -24,6 +24,7 @@ import uvicorn
 
 from hub.api.app import create_app
 from hub.control.channel import agent_channel
+from hub.control.mqtt_bridge import mqtt_bridge
 from hub.errors import HubError
 from hub.services import HubServices
 
@@ -42,7 +43,7 @@ class Component(Protocol):
 
 ComponentFactory = Callable[[HubServices, argparse.Namespace], Component | None]
 # Rooms append factories here (room 4: the gRPC AgentService; room 5: the MQTT bridge).
-COMPONENT_FACTORIES: list[ComponentFactory] = [agent_channel]
+COMPONENT_FACTORIES: list[ComponentFactory] = [agent_channel, mqtt_bridge]
 
 
 @dataclass
@@ -66,10 +67,17 @@ class _EmbeddedUvicorn(uvicorn.Server):
 def _listen(host: str, port: int) -> socket.socket:
     # Bind ourselves so a busy port is a clear one-line error instead of a uvicorn log + exit.
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family, backlog=2048)
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # proto must be IPPROTO_TCP: asyncio only sets TCP_NODELAY on such sockets, and without it
+        # every keep-alive response (headers and body written separately) waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        return sock
     except OSError as exc:
-        raise HubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        reason = (exc.strerror or str(exc)).split(" (while")[0]
+        raise HubError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 async def run_hub(options: ServeOptions, args: argparse.Namespace) -> None:

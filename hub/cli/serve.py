@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hub.cli.parsing import add_command
 from hub.control.channel import add_serve_options
+from hub.control.mqtt_bridge import add_serve_options as add_mqtt_serve_options
 
 DEFAULT_DATA_DIR = os.environ.get("EDGEPORT_DATA_DIR") or ".edgeport/hub"
 
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     # --- rooms add their serve options below (e.g. --grpc-port, --insecure, --mqtt-*) ---
     add_serve_options(p)  # --grpc-port, --insecure (agents' gRPC channel)
+    add_mqtt_serve_options(p)  # --mqtt, --mqtt-dir, --mqtt-prefix... (MQTT bridge, room 5)
     p.set_defaults(func=run)
 
 

@@ -1,0 +1,191 @@
+"""The `hub serve --mqtt mqtt://HOST:PORT` component: broker credentials, ACL and the MQTT front, wired together.
+
+On start it rebuilds the broker's password file and ACL from the fleet (every enrolled
+device, nothing else), reloads the broker, connects the front and publishes every
+device's desired state (retained). From then on: an enrollment adds the device's broker
+user (its password travels in EnrollResponse.mqtt), a revocation removes it. File
+writes are coalesced (at most one write + SIGHUP per `FLUSH_INTERVAL_S`) so enrolling
+thousands of devices does not make the broker re-read its files thousands of times.
+
+With `--mqtt-run-broker` the hub also runs mosquitto itself (config in the --mqtt-dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
+from hub.control.mqtt_broker import BrokerError, MosquittoBroker
+from hub.control.mqtt_front import MqttFront
+from hub.control.mqtt_topics import DEFAULT_PREFIX, Topics
+from hub.errors import BadInput, HubError
+from protos.edgeport.v1 import agent_pb2
+
+if TYPE_CHECKING:
+    from hub.services import HubServices
+
+log = logging.getLogger("hub.control.mqtt")
+FLUSH_INTERVAL_S = 0.1
+
+
+def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
+    """(host, port) of `mqtt://HOST[:PORT]`; BadInput names the option otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or not 0 < port < 65536:
+        raise BadInput(f"{option} {url!r}: expected mqtt://HOST:PORT (e.g. mqtt://127.0.0.1:1883)")
+    return parts.hostname, port
+
+
+class _CoalescedFlush:
+    """Write the auth files and reload the broker soon after a change, at most once per interval."""
+
+    def __init__(self, auth: BrokerAuth) -> None:
+        self.auth = auth
+        self._pending = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt-auth-flush", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._pending.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._pending.wait(0.5):
+                self._pending.clear()
+                try:
+                    self.auth.write()
+                    self.auth.reload()
+                except OSError:
+                    log.exception("writing the broker's password/ACL files failed")
+                self._stop.wait(FLUSH_INTERVAL_S)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        if self._pending.is_set():
+            self.auth.write()
+            self.auth.reload()
+
+
+class MqttBridge:
+    """`hub serve` component: keeps the broker's users/ACL in step with the fleet and runs the MQTT front."""
+
+    def __init__(
+        self,
+        services: HubServices,
+        url: str,
+        *,
+        directory: Path,
+        prefix: str = DEFAULT_PREFIX,
+        advertise: str | None = None,
+        run_broker: bool = False,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.services = services
+        self.host, self.port = parse_mqtt_url(url)
+        self.advertise = advertise or url
+        parse_mqtt_url(self.advertise, "--mqtt-advertise")
+        try:
+            self.topics = Topics(prefix)
+        except ValueError as exc:
+            raise BadInput(f"--mqtt-prefix: {exc}") from None
+        self.auth = BrokerAuth(directory, self.topics)
+        self.broker = MosquittoBroker(directory, self.port, host=self.host) if run_broker else None
+        self.keepalive_s = keepalive_s
+        self.front: MqttFront | None = None
+        self._flush: _CoalescedFlush | None = None
+        self.url = ""
+
+    def _enrolled(self) -> dict[str, str]:
+        """Every enrolled device and its credential seed (certificate fingerprint)."""
+        store = self.services.fleet.store
+        return {r["id"]: r.get("cert_sha256") or "" for r in store.list() if r["state"] == "enrolled"}
+
+    def credentials(self, device_id: str) -> agent_pb2.MqttCredentials:
+        """FleetService hook at enrollment: create the device's broker user, return what the device needs."""
+        seed = self.services.fleet.get(device_id).get("cert_sha256") or ""
+        password = self.auth.add_device(device_id, seed)
+        if self._flush is not None:
+            self._flush.request()
+        return agent_pb2.MqttCredentials(
+            url=self.advertise, username=device_id, password=password, topic_prefix=self.topics.prefix
+        )
+
+    def _revoked(self, device_id: str) -> None:
+        if device_id in self.auth.devices():
+            self.auth.remove_device(device_id)
+            if self._flush is not None:
+                self._flush.request()
+
+    async def start(self) -> None:
+        """Rebuild users/ACL from the fleet, (start the broker,) connect, publish every desired state."""
+        self.auth.set_devices(self._enrolled())
+        await asyncio.to_thread(self.auth.write)
+        if self.broker is not None:
+            try:
+                await asyncio.to_thread(self.broker.start)
+            except BrokerError as exc:
+                raise HubError(str(exc)) from None
+        else:
+            self.auth.reload()
+        fleet = self.services.fleet
+        self.front = MqttFront(
+            self.services.control, self.topics, host=self.host, port=self.port, username=HUB_USERNAME,
+            password=self.auth.hub_password, is_active=fleet.is_active, on_revoked=self._revoked,
+            keepalive_s=self.keepalive_s,
+        )
+        try:
+            await asyncio.to_thread(self.front.start)
+        except HubError:
+            if self.broker is not None:
+                self.broker.stop()
+            raise
+        self._flush = _CoalescedFlush(self.auth)
+        fleet.mqtt_credentials = self.credentials
+        self.front.sync_all(list(self.auth.devices()))
+        self.url = f"agents MQTT {self.advertise} (prefix {self.topics.prefix}, broker files {self.auth.dir})"
+
+    async def stop(self) -> None:
+        """Disconnect the front, flush pending credential changes, stop an owned broker."""
+        self.services.fleet.mqtt_credentials = lambda device_id: None
+        if self.front is not None:
+            await asyncio.to_thread(self.front.stop)
+        if self._flush is not None:
+            await asyncio.to_thread(self._flush.close)
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """`--mqtt` and its companions for `hub serve`."""
+    group = parser.add_argument_group("MQTT bridge (IoT devices)")
+    group.add_argument("--mqtt", metavar="URL", help="connect to this MQTT broker, e.g. mqtt://127.0.0.1:1883 "
+                       "(devices may then run `agent run --transport mqtt`)")
+    group.add_argument("--mqtt-dir", type=Path, help="folder of the broker's password and ACL files, which the hub "
+                       "writes (default: DATA_DIR/mqtt); the broker's pid file there is sent SIGHUP on change")
+    group.add_argument("--mqtt-prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
+    group.add_argument("--mqtt-advertise", metavar="URL", help="broker URL given to devices (default: --mqtt)")
+    group.add_argument("--mqtt-run-broker", action="store_true",
+                       help="also run mosquitto on --mqtt's host:port, configured in --mqtt-dir")
+
+
+def mqtt_bridge(services: HubServices, args: argparse.Namespace) -> MqttBridge | None:
+    """Component factory for `hub serve` (None without --mqtt)."""
+    url = getattr(args, "mqtt", None)
+    if not url or services.control is None:
+        return None
+    directory = getattr(args, "mqtt_dir", None) or Path(services.data_dir) / "mqtt"
+    return MqttBridge(services, url, directory=Path(directory), prefix=getattr(args, "mqtt_prefix", DEFAULT_PREFIX),
+                      advertise=getattr(args, "mqtt_advertise", None),
+                      run_broker=getattr(args, "mqtt_run_broker", False))

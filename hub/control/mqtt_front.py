@@ -1,0 +1,255 @@
+"""The MQTT front: the hub as one MQTT 5 client of the broker, driving the transport-independent core.
+
+    device publishes Hello on {prefix}/{d}/reported  -> core.open_session; Welcome on {prefix}/{d}/inbox
+    any other AgentMessage on .../reported           -> core.handle (dedup by (device, seq)); Ack on inbox
+    core says device d changed (any thread)          -> its DesiredState retained (QoS 1) on .../desired
+    "offline" on .../online (Last Will or goodbye)   -> core.close_session (device offline)
+
+The broker's ACL guarantees a message on `{prefix}/{d}/reported` comes from device d, so
+the topic names the device. A message from a device with no session (the hub restarted
+while the device stayed connected to the broker) opens one implicitly: nothing is lost.
+The hub's own session is persistent, so reports published while the hub is down wait in
+the broker. paho runs its network loop in a thread; change notifications are coalesced
+into a dirty set that one worker thread syncs (level-triggered, like a controller).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hub.control.core import ControlCore, Session
+from hub.control.mqtt_topics import OFFLINE_PAYLOAD, ONLINE, REPORTED, Topics
+from hub.errors import HubError
+from protos.edgeport.v1 import agent_pb2
+
+log = logging.getLogger("hub.control.mqtt")
+
+HUB_CLIENT_ID = "_edgeport-hub"
+SESSION_EXPIRY_S = 7 * 24 * 3600
+
+
+class MqttFront:
+    """Connects to the broker as the hub and bridges devices' topics to the core."""
+
+    def __init__(
+        self,
+        core: ControlCore,
+        topics: Topics,
+        *,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        is_active: Callable[[str], bool],
+        on_revoked: Callable[[str], None] = lambda device_id: None,
+        keepalive_s: int = 30,
+    ) -> None:
+        self.core = core
+        self.topics = topics
+        self.host, self.port = host, port
+        self.is_active = is_active
+        self.on_revoked = on_revoked
+        self._lock = threading.Lock()
+        self._sessions: dict[str, Session] = {}
+        self._published: dict[str, int] = {}  # device -> DesiredState revision retained on the broker
+        self._dirty: set[str] = set()
+        self._wake = threading.Condition(self._lock)
+        self._stopping = False
+        self._connected = threading.Event()
+        self._connack_error = ""
+        self._worker: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self.stats = {"received": 0, "acks": 0, "desired_published": 0}
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=HUB_CLIENT_ID, protocol=mqtt.MQTTv5)
+        client.username_pw_set(username, password)
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(1000)
+        client.reconnect_delay_set(1, 30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+        self.keepalive_s = keepalive_s
+
+    # ---- lifecycle ----
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Connect (blocking up to `timeout`), subscribe, and start syncing desired states; HubError if refused."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        try:
+            self.client.connect(self.host, self.port, keepalive=self.keepalive_s, clean_start=False, properties=props)
+        except OSError as exc:
+            raise HubError(f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc.strerror or exc}") from None
+        self.client.loop_start()
+        if not self._connected.wait(timeout) or self._connack_error:
+            self.client.loop_stop()
+            raise HubError(f"MQTT broker {self.host}:{self.port} did not accept the hub: "
+                           f"{self._connack_error or 'no CONNACK'}")
+        self._unsubscribe = self.core.add_listener(self.mark_dirty)
+        self._worker = threading.Thread(target=self._sync_loop, name="mqtt-desired", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Stop syncing, close every MQTT session in the core, disconnect."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+            sessions, self._sessions = list(self._sessions.values()), {}
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._worker is not None:
+            self._worker.join(5)
+        for session in sessions:
+            self.core.close_session(session)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # ---- paho callbacks (paho's network thread) ----
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            self._connack_error = str(reason)
+            self._connected.set()
+            return
+        # Subscribed on every (re)connect; with a persistent session the broker also kept them.
+        client.subscribe([(self.topics.all(REPORTED), 1), (self.topics.all(ONLINE), 1)])
+        log.info("MQTT bridge connected to %s:%d (session present: %s)", self.host, self.port,
+                 getattr(flags, "session_present", "?"))
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not self._stopping:
+            log.warning("MQTT bridge lost the broker (%s); paho reconnects", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parsed = self.topics.parse(message.topic)
+        if parsed is None:
+            return
+        device, kind = parsed
+        try:
+            if kind == REPORTED:
+                self._reported(device, message.payload)
+            elif kind == ONLINE and message.payload == OFFLINE_PAYLOAD:
+                self._offline(device)
+        except HubError as exc:  # one device's bad message is logged; the bridge goes on
+            log.warning("device %s: message on %s refused: %s", device, message.topic, exc.message)
+        except Exception:
+            log.exception("device %s: handling a message on %s failed", device, message.topic)
+
+    # ---- device -> hub ----
+
+    def _reported(self, device: str, payload: bytes) -> None:
+        try:
+            message = agent_pb2.AgentMessage.FromString(payload)
+        except Exception:  # DecodeError: not an AgentMessage
+            log.warning("device %s published something that is not an AgentMessage (%d bytes)", device, len(payload))
+            return
+        self.stats["received"] += 1
+        if message.WhichOneof("body") == "hello":
+            self._open(device, message.hello)
+            return
+        with self._lock:
+            session = self._sessions.get(device)
+        if session is None:  # the hub restarted (or the device was marked offline) mid-session
+            session = self._open(device, agent_pb2.Hello())
+            if session is None:
+                return
+        ack = self.core.handle(session, message)
+        if ack is not None:
+            self.stats["acks"] += 1
+            self.client.publish(self.topics.inbox(device), ack.SerializeToString(), qos=1)
+
+    def _open(self, device: str, hello: agent_pb2.Hello) -> Session | None:
+        if not self.is_active(device):
+            log.warning("ignoring MQTT messages of device %s: not enrolled or revoked", device)
+            return None
+        session, welcome = self.core.open_session(device, hello, transport="mqtt")
+        with self._lock:
+            old = self._sessions.get(device)
+            self._sessions[device] = session
+        if old is not None:
+            self.core.close_session(old)  # a no-op for presence: the new session is current
+        log.info("device %s connected (mqtt)", device)
+        reply = agent_pb2.HubMessage(sent_at_ms=_now_ms(), welcome=welcome)
+        self.client.publish(self.topics.inbox(device), reply.SerializeToString(), qos=1)
+        self._sync(device)
+        return session
+
+    def _offline(self, device: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(device, None)
+        if session is not None:
+            self.core.close_session(session)
+            log.info("device %s offline (mqtt)", device)
+
+    # ---- hub -> device ----
+
+    def mark_dirty(self, device_id: str) -> None:
+        """Core listener (any thread): the device's desired state, requests or standing changed."""
+        with self._lock:
+            self._dirty.add(device_id)
+            self._wake.notify()
+
+    def sync_all(self, device_ids: list[str]) -> None:
+        """Queue a sync of every given device (at start: retained desired states match the store)."""
+        with self._lock:
+            self._dirty.update(device_ids)
+            self._wake.notify()
+
+    def _sync_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._dirty and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                batch, self._dirty = self._dirty, set()
+            for device in batch:
+                try:
+                    self._sync(device)
+                except Exception:  # keep syncing the others; the next change retries this one
+                    log.exception("publishing desired state of device %s failed", device)
+
+    def _sync(self, device: str) -> None:
+        """Publish what the device should have now: retained DesiredState, queued requests; or revoke it."""
+        if not self.is_active(device):
+            with self._lock:
+                session = self._sessions.pop(device, None)
+                self._published.pop(device, None)
+            if session is not None:
+                self.core.close_session(session)
+            self.client.publish(self.topics.desired(device), b"", qos=1, retain=True)  # clears the retained state
+            self.on_revoked(device)
+            return
+        with self._lock:
+            session = self._sessions.get(device)
+        if session is not None:
+            messages = self.core.outgoing(session)
+        else:
+            desired = self.core.desired_state(device)
+            messages = [agent_pb2.HubMessage(sent_at_ms=_now_ms(), desired=desired)]
+        for message in messages:
+            if message.HasField("desired"):
+                revision = message.desired.revision
+                with self._lock:
+                    if self._published.get(device) == revision:
+                        continue
+                    self._published[device] = revision
+                self.client.publish(self.topics.desired(device), message.SerializeToString(), qos=1, retain=True)
+                self.stats["desired_published"] += 1
+            else:
+                self.client.publish(self.topics.inbox(device), message.SerializeToString(), qos=1)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
