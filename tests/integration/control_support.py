@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import queue
@@ -36,11 +37,13 @@ class ControlHub:
         return self.hub.url
 
 
-def start_control_hub(processes: Processes, data_dir: Path, *, insecure: bool = False) -> ControlHub:
-    """`hub serve` with `--grpc-port` (and `--insecure` when asked)."""
-    port, grpc_port = free_port(), free_port()
+def start_control_hub(
+    processes: Processes, data_dir: Path, *, insecure: bool = False, port: int = 0, extra: list[str] | None = None
+) -> ControlHub:
+    """`hub serve` with `--grpc-port` (and `--insecure` when asked) on free ports (or the given API port)."""
+    port, grpc_port = port or free_port(), free_port()
     args = [PYTHON, "-m", "hub", "serve", "--data-dir", str(data_dir), "--port", str(port),
-            "--grpc-port", str(grpc_port), *(["--insecure"] if insecure else [])]
+            "--grpc-port", str(grpc_port), *(["--insecure"] if insecure else []), *(extra or [])]
     proc = processes.start(args, name="hub", cwd=REPO)
     url = f"http://127.0.0.1:{port}"
 
@@ -158,3 +161,53 @@ def tls_session(identity: Identity, ca_pem: bytes | None = None) -> AgentSession
     creds = grpc.ssl_channel_credentials(root_certificates=ca_pem or identity.ca_pem,
                                          private_key=identity.key_pem, certificate_chain=identity.cert_pem)
     return AgentSession(identity.grpc_address, creds)
+
+
+class ThrottledProxy:
+    """A loopback TCP proxy (own thread) that slows hub→agent bytes to `rate` bytes/s, so a pull can be caught
+    mid-download; counts the bytes it forwarded downstream."""
+
+    def __init__(self, target_port: int, rate: int) -> None:
+        self.target_port = target_port
+        self.rate = rate
+        self.bytes_down = 0
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, "127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, throttle: bool) -> None:
+            try:
+                while data := await src.read(16 * 1024):
+                    dst.write(data)
+                    await dst.drain()
+                    if throttle:
+                        self.bytes_down += len(data)
+                        await asyncio.sleep(len(data) / self.rate)
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
