@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_s=args.heartbeat_s,
         runtime_host=args.runtime_host,
         keep_runtimes=args.keep_runtimes,
+        reexec_after_enroll=True,
         cache_max_bytes=int(args.cache_max_gb * 1024**3),
     )
     return main_async(config)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,10 @@ from protos.edgeport.v1 import agent_pb2
 RECONNECT_MAX_S = 30.0
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_TELEMETRY_S = 15
+
+
+class Reexec(Exception):
+    """Enrolled just now: start the process afresh so enrollment-only libraries (cryptography) leave memory."""
 
 
 class AgentError(Exception):
@@ -61,6 +67,7 @@ class AgentConfig:
     heartbeat_s: int | None = None
     runtime_host: str = "127.0.0.1"
     keep_runtimes: bool = False  # on a clean stop leave runtimes running (a restarted agent adopts them)
+    reexec_after_enroll: bool = False  # the CLI sets it: a fresh image keeps the idle RSS low
     cache_max_bytes: int = CACHE_MAX_BYTES
     outbox_max_bytes: int = OUTBOX_MAX_BYTES
 
@@ -114,6 +121,9 @@ class AgentDaemon:
             self.state.save_identity(self.identity)
             ident = self.identity
             say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
+            if self.config.reexec_after_enroll:
+                self.state.close()
+                raise Reexec()
         else:
             say(f"identity: device {self.identity.device_id} (data dir {self.data_dir})")
         self.outbox = Outbox(self.state, self.config.outbox_max_bytes)
@@ -296,9 +306,11 @@ class AgentDaemon:
 
     async def run(self) -> None:
         """Run until stopped (SIGTERM/SIGINT) or a fatal error (AgentError)."""
+        loop = asyncio.get_running_loop()
+        # Few worker threads: each one costs memory (malloc arena) and the agent's blocking work is light.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent"))
         await self._setup()
         assert self.reconciler is not None and self.state is not None
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -338,4 +350,9 @@ def main_async(config: AgentConfig) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 0
+    except Reexec:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Same PID, same arguments (the token is ignored now that the identity is stored).
+        os.execv(sys.executable, sys.orig_argv)
     return 0

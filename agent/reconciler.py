@@ -402,7 +402,8 @@ class Reconciler:
         delay = backoff.next_delay()
         rec.restarts += 1
         rec.phase = agent_pb2.RESTARTING
-        rec.message = f"runtime exited (code {code}); restart {rec.restarts} in {delay:g}s"
+        how = f"runtime exited (code {code})" if code is not None else "runtime not running"
+        rec.message = f"{how}; restart {rec.restarts} in {delay:g}s"
         self.state.save_service(rec)
         self.report(_status(rec.manifest, name, agent_pb2.RESTARTING, rec.message, restarts=rec.restarts,
                             log_tail=self.supervisor_tail(rec), serving_generation=rec.generation))  # fmt: skip

@@ -1,0 +1,117 @@
+"""`agent run` as a real process against a real `hub serve` (mutual TLS): enrollment, idle RSS, restarts, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import PYTHON, Processes, free_port, wait_for
+
+IDLE_RSS_LIMIT = 50 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real hub (mutual TLS on its gRPC port); yields its API address HOST:PORT."""
+    tmp = tmp_path_factory.mktemp("agent-daemon-hub")
+    procs = Processes(tmp)
+    port = free_port()
+    procs.start(
+        [PYTHON, "-m", "hub.cli.main", "serve", "--data-dir", str(tmp / "hub"), "--port", str(port),
+         "--grpc-port", str(free_port())],
+        name="hub",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _hub(f"127.0.0.1:{port}", "device", "list").returncode == 0, timeout=30, what="hub up")
+        yield f"127.0.0.1:{port}"
+    finally:
+        procs.stop_all()
+
+
+def _hub(address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [PYTHON, "-m", "hub.cli.main", "--hub", f"http://{address}", "--output", "json", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def _token(hub: str, device: str) -> str:
+    done = _hub(hub, "device", "enroll", device, "--label", "site=agent-test")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["token"]
+
+
+def _agent(hub: str, data_dir: Path, *extra: str) -> list[str]:
+    return [PYTHON, "-m", "agent", "run", "--hub", hub, "--data-dir", str(data_dir), "--heartbeat-s", "1", *extra]
+
+
+def _rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def test_enroll_connect_idle_rss_and_restart(tmp_path: Path, hub: str, processes: Processes) -> None:
+    data = tmp_path / "dev"
+    agent = processes.start(_agent(hub, data, "--token", _token(hub, "rss-dev")), name="agent")
+    wait_for(lambda: "connected to hub as device rss-dev" in processes.log(agent), timeout=30, what="agent connected")
+    assert "enrolled as device rss-dev" in processes.log(agent)
+    assert oct((data / "identity" / "device.key").stat().st_mode & 0o777) == "0o600"
+    shown = wait_for(
+        lambda: (d := json.loads(_hub(hub, "device", "show", "rss-dev").stdout)).get("online") and d,
+        timeout=15,
+        what="hub sees the device online",
+    )
+    assert shown["hardware"]["cpuCount"] == os.cpu_count()  # the inventory of Hello reached the hub
+
+    # Idle (no service): the daemon stays small.
+    rss = _rss(agent.pid)
+    print(f"agent idle RSS: {rss / 2**20:.1f} MiB")
+    assert rss <= IDLE_RSS_LIMIT, f"idle agent RSS {rss / 2**20:.1f} MiB exceeds 50 MiB"
+
+    # kill -9, then start again without a token: same identity, connects again.
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait(10)
+    again = processes.start(_agent(hub, data), name="agent2")
+    wait_for(lambda: "connected to hub as device rss-dev" in processes.log(again), timeout=30, what="reconnected")
+    assert "identity: device rss-dev" in processes.log(again)
+
+    # Revoked on the hub: the agent is refused and exits 1 with a clear line, no traceback.
+    assert _hub(hub, "device", "revoke", "rss-dev").returncode == 0
+    assert again.wait(30) == 1
+    log = processes.log(again)
+    assert "error: the hub refused this device" in log and "Traceback" not in log
+
+
+def test_bad_tokens_are_refused_clearly(tmp_path: Path, hub: str) -> None:
+    def run(*extra: str, data: str = "d") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(_agent(hub, tmp_path / data, *extra), capture_output=True, text=True, timeout=60)
+
+    malformed = run("--token", "not-a-token")
+    assert malformed.returncode == 2 and "--token: not an Edgeport enrollment token" in malformed.stderr
+
+    no_token = run(data="empty")
+    assert no_token.returncode == 2 and "give --token to enroll" in no_token.stderr
+
+    token = _token(hub, "reuse-dev")
+    first = subprocess.Popen(_agent(hub, tmp_path / "first", "--token", token), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        line = first.stdout.readline()  # type: ignore[union-attr]
+        assert "enrolled as device reuse-dev" in line
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(15)
+    reused = run("--token", token, data="second")
+    assert reused.returncode == 2 and "already used" in reused.stderr and "Traceback" not in reused.stderr
+
+    # A token whose CA pin is not this hub's CA: the agent refuses to trust the hub.
+    parts = _token(hub, "pin-dev").split(".")
+    wrong_pin = ".".join([*parts[:3], "0" * 64])
+    pinned = run("--token", wrong_pin, data="pinned")
+    assert pinned.returncode == 1 and "refusing to trust it" in pinned.stderr
+    assert not (tmp_path / "pinned" / "identity" / "device.key").exists()
