@@ -149,7 +149,7 @@ class AgentDaemon:
         if self.config.transport == "mqtt":
             from agent.link.mqtt import MqttLink  # room 5's transport; imported only when chosen
 
-            return MqttLink(self.identity, broker=self.config.broker)  # type: ignore[call-arg]
+            return MqttLink(self.identity, broker=self.config.broker)
         from agent.link.grpc import GrpcLink
 
         return GrpcLink(self.identity, identity_dir(self.data_dir), insecure=self.config.insecure)

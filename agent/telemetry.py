@@ -77,24 +77,33 @@ class RuntimeStats:
     buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
 
 
+# Traffic that is not scoring: health probes (the agent's own), metrics scrapes, documents.
+_HOUSEKEEPING = {"health", "metrics", "docs", "metadata", "/", "/metrics"}
+
+
 def runtime_stats(samples: list[tuple[str, dict[str, str], float]]) -> RuntimeStats:
-    """Requests, errors and the latency histogram from parsed samples."""
+    """Scoring requests, errors and the latency histogram from parsed samples (housekeeping endpoints left out)."""
     stats = RuntimeStats()
     histogram: str | None = None
+    status_errors, counted_errors, has_error_counter = 0.0, 0.0, False
     for name, labels, value in samples:
+        if labels.get("endpoint", labels.get("handler", "")) in _HOUSEKEEPING:
+            continue
         status = labels.get("code") or labels.get("status") or labels.get("status_code") or ""
         if name.endswith("requests_total"):
             stats.requests += value
             if status[:1] in ("4", "5"):
-                stats.errors += value
+                status_errors += value
         elif name.endswith("errors_total"):
-            stats.errors += value
+            has_error_counter = True
+            counted_errors += value
         elif name.endswith("_bucket") and "le" in labels and ("latency" in name or "duration" in name):
             base = name.removesuffix("_bucket")
             histogram = histogram or base
             if base == histogram:
                 le = float("inf") if labels["le"] in ("+Inf", "Inf") else float(labels["le"])
                 stats.buckets[le] = stats.buckets.get(le, 0.0) + value
+    stats.errors = counted_errors if has_error_counter else status_errors  # never both: no double counting
     return stats
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from agent.environments import EnvironmentCache
 from agent.reconciler import Reconciler
 from agent.state import AgentState
 from agent.supervisor import Supervisor, check_healthy, process_start_time
+from agent.telemetry import TelemetryCollector
 from protos.edgeport.v1 import agent_pb2
 from tests.support import PYTHON, Processes, free_port, wait_for
 
@@ -55,6 +57,16 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _post(port: int, path: str, body: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -142,6 +154,14 @@ def test_deploy_crash_restart_rollback_and_remove(tmp_path: Path, hub: str, digi
             assert _get(port, "/")[0] == 200
             phases = [s.phase for s in h.reports]
             assert phases.index(agent_pb2.PULLING) < phases.index(agent_pb2.STARTING) < phases.index(agent_pb2.HEALTHY)
+            assert _post(port, "/score", json.dumps({"data": [[0.0] * 64]}))[0] == 200
+            assert _post(port, "/score", "{not json")[0] == 400
+            points = {p.metric: p.value for p in TelemetryCollector().runtime_points("digits-svc", port)}
+            assert points["runtime.requests_total"] == 2 and points["runtime.errors_total"] == 1
+            assert (
+                points["runtime.latency_p50_ms"] > 0
+                and points["runtime.latency_p99_ms"] >= points["runtime.latency_p50_ms"]
+            )
 
             # crash: kill -9 the runtime; the agent restarts it on the same port with backoff and says so
             first_pid = h.reconciler.procs["digits-svc"].pid
