@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,35 +48,48 @@ def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
 
 
 class _CoalescedFlush:
-    """Write the auth files and reload the broker soon after a change, at most once per interval."""
+    """Write the auth files and reload the broker after a change: at once when idle (a lone enrollment's
+    device can connect right away), else at most once per interval (a burst of enrollments)."""
 
     def __init__(self, auth: BrokerAuth) -> None:
         self.auth = auth
+        self._lock = threading.Lock()
+        self._last = 0.0
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-auth-flush", daemon=True)
         self._thread.start()
 
     def request(self) -> None:
-        self._pending.set()
+        if time.monotonic() - self._last >= FLUSH_INTERVAL_S and self._lock.acquire(blocking=False):
+            try:
+                self._flush()
+            finally:
+                self._lock.release()
+        else:
+            self._pending.set()
+
+    def _flush(self) -> None:
+        self._last = time.monotonic()
+        try:
+            self.auth.write()
+            self.auth.reload()
+        except OSError:
+            log.exception("writing the broker's password/ACL files failed")
 
     def _run(self) -> None:
         while not self._stop.is_set():
             if self._pending.wait(0.5):
+                self._stop.wait(max(0.0, self._last + FLUSH_INTERVAL_S - time.monotonic()))
                 self._pending.clear()
-                try:
-                    self.auth.write()
-                    self.auth.reload()
-                except OSError:
-                    log.exception("writing the broker's password/ACL files failed")
-                self._stop.wait(FLUSH_INTERVAL_S)
+                with self._lock:
+                    self._flush()
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
         if self._pending.is_set():
-            self.auth.write()
-            self.auth.reload()
+            self._flush()
 
 
 class MqttBridge:

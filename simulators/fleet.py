@@ -1,0 +1,305 @@
+"""A simulated fleet: N real agents (agent.daemon.AgentDaemon) sharing one event loop in one process.
+
+Each simulated device has its own name, data dir (identity, SQLite state, outbox, cache)
+and enrollment; hardware comes from a device profile (simulators/profiles.py) and the link
+is the real gRPC or MQTT one, optionally through a `netfault` proxy (`--broker` pointing
+at it). Only the hardware is simulated, and one thing more: the onnxruntime provider probe
+(a subprocess per agent) is skipped, since a profile declares its providers.
+
+    python -m simulators fleet --count 100 --profile iot-edge --hub 127.0.0.1:7070 --transport mqtt
+
+A simulated sensor (`--telemetry-rate`) adds numbered `sim.load` points to each agent's
+outbox, so a test can count at the hub that every point arrived exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent import daemon as agent_daemon
+from agent.hardware import inventory
+from protos.edgeport.v1 import agent_pb2
+from simulators.profiles import Profile, UnknownProfile, get_profile
+
+LOAD_METRIC = "sim.load"
+
+
+class FleetError(Exception):
+    """The fleet could not be set up (message says what and where)."""
+
+
+@dataclass
+class FleetOptions:
+    """What to simulate."""
+
+    hub: str  # HOST:PORT of the hub API
+    count: int
+    root: Path  # one data dir per device under here
+    profile: str = "iot-edge"
+    transport: str | None = None  # default: the profile's
+    broker: str | None = None  # MQTT broker URL overriding the enrolled one (e.g. a netfault proxy)
+    insecure: bool = False
+    name_prefix: str = "sim"
+    labels: dict[str, str] = field(default_factory=dict)
+    heartbeat_s: int | None = None
+    telemetry_rate: float = 0.0  # sim.load points per second per device (0: none)
+    telemetry_batch: int = 10  # points per TelemetryBatch message
+    enroll_concurrency: int = 16
+
+
+def raise_fd_limit() -> int:
+    """Lift this process's soft open-files limit to the hard limit (each agent holds a socket + SQLite files)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def _post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise FleetError(f"hub {url}: HTTP {exc.code}: {message}") from None
+    except OSError as exc:
+        raise FleetError(f"cannot reach the hub at {url}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _inventory_json(profile_json: str) -> bytes:
+    return inventory(json.loads(profile_json), probe_providers=False).SerializeToString()
+
+
+def _simulated_inventory(profile: dict | None) -> agent_pb2.HardwareInventory:
+    """agent.hardware.inventory without the per-agent provider subprocess (the profile declares providers)."""
+    if not profile:
+        return inventory(None)
+    return agent_pb2.HardwareInventory.FromString(_inventory_json(json.dumps(profile, sort_keys=True)))
+
+
+class SimulatedDevice:
+    """One agent of the fleet, plus its simulated sensor."""
+
+    def __init__(self, name: str, config: agent_daemon.AgentConfig) -> None:
+        self.name = name
+        self.daemon = agent_daemon.AgentDaemon(config)
+        self.task: asyncio.Task[None] | None = None
+        self.load_sent = 0  # sim.load points handed to the outbox
+        self.error: BaseException | None = None
+
+    def add_load(self, count: int) -> None:
+        """Queue `count` numbered sim.load points (one TelemetryBatch) into the agent's outbox."""
+        if self.daemon.outbox is None:
+            return
+        now = int(time.time() * 1000)
+        points = [
+            agent_pb2.TelemetryPoint(at_ms=now, metric=LOAD_METRIC, value=float(self.load_sent + i + 1),
+                                     labels={"simulated": "true"})
+            for i in range(count)
+        ]
+        self.load_sent += count
+        # The daemon's own telemetry loop uses this same path (outbox, then the link when it is up).
+        self.daemon._queue(agent_pb2.AgentMessage(telemetry=agent_pb2.TelemetryBatch(points=points)))
+
+    @property
+    def connected(self) -> bool:
+        """Whether the agent said it connected at least once (its identity exists)."""
+        return self.daemon.identity is not None
+
+
+class SimulatedFleet:
+    """Enroll, run and stop N simulated devices on the running event loop."""
+
+    def __init__(self, options: FleetOptions) -> None:
+        self.options = options
+        try:
+            self.profile: Profile = get_profile(options.profile)
+        except UnknownProfile as exc:
+            raise FleetError(str(exc)) from None
+        if options.count < 1:
+            raise FleetError(f"--count must be at least 1, got {options.count}")
+        self.transport = options.transport or self.profile.transport
+        if self.transport not in ("grpc", "mqtt"):
+            raise FleetError(f"--transport must be grpc or mqtt, got {self.transport!r}")
+        self.root = Path(options.root)
+        self.devices: list[SimulatedDevice] = []
+        self._load_task: asyncio.Task[None] | None = None
+        agent_daemon.inventory = _simulated_inventory  # type: ignore[assignment]  # see module docstring
+
+    def names(self) -> list[str]:
+        """Device names, in order."""
+        return [f"{self.options.name_prefix}-{i:05d}" for i in range(self.options.count)]
+
+    async def _token(self, name: str, data_dir: Path, gate: asyncio.Semaphore) -> str | None:
+        if (data_dir / "identity").exists():
+            return None  # enrolled on an earlier run: the agent reuses its identity
+        labels = {"profile": self.profile.name, "fleet": self.options.name_prefix, **self.options.labels}
+        async with gate:
+            reply = await asyncio.to_thread(
+                _post_json, f"http://{self.options.hub}/api/v1/devices", {"name": name, "labels": labels}
+            )
+        return str(reply["token"])
+
+    async def start(self, progress: bool = False) -> None:
+        """Create a token per new device, then start every agent (each enrolls itself on first start)."""
+        raise_fd_limit()
+        self.root.mkdir(parents=True, exist_ok=True)
+        profile_path = self.root / f"{self.profile.name}.profile.json"
+        profile_path.write_text(self.profile.to_json())
+        gate = asyncio.Semaphore(self.options.enroll_concurrency)
+        names = self.names()
+        tokens = await asyncio.gather(*(self._token(n, self.root / n, gate) for n in names))
+        if progress:
+            print(f"fleet: {len(names)} device(s) registered at the hub", flush=True)
+        for name, token in zip(names, tokens, strict=True):
+            config = agent_daemon.AgentConfig(
+                hub=self.options.hub,
+                data_dir=self.root / name,
+                token=token,
+                insecure=self.options.insecure,
+                transport=self.transport,
+                broker=self.options.broker,
+                profile=str(profile_path),
+                labels=dict(self.options.labels),
+                heartbeat_s=self.options.heartbeat_s,
+            )
+            device = SimulatedDevice(name, config)
+            device.task = asyncio.create_task(self._run(device), name=f"agent {name}")
+            self.devices.append(device)
+        if self.options.telemetry_rate > 0:
+            self._load_task = asyncio.create_task(self._load())
+
+    async def _run(self, device: SimulatedDevice) -> None:
+        try:
+            await device.daemon.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # one device failing must not stop the fleet; report it
+            device.error = exc
+            print(f"fleet: device {device.name} stopped: {exc}", file=sys.stderr, flush=True)
+
+    async def _load(self) -> None:
+        """Each device's sensor: `telemetry_rate` points/s, in batches of `telemetry_batch`."""
+        batch = max(1, self.options.telemetry_batch)
+        interval = batch / self.options.telemetry_rate
+        while True:
+            await asyncio.sleep(interval)
+            for device in self.devices:
+                device.add_load(batch)
+
+    def stop_load(self) -> None:
+        """Stop the simulated sensors (what was queued still gets delivered)."""
+        if self._load_task is not None:
+            self._load_task.cancel()
+            self._load_task = None
+
+    async def stop(self) -> None:
+        """Stop every agent (clean link close: MQTT devices say 'offline'), wait for them."""
+        self.stop_load()
+        for device in self.devices:
+            device.daemon.request_stop()
+        tasks = [d.task for d in self.devices if d.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=30)
+            for t in pending:
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    def failed(self) -> list[SimulatedDevice]:
+        """Devices whose agent stopped with an error."""
+        return [d for d in self.devices if d.error is not None]
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m simulators fleet",
+        description="Run N simulated devices (the real agent code, simulated hardware) in this process, sharing "
+        "one event loop; each has its own identity and data dir. Stops on Ctrl-C/SIGTERM (agents close their "
+        "links cleanly).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  python -m simulators fleet --count 100 --profile iot-edge --hub 127.0.0.1:7070\n"
+        "  python -m simulators fleet --count 20 --profile k8s-node --hub 127.0.0.1:7070 --transport grpc\n"
+        "  python -m simulators fleet --count 5 --hub 127.0.0.1:7070 --broker mqtt://127.0.0.1:11883 "
+        "--telemetry-rate 50\n",
+    )
+    ap.add_argument("--count", type=int, required=True, help="number of simulated devices")
+    ap.add_argument("--hub", default="127.0.0.1:7070", help="hub API HOST:PORT (default 127.0.0.1:7070)")
+    ap.add_argument("--profile", default="iot-edge", help="device profile: cloud-vm, cloud-vm-gpu, k8s-node, "
+                    "iot-edge (default), fpga-board")
+    ap.add_argument("--transport", choices=["grpc", "mqtt"], help="link to the hub (default: the profile's)")
+    ap.add_argument("--broker", help="MQTT broker URL overriding the enrolled one (e.g. a netfault proxy)")
+    ap.add_argument("--insecure", action="store_true", help="plain-text gRPC (the hub runs with --insecure)")
+    ap.add_argument("--data-dir", type=Path, default=Path(".edgeport/fleet"),
+                    help="root of the devices' data dirs (default .edgeport/fleet); reused on the next run")
+    ap.add_argument("--name-prefix", default="sim", help="device names are PREFIX-00000, ... (default sim)")
+    ap.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="extra device label")
+    ap.add_argument("--heartbeat-s", type=int, help="heartbeat interval (default: what the hub says)")
+    ap.add_argument("--telemetry-rate", type=float, default=0.0,
+                    help="simulated sensor points per second per device (default 0: none)")
+    ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run "
+                    "until Ctrl-C)")
+    return ap
+
+
+async def _run_cli(options: FleetOptions, duration: float) -> int:
+    fleet = SimulatedFleet(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    await fleet.start(progress=True)
+    await asyncio.sleep(0.5)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after the daemons installed theirs: the fleet stops all
+        loop.add_signal_handler(sig, stop.set)
+    print(f"fleet: {options.count} {fleet.profile.name} agent(s) over {fleet.transport} started in "
+          f"{time.monotonic() - started:.1f}s (pid {os.getpid()}, data {options.root})", flush=True)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), duration or None)
+    await fleet.stop()
+    failed = fleet.failed()
+    print(f"fleet: stopped; {len(failed)} device(s) failed", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit 2 on bad input, 1 when devices failed."""
+    args = _parser().parse_args(argv)
+    labels: dict[str, str] = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"error: --label {item!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        labels[key] = value
+    options = FleetOptions(
+        hub=args.hub, count=args.count, root=args.data_dir, profile=args.profile, transport=args.transport,
+        broker=args.broker, insecure=args.insecure, name_prefix=args.name_prefix, labels=labels,
+        heartbeat_s=args.heartbeat_s, telemetry_rate=args.telemetry_rate,
+    )
+    try:
+        return asyncio.run(_run_cli(options, args.duration))
+    except FleetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if "--" in str(exc) or "unknown device profile" in str(exc) else 1
+    except KeyboardInterrupt:
+        return 0

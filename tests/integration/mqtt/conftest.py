@@ -1,0 +1,134 @@
+"""Fixtures for the MQTT tests: a real mosquitto on a free loopback port, a hub bridged to it, in-process fleets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from hub.control.mqtt_broker import MosquittoBroker
+from simulators.fleet import FleetOptions, SimulatedFleet
+from tests.support import PYTHON, REPO, Processes, free_port, wait_for
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """mosquitto with a generated config (no anonymous access, hub-written passwords/ACL); always stopped."""
+    broker = MosquittoBroker(tmp_path / "broker", free_port())
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@dataclass
+class MqttHub:
+    """A running `hub serve --mqtt` and its broker."""
+
+    address: str  # HOST:PORT of the API
+    broker: MosquittoBroker
+    data_dir: Path
+
+    @property
+    def url(self) -> str:
+        """API base URL."""
+        return f"http://{self.address}"
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run `hub --hub URL ARGS...`."""
+        return subprocess.run([PYTHON, "-m", "hub", "--hub", self.url, *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+
+    def get(self, path: str) -> Any:
+        """GET an API path (JSON)."""
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
+    def device(self, name: str) -> dict[str, Any]:
+        """`GET /api/v1/devices/NAME`."""
+        return self.get(f"/api/v1/devices/{name}")
+
+    def token(self, name: str, *labels: str) -> str:
+        """A one-time enrollment token for a new device."""
+        args = [a for label in labels for a in ("--label", label)]
+        done = self.cli("device", "enroll", name, *args, "--output", "json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["token"]
+
+
+@pytest.fixture
+def mqtt_hub(tmp_path: Path, processes: Processes, mosquitto: MosquittoBroker) -> MqttHub:
+    """`hub serve --mqtt` on free ports, writing the broker's password/ACL files."""
+    port = free_port()
+    data = tmp_path / "hub"
+    proc = processes.start(
+        [PYTHON, "-m", "hub", "serve", "--data-dir", str(data), "--port", str(port), "--grpc-port", str(free_port()),
+         "--mqtt", mosquitto.url, "--mqtt-dir", str(mosquitto.dir)],
+        name="hub", cwd=REPO,
+    )  # fmt: skip
+
+    def ready() -> bool:
+        assert proc.poll() is None, f"hub exited early:\n{processes.log(proc)}"
+        return "agents MQTT" in processes.log(proc)
+
+    wait_for(ready, timeout=30, what="hub with MQTT bridge")
+    return MqttHub(f"127.0.0.1:{port}", mosquitto, data)
+
+
+class FleetThread:
+    """A SimulatedFleet on its own event loop in a thread (the test itself stays synchronous)."""
+
+    def __init__(self, options: FleetOptions) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fleet", daemon=True)
+        self.thread.start()
+        self.fleet = SimulatedFleet(options)
+        self.call(self.fleet.start())
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run a coroutine on the fleet's loop and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """Call a plain function on the fleet's loop (the agents' objects are not thread-safe)."""
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return self.call(call())
+
+    def close(self) -> None:
+        """Stop every agent and the loop."""
+        try:
+            self.call(self.fleet.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+@pytest.fixture
+def fleet_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start in-process fleets (`fleet_factory(FleetOptions)`); every one is stopped at teardown."""
+    started: list[FleetThread] = []
+
+    def make(options: FleetOptions) -> FleetThread:
+        ft = FleetThread(options)
+        started.append(ft)
+        return ft
+
+    try:
+        yield make
+    finally:
+        for ft in reversed(started):
+            ft.close()
