@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -113,13 +114,6 @@ def test_identical_files_are_stored_once(hub: RunningHub, tmp_path: Path) -> Non
     added = _blob_files(hub.data_dir) - before
     assert len(added) == 1  # only the new version's manifest, not the file again
     assert hashlib.sha256(f.read_bytes()).hexdigest() not in added
-
-
-def test_help_explains_with_examples(hub: RunningHub) -> None:
-    for args in ([], ["model"], ["model", "register"], ["model", "download"], ["serve"]):
-        result = hub_cli(hub.url, *args, "--help")
-        assert result.code == 0, result.err
-        assert "examples:" in result.out
 
 
 # --- bad input: one line, the right exit code, registry unchanged ---------------------------------
@@ -283,3 +277,30 @@ def test_disk_full_during_register_leaves_nothing(tmp_path: Path, processes: Pro
         processes.stop_all()
         if mounted.returncode == 0:
             subprocess.run(["umount", "-l", str(data_dir)], check=False)
+
+
+def test_busy_port_is_a_one_line_error(hub: RunningHub, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "hub", "serve", "--data-dir", str(tmp_path / "other"), "--port", str(hub.port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert_one_line_error(CliResult(result.returncode, result.stdout, result.stderr), 1, "cannot listen on", "in use")
+
+
+def test_sigterm_stops_the_hub_cleanly_and_keeps_state(
+    tmp_path: Path, processes: Processes, digits_model: Path
+) -> None:
+    hub = start_hub(processes, tmp_path / "data", name="term-hub")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * 1024 * 1024))  # above the progress threshold
+    registered = hub_cli(hub.url, "model", "register", "-n", "kept", "-p", str(big))
+    assert registered.code == 0, registered.err
+    assert "uploading big.bin: 100%" in registered.err  # progress on stderr for long uploads
+    assert "hub serving http://127.0.0.1:" in hub.log()
+    assert processes.stop(hub.proc, signal.SIGTERM) == 0
+    assert "hub stopped" in hub.log() and "Traceback" not in hub.log()
+    again = start_hub(processes, tmp_path / "data", name="term-hub-again")  # the lock was released
+    assert [m["id"] for m in registry_snapshot(again.url)] == ["kept:1"]
