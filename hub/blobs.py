@@ -210,6 +210,14 @@ class BlobStore:
             self._verified[digest] = stamp
         return size
 
+    def is_intact(self, digest: str) -> bool:
+        """True when the blob is stored and matches its digest (a corrupt one is logged and reads False)."""
+        try:
+            self.verify(digest)
+        except (NotFound, CorruptBlob):
+            return False
+        return True
+
     def open_verified(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Verify the blob, then yield its bytes [start, end] (inclusive end) in chunks."""
         size = self.verify(digest)

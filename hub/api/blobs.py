@@ -12,11 +12,11 @@ from hub.errors import BadInput
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 
 
-@router.head("/{digest}", summary="Is a blob stored? 200 yes, 404 no")
+@router.head("/{digest}", summary="Is a blob stored intact? 200 yes, 404 no")
 def blob_exists(digest: str, services: Services) -> Response:
-    """200 with Content-Length when the blob is stored, 404 otherwise."""
+    """200 with Content-Length when the blob is stored intact; 404 when absent or corrupt (so clients re-upload it)."""
     validate_digest(digest)
-    if not services.blobs.exists(digest):
+    if not services.blobs.is_intact(digest):
         return Response(status_code=404)
     return Response(status_code=200, headers={"Content-Length": str(services.blobs.size(digest))})
 
@@ -30,8 +30,9 @@ async def put_blob(digest: str, request: Request, services: Services) -> dict[st
     validate_digest(digest)
     announced = request.headers.get("content-length")
     expected = int(announced) if announced and announced.isdigit() else None
-    if services.blobs.exists(digest):
-        # Content-addressed: already stored means identical; drain nothing, the client may stop sending.
+    if await run_in_threadpool(services.blobs.is_intact, digest):
+        # Content-addressed: stored intact means identical, no need to read the body.
+        # A corrupt copy falls through and is replaced atomically by the upload (self-repair).
         return {"digest": digest, "size": services.blobs.size(digest), "created": False}
     writer = services.blobs.writer(digest, expected)
     try:

@@ -241,6 +241,11 @@ def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) 
     assert not list(target.rglob("*")) if target.exists() else True  # nothing half-written under the real name
     assert f"corrupt blob {digest}" in hub.log()
     assert registry_snapshot(hub.url) == before
+    if damage == "truncate":  # uploading the same content again repairs the stored copy
+        assert hub_cli(hub.url, "model", "register", "-n", name, "-p", str(src)).code == 0
+        healed = hub_cli(hub.url, "model", "download", f"{name}:1", "--target-dir", str(tmp_path / "healed"))
+        assert healed.code == 0, healed.err
+        assert (tmp_path / "healed" / src.name).read_bytes() == payload
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
