@@ -44,7 +44,7 @@ class SizeResult:
 
     agents: int
     runs_s: list[float]
-    median_s: float
+    median_s: float | None  # None when every run failed
     runtime_rss_mb_total: float  # RSS of all runtimes of this service once Healthy
 
 
@@ -88,7 +88,7 @@ def _rss_mb(procs: list[psutil.Process]) -> float:
     return total / 2**20
 
 
-def run(sizes: list[int], repeats: int, work: Path) -> list[SizeResult]:
+def run(sizes: list[int], repeats: int, work: Path, failures: list[str]) -> list[SizeResult]:
     """Start hub + fleet in `work`, measure every size, stop everything."""
     port, grpc_port = _free_port(), _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -137,16 +137,19 @@ def run(sizes: list[int], repeats: int, work: Path) -> list[SizeResult]:
                 out = _hub(url, "deploy", "-n", service, "-m", "digits:1", "--target", f"size{n}=yes",
                            "--timeout", "600", check=False)
                 elapsed = time.monotonic() - t
-                if out.returncode != 0:
-                    raise SystemExit(f"deploy to {n} agents failed:\n{out.stdout}\n{out.stderr}")
-                runs.append(elapsed)
-                rss = _rss_mb(_runtimes(work))
-                print(f"  {n:3d} agents: all Healthy {elapsed:.2f}s after `hub deploy` (run {r + 1})",
-                      file=sys.stderr, flush=True)
+                if out.returncode != 0:  # reported, not hidden: the run counts as a failure
+                    reason = (out.stderr.strip().splitlines() or ["?"])[0]
+                    failures.append(f"{n} agents, run {r + 1}: {reason}")
+                    print(f"  {n:3d} agents: FAILED after {elapsed:.2f}s: {reason}", file=sys.stderr, flush=True)
+                else:
+                    runs.append(elapsed)
+                    rss = _rss_mb(_runtimes(work))
+                    print(f"  {n:3d} agents: all Healthy {elapsed:.2f}s after `hub deploy` (run {r + 1})",
+                          file=sys.stderr, flush=True)
                 _hub(url, "service", "delete", service)
                 _wait(lambda: not _runtimes(work), 120, "runtimes stopped")
-            results.append(SizeResult(n, [round(x, 3) for x in runs], round(statistics.median(runs), 3),
-                                      round(rss, 1)))
+            median = round(statistics.median(runs), 3) if runs else None
+            results.append(SizeResult(n, [round(x, 3) for x in runs], median, round(rss, 1)))
         return results
     finally:
         for proc in reversed(children):
@@ -177,7 +180,8 @@ def main() -> int:
         parser.error("sizes and --repeats must be positive")
     work = Path(tempfile.mkdtemp(prefix="edgeport-deploy-bench-"))
     try:
-        results = run(sizes, args.repeats, work)
+        failures: list[str] = []
+        results = run(sizes, args.repeats, work, failures)
     finally:
         if args.keep_data:
             print(f"data kept in {work}", file=sys.stderr)
@@ -186,7 +190,8 @@ def main() -> int:
     print(f"{'AGENTS':>6}  {'DEPLOY -> ALL HEALTHY (median s)':>32}  {'RUNS (s)':<24}  RUNTIMES RSS (MB)")
     for r in results:
         runs = ", ".join(f"{x:.2f}" for x in r.runs_s)
-        print(f"{r.agents:>6}  {r.median_s:>32.2f}  {runs:<24}  {r.runtime_rss_mb_total:.0f}")
+        median = f"{r.median_s:.2f}" if r.median_s is not None else "failed"
+        print(f"{r.agents:>6}  {median:>32}  {runs:<24}  {r.runtime_rss_mb_total:.0f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "benchmark": "deploy",
@@ -194,9 +199,12 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "platform": platform.platform(), "python": platform.python_version()},
         "results": [asdict(r) for r in results],
+        "failures": failures,
     }, indent=2) + "\n")
+    for f in failures:
+        print(f"failed: {f}")
     print(f"wrote {RESULTS}", file=sys.stderr)
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -303,7 +303,8 @@ class DeploymentService:
         generation = row["generation"]
         statuses = self.store.statuses(name)
         devices = []
-        for device_id in sorted(set(self.fleet.select(row["target"])) | set(statuses)):
+        # The devices the target selects now; statuses of devices that left it are on their way out.
+        for device_id in self.fleet.select(row["target"]):
             st = statuses.get(device_id)
             current = st is not None and st["generation"] == generation
             phase = PHASES.get(st["phase"], "Pending") if current else "Pending"

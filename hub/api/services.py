@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import Services
+from hub.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/services", tags=["services"])
 
@@ -113,11 +115,14 @@ def service_logs(
 ) -> list[dict[str, Any]]:
     """Live from connected devices (asked over their link); else the log tail of the last failure."""
     view = services.deployments.show(name)
-    out = []
-    for d in view["devices"]:
-        if device is not None and d["device"] != device:
-            continue
-        live = services.control.request_logs(d["device"], name, lines)
-        out.append({"device": d["device"], "source": "live" if live is not None else "last status",
-                    "lines": live if live is not None else d["log_tail"]})
-    return out
+    wanted = [d for d in view["devices"] if device is None or d["device"] == device]
+    if device is not None and not wanted:
+        raise NotFound(f"service {name} does not run on device {device}")
+    # Ask every device at once: each answer (or its timeout) should not wait for the others.
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(wanted)))) as pool:
+        answers = list(pool.map(lambda d: services.control.request_logs(d["device"], name, lines), wanted))
+    return [
+        {"device": d["device"], "source": "live" if live is not None else "last status",
+         "lines": live if live is not None else d["log_tail"]}
+        for d, live in zip(wanted, answers, strict=True)
+    ]
