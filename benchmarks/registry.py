@@ -12,6 +12,7 @@ flat). Prints medians and writes benchmarks/results/registry.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -116,27 +117,40 @@ def make_model(root: Path, index: int, size: int) -> Path:
     return folder
 
 
-def bench_size(client: HubClient, work: Path, label: str, size: int, repeats: int) -> SizeResult:
-    """Register `repeats` distinct models of `size` bytes, then download each; medians."""
+def bench_size(
+    client: HubClient, work: Path, label: str, size: int, repeats: int, hub_pid: int | None = None
+) -> tuple[SizeResult, dict[str, int]]:
+    """Register `repeats` distinct models of `size` bytes, then download each; medians.
+
+    With `hub_pid`, also the hub's peak RSS during the registrations and during the downloads.
+    """
+    peaks: dict[str, int] = {}
     name = f"bench-{label.replace(' ', '')}"
     register_times: list[float] = []
     download_times: list[float] = []
     versions: list[int] = []
-    for i in range(repeats):
-        folder = make_model(work, i, size)
-        t0 = time.perf_counter()
-        versions.append(client.register_model(name, folder)["version"])
-        register_times.append(time.perf_counter() - t0)
+    folders = [make_model(work, i, size) for i in range(repeats)]  # made first: not inside the RSS window
+    with RssSampler(hub_pid) if hub_pid else contextlib.nullcontext() as sampler:
+        for folder in folders:
+            t0 = time.perf_counter()
+            versions.append(client.register_model(name, folder)["version"])
+            register_times.append(time.perf_counter() - t0)
+    if sampler:
+        peaks["register"] = sampler.peak
+    for folder in folders:
         shutil.rmtree(folder)
-    for v in versions:
-        target = work / f"dl-{label.replace(' ', '')}-{v}"
-        t0 = time.perf_counter()
-        client.download_model(name, v, target)
-        download_times.append(time.perf_counter() - t0)
-        shutil.rmtree(target)
+    with RssSampler(hub_pid) if hub_pid else contextlib.nullcontext() as sampler:
+        for v in versions:
+            target = work / f"dl-{label.replace(' ', '')}-{v}"
+            t0 = time.perf_counter()
+            client.download_model(name, v, target)
+            download_times.append(time.perf_counter() - t0)
+            shutil.rmtree(target)
+    if sampler:
+        peaks["download"] = sampler.peak
     reg = statistics.median(register_times)
     dl = statistics.median(download_times)
-    return SizeResult(label, size, repeats, reg, 1 / reg, dl, size / MB / dl)
+    return SizeResult(label, size, repeats, reg, 1 / reg, dl, size / MB / dl), peaks
 
 
 def main() -> int:
@@ -161,12 +175,11 @@ def main() -> int:
                 ("1 MB", MB, args.repeats_1mb),
             ):
                 print(f"{label}: {repeats} registrations + downloads ...", flush=True)
-                results.append(bench_size(client, work, label, size, repeats))
+                results.append(bench_size(client, work, label, size, repeats)[0])
             print(f"100 MB: {args.repeats_100mb} registrations + downloads (sampling hub RSS) ...", flush=True)
             before_rss = hub_proc.memory_info().rss
-            with RssSampler(proc.pid) as sampler:
-                results.append(bench_size(client, work, "100 MB", 100 * MB, args.repeats_100mb))
-            peak_rss = sampler.peak
+            result, peaks = bench_size(client, work, "100 MB", 100 * MB, args.repeats_100mb, proc.pid)
+            results.append(result)
     finally:
         proc.terminate()
         proc.wait(15)
@@ -182,9 +195,11 @@ def main() -> int:
             f"{r.label:>7}  {r.registrations:>3}  {r.register_s_median * 1000:>15.1f} ms"
             f"  {r.registrations_per_s:>15.1f}  {r.download_s_median * 1000:>15.1f} ms  {r.download_mb_per_s:.1f}"
         )
+    reg_peak, dl_peak = peaks["register"], peaks["download"]
     print(
-        f"hub RSS: {baseline_rss / MB:.0f} MB at start, {before_rss / MB:.0f} MB before the 100 MB runs, "
-        f"peak {peak_rss / MB:.0f} MB during 100 MB register+download (growth {(peak_rss - before_rss) / MB:.1f} MB)"
+        f"hub RSS: {baseline_rss / MB:.0f} MB at start, {before_rss / MB:.0f} MB before the 100 MB runs; peak "
+        f"{reg_peak / MB:.0f} MB during the 100 MB registers (+{(reg_peak - before_rss) / MB:.1f} MB),"
+        f" {dl_peak / MB:.0f} MB during the downloads (+{(dl_peak - before_rss) / MB:.1f} MB)"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -192,7 +207,12 @@ def main() -> int:
             {
                 "hub": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                 "sizes": [asdict(r) for r in results],
-                "rss_bytes": {"start": baseline_rss, "before_100mb": before_rss, "peak_100mb": peak_rss},
+                "rss_bytes": {
+                    "start": baseline_rss,
+                    "before_100mb": before_rss,
+                    "peak_during_100mb_register": peaks["register"],
+                    "peak_during_100mb_download": peaks["download"],
+                },
                 "method": "medians per registration/download via HubClient against a local hub serve subprocess; "
                 "each registration uploads new random content; RSS sampled every 10 ms with psutil",
             },
