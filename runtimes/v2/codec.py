@@ -3,11 +3,14 @@
 Binary extension (as tritonclient speaks it): the body is a JSON header of
 `Inference-Header-Content-Length` bytes followed by the raw tensors, in input order, each
 announced by `parameters.binary_data_size`. Fixed-size types are little-endian row-major; BYTES
-elements are each a 4-byte little-endian length then the bytes.
+elements are each a 4-byte little-endian length then the bytes. Without that header, a body whose
+JSON object is followed by more bytes is read the same way, the header ending where the object
+closes (so curl or wrk can post binary tensors from a file).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from typing import Any
@@ -70,6 +73,20 @@ def array_to_raw(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
+def _json_prefix_end(body: bytes) -> int | None:
+    """Byte offset where a leading JSON object ends when more bytes follow it, else None."""
+    if not body.startswith(b"{"):
+        return None
+    decoder = json.JSONDecoder()
+    for limit in (65536, len(body)):  # the header is small: try a prefix before the whole body
+        try:
+            _, end = decoder.raw_decode(body[:limit].decode("latin-1"))  # latin-1: one char per byte
+        except ValueError:
+            continue
+        return end if end < len(body) else None
+    return None
+
+
 def check_shape(value: Any, where: str) -> list[int]:
     """A V2 shape: a list of non-negative ints."""
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
@@ -107,6 +124,11 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     try:
         doc = orjson.loads(head)
     except orjson.JSONDecodeError as exc:
+        end = _json_prefix_end(body) if header_length is None else None
+        if end is not None:
+            # Binary data after the JSON but no Inference-Header-Content-Length (plain HTTP tools
+            # such as curl or wrk): the JSON header ends where its top-level object closes.
+            return decode_request(body, end)
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' list")

@@ -175,3 +175,15 @@ def test_grpc_response_raw_outputs() -> None:
 def test_infer_request_defaults() -> None:
     req = InferRequest({"a": np.zeros(1)})
     assert req.outputs is None and not req.binary_default
+
+
+def test_binary_body_without_header_length() -> None:
+    """curl/wrk cannot compute Inference-Header-Content-Length: the JSON object's end marks it."""
+    raw = b"\x20\x20\x20\x20" + np.array([32.0, -2.5], np.float32).tobytes()  # data starting with "spaces"
+    head = json.dumps(
+        {"inputs": [{"name": "a", "shape": [3], "datatype": "FP32", "parameters": {"binary_data_size": 12}}]}
+    ).encode()
+    got = codec.decode_request(head + raw, None).inputs["a"]
+    assert got[1:].tolist() == [32.0, -2.5]
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        codec.decode_request(b'{"inputs": ' + raw, None)
