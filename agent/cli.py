@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--label", action="append", type=_label, default=[], metavar="KEY=VALUE",
                      help="label attached to this agent's telemetry (repeatable)")  # fmt: skip
     run.add_argument("--heartbeat-s", type=_positive, help="heartbeat interval in seconds (default: what the hub says)")
+    run.add_argument("--telemetry-s", type=_positive, help="telemetry interval in seconds (default: what the hub says)")
     run.add_argument("--runtime-host", default="127.0.0.1", help="address runtimes listen on (default %(default)s)")
     run.add_argument("--keep-runtimes", action="store_true",
                      help="leave runtimes running when the agent stops (a restarted agent adopts them)")  # fmt: skip
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         labels=dict(args.label),
         heartbeat_s=args.heartbeat_s,
+        telemetry_s=args.telemetry_s,
         runtime_host=args.runtime_host,
         keep_runtimes=args.keep_runtimes,
         reexec_after_enroll=True,

@@ -38,6 +38,7 @@ from protos.edgeport.v1 import agent_pb2
 RECONNECT_MAX_S = 30.0
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_TELEMETRY_S = 15
+INVENTORY_ENV = "_EDGEPORT_AGENT_INVENTORY"  # hands the probed inventory across the post-enrollment re-exec
 
 
 class Reexec(Exception):
@@ -65,6 +66,7 @@ class AgentConfig:
     profile: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_s: int | None = None
+    telemetry_s: int | None = None
     runtime_host: str = "127.0.0.1"
     keep_runtimes: bool = False  # on a clean stop leave runtimes running (a restarted agent adopts them)
     reexec_after_enroll: bool = False  # the CLI sets it: a fresh image keeps the idle RSS low
@@ -94,7 +96,7 @@ class AgentDaemon:
         self._outbox_changed = asyncio.Event()
         self._phases: dict[str, tuple[int, int]] = {}
         self.heartbeat_s = config.heartbeat_s or DEFAULT_HEARTBEAT_S
-        self.telemetry_s = DEFAULT_TELEMETRY_S
+        self.telemetry_s = config.telemetry_s or DEFAULT_TELEMETRY_S
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -107,7 +109,11 @@ class AgentDaemon:
             raise AgentError(str(exc), 2) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.state = AgentState(self.data_dir)
-        self.hardware = await asyncio.to_thread(inventory, profile)
+        handed_over = os.environ.pop(INVENTORY_ENV, "")
+        if handed_over:  # probed by this same agent just before its re-exec: don't start onnxruntime twice
+            self.hardware = agent_pb2.HardwareInventory.FromString(bytes.fromhex(handed_over))
+        else:
+            self.hardware = await asyncio.to_thread(inventory, profile)
         self.identity = self.state.identity()
         if self.identity is None:
             if not self.config.token:
@@ -123,6 +129,7 @@ class AgentDaemon:
             say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
             if self.config.reexec_after_enroll:
                 self.state.close()
+                os.environ[INVENTORY_ENV] = self.hardware.SerializeToString().hex()
                 raise Reexec()
         else:
             say(f"identity: device {self.identity.device_id} (data dir {self.data_dir})")
@@ -207,7 +214,7 @@ class AgentDaemon:
             self.outbox.ack(welcome.acked_seq)
             if not self.config.heartbeat_s and welcome.heartbeat_interval_s > 0:
                 self.heartbeat_s = welcome.heartbeat_interval_s
-            if welcome.telemetry_interval_s > 0:
+            if not self.config.telemetry_s and welcome.telemetry_interval_s > 0:
                 self.telemetry_s = welcome.telemetry_interval_s
             say(f"connected to hub as device {welcome.device_id or self.identity.device_id} ({self.config.transport})")  # type: ignore[union-attr]
             parts = [self._sender(link, welcome.acked_seq), self._receiver(link), self._heartbeats(link)]

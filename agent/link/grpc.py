@@ -46,6 +46,7 @@ class GrpcLink:
         self.insecure = insecure
         self._channel: aio.Channel | None = None
         self._call: aio.StreamStreamCall | None = None
+        self._write_lock = asyncio.Lock()  # one write at a time on a gRPC stream (sender and heartbeats share it)
         self.refused = False  # the hub rejected our credentials (revoked, unknown): reconnecting will not help
 
     def _make_channel(self) -> aio.Channel:
@@ -98,7 +99,8 @@ class GrpcLink:
         if self._call is None:
             raise LinkClosed("link is not open")
         try:
-            await self._call.write(message)
+            async with self._write_lock:
+                await self._call.write(message)
         except (grpc.RpcError, aio.UsageError) as exc:
             raise LinkClosed(f"gRPC send failed: {exc}") from None
 

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +117,45 @@ def test_bad_tokens_are_refused_clearly(tmp_path: Path, hub: str) -> None:
     pinned = run("--token", wrong_pin, data="pinned")
     assert pinned.returncode == 1 and "refusing to trust it" in pinned.stderr
     assert not (tmp_path / "pinned" / "identity" / "device.key").exists()
+
+
+def _status(data: Path) -> dict:
+    done = subprocess.run([PYTHON, "-m", "agent", "status", "--data-dir", str(data)], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_outage_store_and_forward(tmp_path: Path, processes: Processes) -> None:
+    """Telemetry made while the hub is down waits in the outbox and reaches the hub, acked, once it is back."""
+    port, grpc_port = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    hub_args = [PYTHON, "-m", "hub.cli.main", "serve", "--data-dir", str(tmp_path / "hub"), "--port", str(port),
+                "--grpc-port", str(grpc_port)]  # fmt: skip
+    hub = processes.start(hub_args, name="hub")
+    wait_for(lambda: _hub(address, "device", "list").returncode == 0, timeout=30, what="hub up")
+    data = tmp_path / "dev"
+    agent = processes.start(
+        _agent(address, data, "--token", _token(address, "sf-dev"), "--telemetry-s", "1", "--label", "rack=r1"),
+        name="agent",
+    )
+    wait_for(lambda: "connected to hub" in processes.log(agent), timeout=30, what="agent connected")
+
+    processes.stop(hub)
+    wait_for(lambda: "disconnected from hub" in processes.log(agent), timeout=15, what="agent sees the outage")
+    outage_start_ms = int(time.time() * 1000)
+    queued = wait_for(lambda: (n := _status(data)["outbox"]["messages"]) >= 3 and n, timeout=15, what="queued")
+    assert queued >= 3
+    outage_end_ms = int(time.time() * 1000)
+
+    processes.start(hub_args, name="hub2")
+    wait_for(lambda: processes.log(agent).count("connected to hub") >= 2, timeout=45, what="agent reconnected")
+    wait_for(lambda: _status(data)["outbox"]["messages"] <= 1, timeout=15, what="outbox acked and trimmed")
+
+    query = f"http://{address}/api/v1/telemetry?device=sf-dev&metric=agent.rss_bytes&limit=500"
+    with urllib.request.urlopen(query, timeout=15) as resp:
+        points = json.loads(resp.read())
+    during = [p for p in points if outage_start_ms <= p["at_ms"] <= outage_end_ms]
+    assert during, f"no telemetry from the outage window reached the hub: {points[:3]}"
+    assert during[0]["labels"] == {"rack": "r1"}  # --label travels with the agent's points
+    assert agent.poll() is None
