@@ -85,7 +85,18 @@ def start_hub(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hub", "serve", "--data-dir", str(data_dir), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                "--grpc-port",
+                "0",
+            ],
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
