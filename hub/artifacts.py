@@ -20,6 +20,7 @@ REPOSITORY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 KnowsRepository = Callable[[str], bool]
 ManifestLookup = Callable[[str, str], tuple[bytes, str] | None]
+TagLister = Callable[[str], list[str] | None]
 
 
 class UnknownRepository(NotFound):
@@ -86,11 +87,21 @@ class ArtifactService:
         # Rooms append resolvers: does this repository exist? and its manifests by tag or digest.
         self.repository_resolvers: list[KnowsRepository] = [registry.knows_repository]
         self.manifest_lookups: list[ManifestLookup] = [registry.manifest]
+        self.tag_listers: list[TagLister] = [registry.tags]
 
     def check_repository(self, repository: str) -> None:
         """Raise UnknownRepository unless some room serves this repository."""
         if not REPOSITORY_RE.fullmatch(repository) or not any(known(repository) for known in self.repository_resolvers):
             raise UnknownRepository(f"repository {repository!r} is not known to this hub")
+
+    def tags(self, repository: str) -> list[str]:
+        """The tags of a known repository (empty when it has none)."""
+        self.check_repository(repository)
+        for lister in self.tag_listers:
+            found = lister(repository)
+            if found is not None:
+                return found
+        return []
 
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(manifest bytes, digest, media type) of `repository` at a tag or digest."""

@@ -310,6 +310,15 @@ class RegistryService:
         with self.db.read() as db:
             return store.model_exists(db, name)
 
+    def tags(self, repository: str) -> list[str] | None:
+        """The tags (version numbers, oldest first) of `models/NAME`; None when not a model repository."""
+        if not self.knows_repository(repository):
+            return None
+        name = repository[len(MODEL_REPOSITORY_PREFIX) :]
+        with self.db.read() as db:
+            rows = store.list_versions(db, name)
+        return [str(r["version"]) for r in reversed(rows)]
+
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
         """The manifest bytes and digest of `models/NAME` at a tag (version number) or digest; None if unknown."""
         if not self.knows_repository(repository):

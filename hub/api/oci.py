@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -18,6 +20,13 @@ API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 def api_base() -> Response:
     """200 `{}`: this hub speaks the distribution API (pull only, no auth)."""
     return Response(content=b"{}", media_type="application/json", headers=API_VERSION)
+
+
+@router.get("/{name:path}/tags/list", summary="List a repository's tags (model version numbers)")
+def list_tags(name: str, services: Services) -> Response:
+    """`{"name": ..., "tags": [...]}` per the distribution spec (no pagination: a model has few versions)."""
+    body = json.dumps({"name": name, "tags": services.artifacts.tags(name)}).encode()
+    return Response(content=body, media_type="application/json", headers=API_VERSION)
 
 
 @router.get("/{name:path}/manifests/{reference}", operation_id="get_manifest", summary="Pull a manifest")

@@ -139,6 +139,12 @@ def test_stock_oras_client_pulls_the_files(hub: RunningHub, model: dict[str, Any
         assert (tmp_path / f["path"]).read_bytes() == (model["folder"] / f["path"]).read_bytes()
 
 
+def test_tags_list(http: httpx.Client, model: dict[str, Any]) -> None:
+    r = http.get("/v2/models/digits/tags/list")
+    assert r.status_code == 200 and r.json() == {"name": "models/digits", "tags": ["1"]}
+    assert http.get("/v2/models/nope/tags/list").json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
 def test_openapi_document(http: httpx.Client) -> None:
     doc = http.get("/openapi.json").json()
     for path in ("/api/v1/models", "/api/v1/blobs/{digest}", "/v2/{name}/blobs/{digest}"):
