@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import sys
 import time
@@ -35,7 +36,7 @@ from agent.supervisor import Supervisor, tail
 from agent.telemetry import TelemetryCollector
 from protos.edgeport.v1 import agent_pb2
 
-RECONNECT_MAX_S = 30.0
+RECONNECT_MAX_S = 10.0  # short enough to be back soon after a hub restart; jitter spreads a fleet's retries
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_TELEMETRY_S = 15
 INVENTORY_ENV = "_EDGEPORT_AGENT_INVENTORY"  # hands the probed inventory across the post-enrollment re-exec
@@ -207,7 +208,7 @@ class AgentDaemon:
                 if down_since is None:
                     down_since = time.monotonic()
                     say(f"hub unreachable ({exc}); retrying")
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(RECONNECT_MAX_S, delay * 2)
                 continue
             delay, down_since = 1.0, None

@@ -51,12 +51,15 @@ class EnvironmentCache:
                 return str(python)
             shutil.rmtree(venv, ignore_errors=True)
             venv.parent.mkdir(parents=True, exist_ok=True)
-            made = run_command([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], timeout=120)
+            # No pip inside the venv (ensurepip takes seconds): the agent's pip installs into it with --python.
+            made = run_command(
+                [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], timeout=120
+            )
             if made.returncode != 0:
                 raise EnvironmentError_(f"creating venv {venv} failed: {made.stderr.strip()[-500:]}")
             (venv / "requirements.txt").write_text("\n".join(requirements) + "\n")
             pip = run_command(
-                [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check", "-q",
                  "-r", str(venv / "requirements.txt")],
                 timeout=PIP_TIMEOUT_S,
             )  # fmt: skip
