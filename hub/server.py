@@ -102,7 +102,10 @@ async def run_hub(options: ServeOptions, args: argparse.Namespace) -> None:
         for factory in COMPONENT_FACTORIES:
             component = factory(services, args)
             if component is not None:
-                await component.start()
+                try:
+                    await component.start()
+                except OSError as exc:  # a busy port, a missing file: one line, not a traceback
+                    raise HubError(f"cannot start {type(component).__name__}: {exc.strerror or exc}") from None
                 components.append(component)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
