@@ -136,11 +136,11 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     ws = Workspace(url)
     assert Webservice(ws, "scorer").run({"data": [row]})["label"] == [label]  # SDK sends the key itself
 
-    # ---- update to version 2: the new generation answers ----
-    updated = _ok(hub_cli(url, "service", "update", "-n", "scorer", "-m", "digits:2", "--output", "json")).json()
-    assert updated["generation"] == 2
-    for d in updated["devices"]:
-        assert _score(d["scoring_uri"], row, key)["notes"] == "second cut"
+    # ---- update to version 2 (through the SDK): the new generation answers ----
+    service = Webservice(ws, "scorer").update(models=["digits:2"]).wait_for_deployment()
+    assert service.state == "Healthy" and service.generation == 2 and len(service.scoring_uris) == 2
+    for uri in service.scoring_uris.values():
+        assert _score(uri, row, key)["notes"] == "second cut"
 
     # ---- a broken generation: rolled back on both devices, which keep answering with generation 2 ----
     broken = hub_cli(url, "service", "update", "-n", "scorer", "--ic", str(tmp_path / "broken-ic.json"))

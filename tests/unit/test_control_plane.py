@@ -146,6 +146,23 @@ def test_unknown_config_keys_are_named(tmp_path: Path) -> None:
     assert ic.entry_script == "score.py" and ic.requirements == ["numpy"]
 
 
+def test_config_files_and_sdk_configs_report_bad_input(tmp_path: Path) -> None:
+    from hub.deployconfig import load_json_file
+    from hub.sdk.webservice import DeploymentConfig, InferenceConfig
+
+    bad = tmp_path / "dc.json"
+    bad.write_text('{"port": 80,}')
+    with pytest.raises(BadInput, match=r"not valid JSON.*line 1"):
+        load_json_file(bad, "deployment config")
+    with pytest.raises(BadInput, match="not found"):
+        load_json_file(tmp_path / "missing.json", "inference config")
+    with pytest.raises(BadInput, match="unknown key 'replicas'"):
+        DeploymentConfig(cpu_cores=1, replicas=2)
+    assert DeploymentConfig(cpu_cores=1, auth_enabled=True).to_json()["containerResourceRequirements"] == {"cpu": 1}
+    with pytest.raises(BadInput, match="sourceDirectory"):
+        InferenceConfig(entry_script="score.py", source_directory=tmp_path / "nope").parsed()
+
+
 def test_conda_file_gives_pip_requirements(tmp_path: Path) -> None:
     env = tmp_path / "env.yml"
     env.write_text("name: x\ndependencies:\n  - python=3.11\n  - numpy=1.26\n  - pip:\n    - scikit-learn>=1.4\n")
