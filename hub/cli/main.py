@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from types import ModuleType
 
@@ -28,12 +29,20 @@ examples:
 """
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("edgeport")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `hub` parser with every registered command group."""
     parser = HubArgumentParser(
         prog="hub", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_global_options(parser, defaults=True)
+    parser.add_argument("--version", action="version", version=f"hub (edgeport) {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
         module.register(subparsers)
