@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from hub.api.deps import Services
 from hub.blobs import validate_digest
@@ -39,9 +40,10 @@ async def put_blob(digest: str, request: Request, services: Services) -> dict[st
         async for chunk in request.stream():
             if chunk:
                 writer.write(chunk)  # page-cache writes are quick; fsync happens in commit, off the loop
-    except BadInput:
-        raise
-    except Exception:
+    except ClientDisconnect:
+        writer.abort()
+        raise BadInput(f"upload of blob {digest} was interrupted by the client; nothing was stored") from None
+    except BaseException:  # HubError (disk full, oversize) or anything else: leave no temp file behind
         writer.abort()
         raise
     size = await run_in_threadpool(writer.commit)

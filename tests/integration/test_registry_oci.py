@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import oras.client
 import pytest
 
 from tests.integration.registry_support import RunningHub, hub_cli, start_hub
-from tests.support import Processes
+from tests.support import Processes, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +175,15 @@ def test_blob_upload_api_rejects_bad_content(http: httpx.Client, hub: RunningHub
     r = http.post("/api/v1/models", json={"name": "ghost", "files": "nope"})
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("invalid request: body.files")
     assert http.get("/api/v1/models/ghost").status_code == 404
+
+
+def test_interrupted_upload_leaves_nothing(hub: RunningHub, http: httpx.Client) -> None:
+    data = os.urandom(1_000_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    before = set((hub.data_dir / "blobs" / "sha256").iterdir())
+    with socket.create_connection(("127.0.0.1", hub.port)) as conn:  # half a body, then the client goes away
+        head = f"PUT /api/v1/blobs/{digest} HTTP/1.1\r\nHost: hub\r\nContent-Length: {len(data)}\r\n\r\n"
+        conn.sendall(head.encode() + data[:300_000])
+        time.sleep(0.3)
+    wait_for(lambda: set((hub.data_dir / "blobs" / "sha256").iterdir()) == before, timeout=10, what="temp removed")
+    assert http.head(f"/api/v1/blobs/{digest}").status_code == 404
