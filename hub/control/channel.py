@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from hub.control.grpc_front import GrpcFront
 from hub.errors import BadInput
+from hub.fleet import parse_duration
 
 if TYPE_CHECKING:
     from hub.services import HubServices
@@ -54,6 +55,12 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
                         help=f"port of the agents' gRPC channel (default {DEFAULT_GRPC_PORT}; 0 = any free)")
     parser.add_argument("--insecure", action="store_true",
                         help="development only: plain-text gRPC, devices named in metadata (agents need --insecure)")
+    parser.add_argument("--heartbeat-interval", type=int, default=10, metavar="SECONDS",
+                        help="how often agents send a heartbeat (default 10)")
+    parser.add_argument("--telemetry-interval", type=int, default=15, metavar="SECONDS",
+                        help="how often agents send runtime and system figures (default 15)")
+    parser.add_argument("--telemetry-retention", default="7d", metavar="DURATION",
+                        help="how long telemetry is kept: 12h, 7d, ... (default 7d)")
     parser.add_argument("--artifact-url", metavar="URL",
                         help="OCI base URL agents pull artifacts from, when a mirror or CDN fronts this hub's /v2/ "
                         "(default: this hub's own address)")
@@ -66,6 +73,13 @@ def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChann
     artifact_url = getattr(args, "artifact_url", None)
     if artifact_url and not artifact_url.startswith(("http://", "https://")):
         raise BadInput(f"--artifact-url {artifact_url!r}: expected http://HOST:PORT or https://...")
+    for flag in ("heartbeat_interval", "telemetry_interval"):
+        value = getattr(args, flag, 10)
+        if not 1 <= value <= 3600:
+            raise BadInput(f"--{flag.replace('_', '-')} must be 1-3600 seconds, got {value}")
+    services.control.heartbeat_interval_s = getattr(args, "heartbeat_interval", 10)
+    services.control.telemetry_interval_s = getattr(args, "telemetry_interval", 15)
+    services.telemetry.retention_s = parse_duration(getattr(args, "telemetry_retention", "7d"))
     return AgentChannel(services, host=args.host, api_port=args.port,
                         grpc_port=getattr(args, "grpc_port", DEFAULT_GRPC_PORT),
                         insecure=getattr(args, "insecure", False),

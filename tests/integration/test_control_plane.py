@@ -85,7 +85,7 @@ def test_control_plane_end_to_end(processes: Processes, tmp_path: Path, digits_m
 
 def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int, proxy: ThrottledProxy) -> None:
     hub = start_control_hub(processes, tmp_path / "hub", port=api_port,
-                            extra=["--artifact-url", f"http://127.0.0.1:{proxy.port}"])
+                            extra=["--artifact-url", f"http://127.0.0.1:{proxy.port}", "--telemetry-interval", "1"])
     url = hub.url
     x_test, y_test = digits_data()
     row, label = x_test[0].tolist(), int(y_test[0])
@@ -178,6 +178,16 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     wait_for(big_healthy, timeout=60, interval=0.3, what="big-svc healthy after the agent restart")
     resumed = proxy.bytes_down - before
     assert resumed < BIG_BLOB - held + 512 * 1024, f"pulled {resumed} bytes again; {held} were already held"
+
+    # ---- telemetry arrived and is queryable: the agent's RSS, the runtimes' request counters ----
+    def telemetry(**params: str) -> list[dict[str, Any]]:
+        r = httpx.get(f"{url}/api/v1/telemetry", params=params, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    wait_for(lambda: telemetry(device="edge-a", metric="agent.rss_bytes"), timeout=15, what="agent telemetry")
+    wait_for(lambda: telemetry(device="edge-a", service="scorer"), timeout=15, what="runtime telemetry")
+    assert httpx.get(f"{url}/api/v1/telemetry", params={"limit": 0}, timeout=10).status_code == 400
 
     # ---- delete everything: runtimes stop, nothing is left ----
     assert _runtimes_under(tmp_path), "runtimes should be running before the delete"
