@@ -28,7 +28,15 @@ Progress = Callable[[int, int], None]  # (bytes so far, total)
 
 
 class CacheError(Exception):
-    """A blob could not be fetched or did not verify (message says which and why)."""
+    """A blob could not be fetched or did not verify (message says which and why).
+
+    `transient` is True when trying again later may work (network cut, hub busy or down);
+    False when it will not (unknown blob, corrupt bytes, malformed digest).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def _hex(digest: str) -> str:
@@ -91,7 +99,9 @@ class ArtifactCache:
         if size < 0 or have < size:
             hasher, have = self._download(registry, repository, digest, partial, hasher, have, size, progress)
         if 0 <= have < size:  # the connection ended early: keep the .partial for the next attempt
-            raise CacheError(f"pull of blob {digest} from {repository} interrupted at {have} of {size} bytes")
+            raise CacheError(
+                f"pull of blob {digest} from {repository} interrupted at {have} of {size} bytes", transient=True
+            )
         if 0 <= size < have:
             partial.unlink(missing_ok=True)
             raise CacheError(f"blob {digest} from {repository}: got {have} bytes, expected {size}")
@@ -133,7 +143,10 @@ class ArtifactCache:
                 return hasher, have
             else:
                 body = resp.read(2000).decode(errors="replace").strip()
-                raise CacheError(f"pull {registry}{path}: HTTP {resp.status}: {body[:300]}")
+                raise CacheError(
+                    f"pull {registry}{path}: HTTP {resp.status}: {body[:300]}",
+                    transient=resp.status >= 500 or resp.status == 429,
+                )
             total = size if size >= 0 else have + int(resp.getheader("Content-Length", "0") or 0)
             with open(partial, mode) as fh:
                 while chunk := resp.read(CHUNK):
@@ -144,7 +157,7 @@ class ArtifactCache:
                         progress(have, total)
         except (OSError, http.client.HTTPException) as exc:
             # What arrived stays in .partial: the next attempt resumes from there.
-            raise CacheError(f"pull {registry}{path} interrupted after {have} bytes: {exc}") from None
+            raise CacheError(f"pull {registry}{path} interrupted after {have} bytes: {exc}", transient=True) from None
         finally:
             conn.close()
         return hasher, have

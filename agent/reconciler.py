@@ -119,6 +119,8 @@ class Reconciler:
         self.procs: dict[str, RuntimeProcess] = {}
         self.backoffs: dict[str, Backoff] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.pull_backoffs: dict[str, Backoff] = {}
+        self.retry_at: dict[str, float] = {}  # service -> monotonic time before which a failed pull is not retried
         self._wake = asyncio.Event()
 
     # ---- entry points ----
@@ -164,6 +166,8 @@ class Reconciler:
         for action in actions:
             if action.service in self.tasks:
                 continue  # busy; the pass after the task ends looks again
+            if action.kind == "deploy" and self.retry_at.get(action.service, 0.0) > time.monotonic():
+                continue  # a pull failed for a passing reason: wait out its backoff
             if action.kind == "deploy":
                 coro = self._deploy(action.manifest)  # type: ignore[arg-type]
             elif action.kind == "restart":
@@ -310,9 +314,22 @@ class Reconciler:
         self.report(_status(m, m.name, agent_pb2.PENDING, f"deploying generation {m.generation}"))
         try:
             _, python = await self._prepare(m)
-        except (CacheError, LayoutError, EnvironmentError_) as exc:
+        except CacheError as exc:
+            if exc.transient:  # network or hub trouble: not the generation's fault, try again after a backoff
+                delay = self.pull_backoffs.setdefault(m.name, Backoff()).next_delay()
+                self.retry_at[m.name] = time.monotonic() + delay
+                self.report(_status(m, m.name, agent_pb2.PULLING, f"{exc}; retrying in {delay:g}s"))
+                return
             await self._fail(rec, m, str(exc), [], old)
             return
+        except (LayoutError, EnvironmentError_) as exc:
+            await self._fail(rec, m, str(exc), [], old)
+            return
+        except OSError as exc:  # disk full, permissions: say so rather than crash the task
+            await self._fail(rec, m, f"preparing files failed: {exc}", [], old)
+            return
+        self.pull_backoffs.pop(m.name, None)
+        self.retry_at.pop(m.name, None)
         port = m.port or free_port(self.host)
         grpc_port = free_port(self.host)
         stopped_old = False
@@ -441,6 +458,8 @@ class Reconciler:
         shutil.rmtree(self.services_dir / name, ignore_errors=True)
         self.state.delete_service(name)
         self.backoffs.pop(name, None)
+        self.pull_backoffs.pop(name, None)
+        self.retry_at.pop(name, None)
         self._evict()
         self.report(_status(rec.manifest if rec else None, name, agent_pb2.REMOVED, "stopped and cleaned up"))
 

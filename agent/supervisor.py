@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 HEALTH_POLL_S = 0.2
+LOG_ROTATE_BYTES = 5 * 1024 * 1024
 
 
 class RuntimeUnhealthy(Exception):
@@ -187,6 +188,9 @@ class Supervisor:
             **spec.secrets,
         }
         cwd = spec.source_dir or spec.model_dir
+        with contextlib.suppress(FileNotFoundError):
+            if log_path.stat().st_size > LOG_ROTATE_BYTES:  # keep one previous log; restarts append, never grow forever
+                os.replace(log_path, log_path.with_suffix(".log.1"))
         with open(log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} agent starts generation {spec.generation}\n".encode())
             log.flush()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import http.server
+import threading
 from pathlib import Path
 
 import pytest
 
 from agent.cache import ArtifactCache
-from agent.environments import requirements_hash
+from agent.environments import EnvironmentCache, requirements_hash
 from agent.layout import LayoutError, blobs_of, lay_out
-from agent.reconciler import Action, plan
-from agent.state import ServiceRecord
-from agent.supervisor import Backoff, RuntimeSpec
+from agent.reconciler import Action, Reconciler, plan
+from agent.state import AgentState, ServiceRecord
+from agent.supervisor import Backoff, RuntimeSpec, Supervisor, free_port
 from protos.edgeport.v1 import agent_pb2
 
 
@@ -120,3 +123,71 @@ def test_runtime_argv_follows_the_contract_and_keeps_secrets_out() -> None:
 def test_requirements_hash_ignores_order_and_blanks() -> None:
     assert requirements_hash(["numpy", "scipy==1.0", ""]) == requirements_hash([" scipy==1.0", "numpy"])
     assert requirements_hash(["numpy"]) != requirements_hash(["numpy==2"])
+
+
+def _reconciler(tmp_path: Path, registry: str) -> tuple[Reconciler, list[agent_pb2.DeploymentStatus], AgentState]:
+    state = AgentState(tmp_path / "agent")
+    reports: list[agent_pb2.DeploymentStatus] = []
+    rec = Reconciler(state, ArtifactCache(tmp_path / "cache"), EnvironmentCache(tmp_path / "envs"),
+                     Supervisor(tmp_path / "logs"), reports.append, services_dir=tmp_path / "services",
+                     default_registry=registry)  # fmt: skip
+    return rec, reports, state
+
+
+def _pull_manifest(registry: str) -> agent_pb2.ServiceManifest:
+    ref = agent_pb2.FileRef(path="model.onnx", digest="sha256:" + "ab" * 32, size=10)
+    return _m("svc", 1, models=[agent_pb2.ModelArtifact(name="m", version=1, repository="models/m", files=[ref])],
+              registry=registry)  # fmt: skip
+
+
+async def _run_until_idle(rec: Reconciler) -> None:
+    rec.reconcile_once()
+    while rec.tasks:
+        await asyncio.sleep(0.02)
+
+
+def test_unreachable_registry_is_retried_with_backoff_not_failed(tmp_path: Path) -> None:
+    registry = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    rec, reports, state = _reconciler(tmp_path, registry)
+    rec.desired_changed(agent_pb2.DesiredState(revision=1, services=[_pull_manifest(registry)]))
+    asyncio.run(_run_until_idle(rec))
+    assert reports[-1].phase == agent_pb2.PULLING and "retrying in 1s" in reports[-1].message
+    assert all(r.phase != agent_pb2.FAILED for r in reports)
+    assert state.service("svc") is None  # nothing recorded as failed: the same generation will be tried again
+    assert rec.reconcile_once() == []  # ... but not before its backoff ends
+    rec.retry_at["svc"] = 0.0
+    assert [a.kind for a in asyncio.run(_first_pass(rec))] == ["deploy"]
+
+
+async def _first_pass(rec: Reconciler) -> list[Action]:
+    actions = rec.reconcile_once()
+    while rec.tasks:
+        await asyncio.sleep(0.02)
+    return actions
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_unknown_blob_fails_the_generation_for_good(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = f"http://127.0.0.1:{server.server_address[1]}"
+        rec, reports, state = _reconciler(tmp_path, registry)
+        rec.desired_changed(agent_pb2.DesiredState(revision=1, services=[_pull_manifest(registry)]))
+        asyncio.run(_run_until_idle(rec))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reports[-1].phase == agent_pb2.FAILED and "HTTP 404" in reports[-1].message
+    row = state.service("svc")
+    assert row is not None and row.failed_generation == 1
+    assert rec.reconcile_once() == []
