@@ -192,11 +192,16 @@ def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_pa
     assert state2.revision > rev1 and state2.services[0].generation == 2
     assert state2.services[0].auth.primary_key == manifest.auth.primary_key  # keys survive updates
     assert hub.control.desired_state("a").revision == state2.revision  # no change, no bump
+    keys = hub.deployments.keys("svc")
+    new = hub.deployments.regenerate_key("svc", "secondary")
+    assert new["primaryKey"] == keys["primaryKey"] and new["secondaryKey"] != keys["secondaryKey"]
+    state3 = hub.control.desired_state("a")
+    assert state3.services[0].generation == 3 and state3.services[0].auth.secondary_key == new["secondaryKey"]
     hub.deployments.delete("svc")
     assert hub.control.desired_state("a").services == []
     # the generation keeps growing across delete and re-create
     again = hub.deployments.create({"name": "svc", "models": [f"digits:{v2}"], "target": "a"})
-    assert again["generation"] == 3
+    assert again["generation"] == 4
 
 
 def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
