@@ -94,7 +94,10 @@ class BlobWriter:
         actual = "sha256:" + self._hash.hexdigest()
         if actual != self.digest:
             self.abort()
-            raise BadInput(f"blob {self.digest}: uploaded content has digest {actual} ({self.size} bytes)")
+            raise BadInput(
+                f"blob {self.digest}: uploaded content has digest {actual} ({self.size} bytes);"
+                " was the file changed during the upload?"
+            )
         if self.expected_size is not None and self.size != self.expected_size:
             self.abort()
             raise BadInput(f"blob {self.digest}: got {self.size} bytes, announced {self.expected_size}")

@@ -9,6 +9,7 @@ real name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -175,12 +176,15 @@ class HubClient:
                     if progress:
                         progress(source.name, done, size)
 
-        self.request(
-            "PUT",
-            f"/api/v1/blobs/{digest}",
-            content=chunks(),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        )
+        try:
+            self.request(
+                "PUT",
+                f"/api/v1/blobs/{digest}",
+                content=chunks(),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            )
+        except OSError as exc:  # the file vanished or became unreadable after it was hashed
+            raise BadInput(f"cannot read {source}: {(exc.strerror or str(exc)).lower()}") from None
         return True
 
     # --- models ----------------------------------------------------------------------------------
@@ -260,8 +264,12 @@ class HubClient:
             raise BadInput(f"cannot create target folder {target_dir}: {exc.strerror}") from None
         written: list[Path] = []
         for f, dest in plan:
-            if not (dest.is_file() and _digest_of(dest) == f["digest"]):
-                self._download_blob(model["repository"], f["digest"], f["size"], dest, progress)
+            try:
+                if not (dest.is_file() and _digest_of(dest) == f["digest"]):
+                    self._download_blob(model["repository"], f["digest"], f["size"], dest, progress)
+            except OSError as exc:  # local side: permissions, disk full (network errors are HubErrors already)
+                cls = StorageError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else BadInput
+                raise cls(f"cannot write {dest}: {(exc.strerror or str(exc)).lower()}") from None
             written.append(dest)
         return model, written
 

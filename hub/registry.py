@@ -265,6 +265,8 @@ class RegistryService:
             if version is None:
                 version = store.latest_version(db, name)
                 if version is None:
+                    if store.model_exists(db, name):
+                        raise NotFound(f"model {name!r} has no versions left (all were deleted)")
                     raise NotFound(f"model {name!r} not found")
             row = store.get_version(db, name, version)
             if row is None:

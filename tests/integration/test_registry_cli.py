@@ -169,18 +169,36 @@ def test_unreadable_file_is_refused(hub: RunningHub, digits_model: Path) -> None
         secret = folder / "secret.bin"
         secret.write_bytes(b"x" * 10)
         secret.chmod(0)
-        prefix: list[str] = []
-        if os.geteuid() == 0:
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                pytest.skip("running as root without setpriv: cannot make a file unreadable")
-            prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+        prefix = _without_root_file_powers()
         before = registry_snapshot(hub.url)
         result = hub_cli(hub.url, "model", "register", "-n", "unreadable", "-p", str(folder), prefix=prefix)
         assert_one_line_error(result, 2, "cannot read", "secret.bin", "permission denied")
         assert registry_snapshot(hub.url) == before
     finally:
         shutil.rmtree(folder)
+
+
+def test_download_into_unwritable_folder(hub: RunningHub, known_model: str) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="readonly-"))
+    try:
+        folder.chmod(0o555)
+        prefix = _without_root_file_powers()
+        result = hub_cli(hub.url, "model", "download", known_model, "--target-dir", str(folder), prefix=prefix)
+        assert_one_line_error(result, 2, "cannot write", "permission denied")
+        assert not list(folder.iterdir())
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def _without_root_file_powers() -> list[str]:
+    """A command prefix that makes file permissions bind even for root (drops the DAC override capabilities)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make permissions bind")
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 def test_broken_symlink_and_special_file_are_refused(hub: RunningHub, tmp_path: Path) -> None:

@@ -202,6 +202,8 @@ def test_in_use_checks_refuse_delete(registry: RegistryService) -> None:
     registry.delete_version("m", 1)
     assert snapshot(registry) == []
     assert registry.knows_repository("models/m")  # the name stays known (versions never reused)
+    with pytest.raises(NotFound, match="has no versions left"):
+        registry.get_version("m")
 
 
 def test_second_database_on_same_dir_is_refused(tmp_path: Path) -> None:
