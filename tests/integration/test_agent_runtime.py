@@ -21,6 +21,7 @@ import pytest
 
 from agent.cache import ArtifactCache
 from agent.environments import EnvironmentCache
+from agent.profiler import profile_service
 from agent.reconciler import Reconciler
 from agent.state import AgentState
 from agent.supervisor import Supervisor, check_healthy, process_start_time
@@ -158,6 +159,11 @@ def test_deploy_crash_restart_rollback_and_remove(tmp_path: Path, hub: str, digi
             assert _post(port, "/score", "{not json")[0] == 400
             points = {p.metric: p.value for p in TelemetryCollector().runtime_points("digits-svc", port)}
             assert points["runtime.requests_total"] == 2 and points["runtime.errors_total"] == 1
+            request = agent_pb2.ProfileRequest(request_id="p1", service="digits-svc", requests=20, concurrency=2,
+                                               payload=json.dumps({"data": [[0.0] * 64]}).encode())  # fmt: skip
+            profiled = profile_service(h.state.service("digits-svc"), request)
+            assert profiled.message.startswith("20 ok, 0 failed") and profiled.rps > 0
+            assert 0 < profiled.p50_ms <= profiled.p99_ms
             assert (
                 points["runtime.latency_p50_ms"] > 0
                 and points["runtime.latency_p99_ms"] >= points["runtime.latency_p50_ms"]
