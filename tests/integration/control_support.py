@@ -38,10 +38,11 @@ class ControlHub:
 
 
 def start_control_hub(
-    processes: Processes, data_dir: Path, *, insecure: bool = False, port: int = 0, extra: list[str] | None = None
+    processes: Processes, data_dir: Path, *, insecure: bool = False, port: int = 0, grpc_port: int = 0,
+    extra: list[str] | None = None,
 ) -> ControlHub:
-    """`hub serve` with `--grpc-port` (and `--insecure` when asked) on free ports (or the given API port)."""
-    port, grpc_port = port or free_port(), free_port()
+    """`hub serve` with `--grpc-port` (and `--insecure` when asked) on free ports (or the given ones)."""
+    port, grpc_port = port or free_port(), grpc_port or free_port()
     args = [PYTHON, "-m", "hub", "serve", "--data-dir", str(data_dir), "--port", str(port),
             "--grpc-port", str(grpc_port), *(["--insecure"] if insecure else []), *(extra or [])]
     proc = processes.start(args, name="hub", cwd=REPO)

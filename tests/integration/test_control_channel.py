@@ -145,3 +145,34 @@ def test_insecure_channel_needs_the_device_credential(processes: Processes, tmp_
         assert right.next("welcome").welcome.device_id == "dev"
     finally:
         right.close()
+
+
+def test_hub_restart_keeps_acks_and_desired_state(processes: Processes, tmp_path: Path, digits_model: Path) -> None:
+    hub = start_control_hub(processes, tmp_path / "hub")
+    token = hub_cli(hub.url, "device", "enroll", "dev", "--output", "json").json()["token"]
+    identity = enroll(hub.url, token)
+    assert hub_cli(hub.url, "model", "register", "-n", "digits", "-p", str(digits_model)).code == 0
+    assert hub_cli(hub.url, "deploy", "-n", "svc", "-m", "digits:1", "--target", "dev", "--no-wait").code == 0
+    session = tls_session(identity)
+    try:
+        session.send(_hello("dev"))
+        session.next("welcome")
+        desired = session.next("desired").desired
+        for seq in (1, 2, 3):
+            beat = agent_pb2.AgentMessage(seq=seq, heartbeat=agent_pb2.Heartbeat(uptime_s=seq))
+            session.send(beat)
+            assert session.next("ack").ack.seq == seq
+    finally:
+        session.close()
+    processes.stop(hub.hub.proc)
+    hub = start_control_hub(processes, tmp_path / "hub", port=hub.hub.port, grpc_port=hub.grpc_port)
+    assert hub_cli(hub.url, "device", "show", "dev", "--output", "json").json()["online"] is False
+    session = tls_session(identity)
+    try:
+        session.send(_hello("dev"))
+        assert session.next("welcome").welcome.acked_seq == 3  # the outbox need not resend what was stored
+        again = session.next("desired").desired
+        assert again.revision == desired.revision and again.services[0].generation == 1
+        assert hub_cli(hub.url, "device", "show", "dev", "--output", "json").json()["online"] is True
+    finally:
+        session.close()

@@ -225,6 +225,11 @@ def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
     hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
     with pytest.raises(Conflict, match="already exists"):
         hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
+    assert hub.deployments.create({"name": "s", "models": ["digits"], "target": "a"}, overwrite=True)["generation"] == 2
+    with pytest.raises(NotFound, match="service nope not found"):
+        hub.deployments.update("nope", {"models": ["digits:1"]})
+    with pytest.raises(BadInput, match="unknown key 'model'"):
+        hub.deployments.update("s", {"model": "digits:1"})
 
 
 def test_deleting_a_model_in_use_names_the_service(hub: HubServices, tmp_path: Path) -> None:
