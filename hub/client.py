@@ -61,7 +61,13 @@ def collect_files(model_path: Path) -> list[LocalFile]:
         raise BadInput(f"model path {model_path} does not exist")
     if model_path.is_dir():
         entries: list[tuple[Path, str]] = []
-        for root, dirs, names in os.walk(model_path):
+        seen_dirs: set[str] = set()
+        # Follow symlinked folders (their files are part of the model) but refuse loops.
+        for root, dirs, names in os.walk(model_path, followlinks=True):
+            real = os.path.realpath(root)
+            if real in seen_dirs:
+                raise BadInput(f"cannot register {model_path}: folder {root} links back into the model (a loop)")
+            seen_dirs.add(real)
             dirs.sort()
             for name in sorted(names):
                 full = Path(root) / name
