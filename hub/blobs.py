@@ -134,7 +134,10 @@ class BlobStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = Path(data_dir) / "blobs" / "sha256"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot use blob folder {self.dir}: {(exc.strerror or str(exc)).lower()}") from None
         self._verified: dict[str, _Stamp] = {}
         self._lock = threading.Lock()
         self._remove_stale_temps()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from hub.errors import Conflict, InsufficientStorage
+from hub.errors import BadInput, Conflict, InsufficientStorage, StorageError
 
 SchemaFn = Callable[[sqlite_utils.Database], None]
 
@@ -41,23 +41,33 @@ class Database:
 
     def __init__(self, data_dir: Path, *, lock: bool = True) -> None:
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot use data dir {self.data_dir}: {(exc.strerror or str(exc)).lower()}") from None
         self._lock_fd: int | None = None
         if lock:
             self._acquire_dir_lock()
-        conn = sqlite3.connect(self.data_dir / "hub.db", check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self.db = sqlite_utils.Database(conn)
-        self._mutex = threading.RLock()
-        with self._mutex:
-            for fn in _SCHEMAS:
-                fn(self.db)
+        try:
+            conn = sqlite3.connect(self.data_dir / "hub.db", check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self.db = sqlite_utils.Database(conn)
+            self._mutex = threading.RLock()
+            with self._mutex:
+                for fn in _SCHEMAS:
+                    fn(self.db)
+        except sqlite3.DatabaseError as exc:
+            self._release_dir_lock()
+            raise StorageError(f"{self.data_dir / 'hub.db'} is not a usable hub database: {exc}") from None
 
     def _acquire_dir_lock(self) -> None:
-        fd = os.open(self.data_dir / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.data_dir / "hub.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise BadInput(f"cannot use data dir {self.data_dir}: {(exc.strerror or str(exc)).lower()}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,6 +107,9 @@ class Database:
         """Close the connection and release the data-dir lock."""
         with self._mutex:
             self.db.conn.close()
+        self._release_dir_lock()
+
+    def _release_dir_lock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from hub.blobs import BlobStore
-from hub.errors import BadInput, Conflict, NotFound
+from hub.errors import BadInput, Conflict, NotFound, StorageError
 from hub.registry import (
     ModelFile,
     RegistryService,
@@ -214,3 +215,27 @@ def test_second_database_on_same_dir_is_refused(tmp_path: Path) -> None:
     finally:
         db.close()
     Database(tmp_path).close()  # released on close
+
+
+def test_unusable_data_dirs_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match="cannot use data dir"):
+        Database(tmp_path / "file")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "hub.db").write_bytes(b"not a database " * 100)
+    with pytest.raises(StorageError, match="not a usable hub database"):
+        Database(damaged)
+    (damaged / "hub.db").unlink()
+    Database(damaged).close()  # the lock was released by the failed open
+    (tmp_path / "blobs-is-a-file" / "blobs").parent.mkdir()
+    (tmp_path / "blobs-is-a-file" / "blobs").write_text("x")
+    with pytest.raises(StorageError, match="cannot use blob folder"):
+        BlobStore(tmp_path / "blobs-is-a-file")
+
+
+def test_concurrent_registers_get_distinct_versions(registry: RegistryService) -> None:
+    f = stored(registry, "m.onnx", b"abc")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        versions = list(pool.map(lambda _: registry.register("busy", [f]).version, range(40)))
+    assert sorted(versions) == list(range(1, 41))
