@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.registry_support import (
@@ -258,6 +259,8 @@ def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) 
     assert_one_line_error(result, 1, "corrupt", digest)
     assert not list(target.rglob("*")) if target.exists() else True  # nothing half-written under the real name
     assert f"corrupt blob {digest}" in hub.log()
+    raw = httpx.get(f"{hub.url}/v2/models/{name}/blobs/{digest}", timeout=10)  # what any OCI client sees
+    assert raw.status_code == 500 and "is corrupt on disk" in raw.json()["errors"][0]["message"]
     assert registry_snapshot(hub.url) == before
     if damage == "truncate":  # uploading the same content again repairs the stored copy
         assert hub_cli(hub.url, "model", "register", "-n", name, "-p", str(src)).code == 0
