@@ -308,6 +308,8 @@ class DeploymentService:
             st = statuses.get(device_id)
             current = st is not None and st["generation"] == generation
             phase = PHASES.get(st["phase"], "Pending") if current else "Pending"
+            online = self.fleet.is_online(device_id)
+            waiting = "waiting for the device" + ("" if online else " (offline: it gets this when it connects)")
             devices.append({
                 "device": device_id,
                 "phase": phase,
@@ -315,7 +317,8 @@ class DeploymentService:
                 "serving_generation": st["serving_generation"] if st else 0,
                 "scoring_uri": st["scoring_uri"] if st else "",
                 "swagger_uri": st["swagger_uri"] if st else "",
-                "message": (st["message"] if current else "waiting for the device") if st else "waiting for the device",
+                "message": st["message"] if current and st else waiting,
+                "online": online,
                 "log_tail": st["log_tail"] if current else [],
                 "restarts": st["restarts"] if st else 0,
             })
@@ -324,6 +327,8 @@ class DeploymentService:
             state = "Healthy"
         elif any(p in ("Failed", "RolledBack") for p in phases):
             state = "Failed"
+        elif any(p == "Restarting" for p in phases):
+            state = "Unhealthy"  # it was serving; a runtime crashed and is being restarted
         else:
             state = "Transitioning"
         spec = row["spec"]

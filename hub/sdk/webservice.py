@@ -157,7 +157,7 @@ class Webservice:
 
     @property
     def state(self) -> str:
-        """Transitioning, Healthy or Failed (as of the last reload/wait)."""
+        """Transitioning, Healthy, Failed or Unhealthy (as of the last reload/wait)."""
         return self._view["state"]
 
     @property
