@@ -25,11 +25,12 @@ class EnrollTokenRequest(BaseModel):
 
 def _detail(services: HubServices, device: dict[str, Any]) -> dict[str, Any]:
     name = device["name"]
-    return {
-        **device,
-        "services": services.deployments.device_services(name),
-        "telemetry": services.telemetry.summary(name),
-    }
+    running = services.deployments.device_services(name)
+    on_device = {s["service"] for s in running}
+    # Latest figures of the device and of the services it runs now (not of services deleted since).
+    summary = {k: v for k, v in services.telemetry.summary(name).items() if k.split("/", 1)[0] in on_device
+               or "/" not in k}
+    return {**device, "services": running, "telemetry": summary}
 
 
 @router.post("/devices", status_code=201, summary="Register a device and issue a one-time enrollment token")
