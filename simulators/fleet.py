@@ -57,6 +57,8 @@ class FleetOptions:
     heartbeat_s: int | None = None
     telemetry_rate: float = 0.0  # sim.load points per second per device (0: none)
     telemetry_batch: int = 10  # points per TelemetryBatch message
+    telemetry_paused: bool = False  # sensors start paused (SIGUSR1 toggles them in the CLI)
+    shared_runtime: bool = False  # one real runtime per service generation for the whole process
     enroll_concurrency: int = 16
 
 
@@ -144,6 +146,11 @@ class SimulatedFleet:
         self.devices: list[SimulatedDevice] = []
         self._load_task: asyncio.Task[None] | None = None
         agent_daemon.inventory = _simulated_inventory  # type: ignore[assignment]  # see module docstring
+        if options.shared_runtime:
+            from simulators.shared_runtime import SharedRuntimeSupervisor
+
+            agent_daemon.Supervisor = SharedRuntimeSupervisor  # type: ignore[misc]  # see simulators/shared_runtime.py
+        self.load_paused = options.telemetry_paused
 
     def names(self) -> list[str]:
         """Device names, in order."""
@@ -203,6 +210,8 @@ class SimulatedFleet:
         interval = batch / self.options.telemetry_rate
         while True:
             await asyncio.sleep(interval)
+            if self.load_paused:
+                continue
             for device in self.devices:
                 device.add_load(batch)
 
@@ -257,6 +266,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--heartbeat-s", type=int, help="heartbeat interval (default: what the hub says)")
     ap.add_argument("--telemetry-rate", type=float, default=0.0,
                     help="simulated sensor points per second per device (default 0: none)")
+    ap.add_argument("--telemetry-batch", type=int, default=10, help="points per telemetry message (default 10)")
+    ap.add_argument("--telemetry-paused", action="store_true",
+                    help="start with the sensors paused; SIGUSR1 toggles them (benchmarks time phases this way)")
+    ap.add_argument("--shared-runtime", action="store_true",
+                    help="agents of this process share one real runtime per service generation (for fleets too "
+                    "large to start a runtime process per agent)")
+    ap.add_argument("--quiet", action="store_true", help="no per-agent progress lines (large fleets)")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run "
                     "until Ctrl-C)")
     return ap
@@ -268,9 +284,17 @@ async def _run_cli(options: FleetOptions, duration: float) -> int:
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     await fleet.start(progress=True)
-    await asyncio.sleep(0.5)
+    # Each daemon installs its own SIGTERM handler once set up; wait for all, then the fleet's wins.
+    while not all(d.daemon.reconciler is not None or (d.task is not None and d.task.done()) for d in fleet.devices):
+        await asyncio.sleep(0.2)
     for sig in (signal.SIGINT, signal.SIGTERM):  # after the daemons installed theirs: the fleet stops all
         loop.add_signal_handler(sig, stop.set)
+
+    def toggle_load() -> None:
+        fleet.load_paused = not fleet.load_paused
+        print(f"fleet: sensors {'paused' if fleet.load_paused else 'running'}", flush=True)
+
+    loop.add_signal_handler(signal.SIGUSR1, toggle_load)
     print(f"fleet: {options.count} {fleet.profile.name} agent(s) over {fleet.transport} started in "
           f"{time.monotonic() - started:.1f}s (pid {os.getpid()}, data {options.root})", flush=True)
     with contextlib.suppress(TimeoutError):
@@ -294,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     options = FleetOptions(
         hub=args.hub, count=args.count, root=args.data_dir, profile=args.profile, transport=args.transport,
         broker=args.broker, insecure=args.insecure, name_prefix=args.name_prefix, labels=labels,
-        heartbeat_s=args.heartbeat_s, telemetry_rate=args.telemetry_rate,
+        heartbeat_s=args.heartbeat_s, telemetry_rate=args.telemetry_rate, telemetry_batch=args.telemetry_batch,
+        telemetry_paused=args.telemetry_paused, shared_runtime=args.shared_runtime,
     )
+    if args.quiet:
+        agent_daemon.say = lambda line: None  # type: ignore[assignment]  # thousands of agents, one stdout
     try:
         return asyncio.run(_run_cli(options, args.duration))
     except FleetError as exc:

@@ -1,0 +1,321 @@
+"""Fleet benchmark: N simulated agents over gRPC and over MQTT against one real hub and one real mosquitto.
+
+For each fleet size (default 100, 1,000, 10,000) and transport it measures:
+  * connect: fleet start -> every device online at the hub (the first transport also enrolls every device);
+  * deploy -> all Healthy: `hub deploy` of a no-code ONNX model (digits) -> every device reports Healthy;
+  * hub peak RSS and CPU (cores busy) over the phase, broker (mosquitto) RSS;
+  * telemetry ingest: numbered sensor points (batched, `--batch` per message) stored per second.
+
+Agents are the real agent code (`simulators.fleet`), many per process on one event loop, with simulated
+hardware (iot-edge profile). Starting one runtime process per agent cannot fit one machine at these
+sizes, so the agents of a fleet process share one real runtime (one onnxruntime session) per service
+generation (`--shared-runtime`; the output says so); every agent still pulls and verifies the model,
+and reports its own status. The hub runs mutual TLS for gRPC and per-device broker accounts for MQTT.
+
+    python benchmarks/fleet.py                       # 100, 1000, 10000 x grpc, mqtt
+    python benchmarks/fleet.py --sizes 100,1000 --transports mqtt
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hub.control.mqtt_broker import MosquittoBroker  # noqa: E402
+from simulators.models import build_digits_onnx  # noqa: E402
+
+PY = sys.executable
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sampler:
+    """Samples a process's RSS (peak) and CPU time in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def reset_peak(self) -> None:
+        """Start a new peak window."""
+        with contextlib.suppress(psutil.Error):
+            self.peak = self.proc.memory_info().rss
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) so far."""
+        t = self.proc.cpu_times()
+        return t.user + t.system
+
+    def close(self) -> None:
+        """Stop sampling."""
+        self._stop.set()
+
+
+@dataclass
+class Result:
+    """One (size, transport) run."""
+
+    size: int
+    transport: str
+    connect_s: float = math.nan
+    enrolled: bool = False
+    deploy_s: float = math.nan
+    healthy: int = 0
+    hub_peak_mib: float = math.nan
+    hub_cores: float = math.nan
+    broker_mib: float = math.nan
+    msgs_per_s: float = math.nan
+    points_per_s: float = math.nan
+    offered_points_per_s: float = math.nan
+    notes: list[str] = field(default_factory=list)
+
+
+class Bench:
+    """One hub + broker for one fleet size; runs each transport's phases against it."""
+
+    def __init__(self, size: int, work: Path, args: argparse.Namespace) -> None:
+        self.size, self.work, self.args = size, work, args
+        self.port, self.grpc_port = free_port(), free_port()
+        self.broker = MosquittoBroker(work / "broker", free_port())
+        self.hub_proc: subprocess.Popen[bytes] | None = None
+        self.fleets: list[subprocess.Popen[bytes]] = []
+        self.per_process = args.per_process
+        self.label = f"bench=s{size}"
+
+    # ---- processes ----
+
+    def start(self) -> None:
+        self.broker.start()
+        log = open(self.work / "hub.log", "ab")  # noqa: SIM115 - the child's stdout for its lifetime
+        self.hub_proc = subprocess.Popen(
+            [PY, "-m", "hub", "serve", "--data-dir", str(self.work / "hub"), "--port", str(self.port),
+             "--grpc-port", str(self.grpc_port), "--mqtt", self.broker.url, "--mqtt-dir", str(self.broker.dir)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "agents MQTT" not in (self.work / "hub.log").read_text(errors="replace"):
+            if time.monotonic() > deadline or self.hub_proc.poll() is not None:
+                raise RuntimeError(f"hub did not start: {(self.work / 'hub.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        self.sampler = Sampler(self.hub_proc.pid)
+        model = build_digits_onnx(self.work / "digits" / "model.onnx")
+        self.hub("model", "register", "-n", "digits", "-p", str(model.parent))
+
+    def hub(self, *args: str) -> str:
+        done = subprocess.run([PY, "-m", "hub", "--hub", f"http://127.0.0.1:{self.port}", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"hub {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def db(self, sql: str, params: tuple = ()) -> int:
+        """A read-only count from the hub database (measurement only; the hub writes it)."""
+        conn = sqlite3.connect(f"file:{self.work / 'hub' / 'hub.db'}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(conn.execute(sql, params).fetchone()[0])
+        finally:
+            conn.close()
+
+    def start_fleets(self, transport: str, rate: float, batch: int) -> None:
+        processes = max(1, math.ceil(self.size / self.per_process))
+        base, extra = divmod(self.size, processes)
+        self.fleets = []
+        for i in range(processes):
+            count = base + (1 if i < extra else 0)
+            log = open(self.work / f"fleet-{transport}-{i}.log", "ab")  # noqa: SIM115
+            self.fleets.append(subprocess.Popen(
+                [PY, "-m", "simulators", "fleet", "--count", str(count), "--hub", f"127.0.0.1:{self.port}",
+                 "--transport", transport, "--data-dir", str(self.work / "fleet" / f"p{i}"), "--name-prefix",
+                 f"p{i}", "--label", self.label, "--profile", "iot-edge", "--shared-runtime", "--quiet",
+                 "--telemetry-rate", str(rate), "--telemetry-batch", str(batch), "--telemetry-paused"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
+            ))  # fmt: skip
+
+    def signal_fleets(self, sig: int) -> None:
+        for p in self.fleets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
+
+    def stop_fleets(self) -> None:
+        self.signal_fleets(signal.SIGTERM)
+        for p in self.fleets:
+            try:
+                p.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+        self.fleets = []
+
+    def stop(self) -> None:
+        self.stop_fleets()
+        if self.hub_proc is not None:
+            self.sampler.close()
+            self.hub_proc.send_signal(signal.SIGTERM)
+            try:
+                self.hub_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.hub_proc.kill()
+        self.broker.stop()
+
+    # ---- one transport ----
+
+    def wait(self, what: str, check, timeout: float) -> float:  # type: ignore[no-untyped-def]
+        start = time.monotonic()
+        last = -1.0
+        while True:
+            value = check()
+            if value is True:
+                return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise TimeoutError(f"{what}: not done after {timeout:.0f}s ({value})")
+            if time.monotonic() - last > 10:
+                print(f"    ... {what}: {value}", flush=True)
+                last = time.monotonic()
+            time.sleep(0.25)
+
+    def run(self, transport: str, first: bool) -> Result:
+        r = Result(self.size, transport, enrolled=first)
+        n = self.size
+        rate = self.args.points_per_s / n  # offered points/s spread over the fleet
+        batch = max(1, min(self.args.batch, int(rate) or 1))
+        r.offered_points_per_s = rate * n
+        self.sampler.reset_peak()
+        cpu0, t0 = self.sampler.cpu(), time.monotonic()
+        print(f"  {transport}: starting {n} agents in {math.ceil(n / self.per_process)} process(es)", flush=True)
+        self.start_fleets(transport, rate, batch)
+        online = "SELECT count(*) FROM devices WHERE online = 1 AND transport = ?"
+        r.connect_s = self.wait(f"{transport} online", lambda: self.db(online, (transport,)) >= n or
+                                f"{self.db(online, (transport,))}/{n} online", self.args.timeout)
+        print(f"  {transport}: {n} online after {r.connect_s:.1f}s{' (incl. enrollment)' if first else ''}",
+              flush=True)
+        service = f"bench-{transport}"
+        start = time.monotonic()
+        self.hub("deploy", "-n", service, "-m", "digits:1", "--target", self.label, "--no-wait")
+
+        def healthy() -> bool | str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/services/{service}", timeout=60) as f:
+                devices = json.loads(f.read())["devices"]
+            r.healthy = sum(1 for d in devices if d["phase"] == "Healthy" and d["generation"] == 1)
+            return r.healthy >= n or f"{r.healthy}/{n} Healthy"
+
+        self.wait(f"{transport} deploy", healthy, self.args.timeout)
+        r.deploy_s = time.monotonic() - start  # includes the `hub deploy` call itself
+        print(f"  {transport}: deploy -> {n} Healthy in {r.deploy_s:.1f}s", flush=True)
+        # Telemetry: sensors on for a window; stored points (and messages) counted at the hub.
+        count = "SELECT count(*) FROM telemetry_points WHERE metric = 'sim.load'"
+        self.signal_fleets(signal.SIGUSR1)
+        time.sleep(3)  # reach a steady state
+        p0, w0 = self.db(count), time.monotonic()
+        time.sleep(self.args.window)
+        p1, w1 = self.db(count), time.monotonic()
+        self.signal_fleets(signal.SIGUSR1)
+        r.points_per_s = (p1 - p0) / (w1 - w0)
+        r.msgs_per_s = r.points_per_s / batch
+        r.hub_cores = (self.sampler.cpu() - cpu0) / (time.monotonic() - t0)
+        r.hub_peak_mib = self.sampler.peak / 2**20
+        r.broker_mib = self.broker.rss_bytes() / 2**20
+        print(f"  {transport}: telemetry {r.points_per_s:,.0f} points/s stored ({r.msgs_per_s:,.0f} messages/s, "
+              f"offered {r.offered_points_per_s:,.0f} points/s); hub peak {r.hub_peak_mib:.0f} MiB, "
+              f"{r.hub_cores:.2f} cores; broker {r.broker_mib:.0f} MiB", flush=True)
+        with contextlib.suppress(RuntimeError):
+            self.hub("service", "delete", service)
+        self.stop_fleets()
+        self.db_wait_offline(transport)
+        return r
+
+    def db_wait_offline(self, transport: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            self.wait("devices offline", lambda: self.db(
+                "SELECT count(*) FROM devices WHERE online = 1") == 0 or "some still online", 60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a table."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100,1000,10000", help="fleet sizes (default 100,1000,10000)")
+    ap.add_argument("--transports", default="grpc,mqtt", help="transports (default grpc,mqtt)")
+    ap.add_argument("--per-process", type=int, default=2500, help="agents per fleet process (fd limit; default 2500)")
+    ap.add_argument("--points-per-s", type=float, default=100_000, help="telemetry points/s offered by the whole "
+                    "fleet (default 100000)")
+    ap.add_argument("--batch", type=int, default=50, help="points per telemetry message (default 50)")
+    ap.add_argument("--window", type=float, default=10.0, help="telemetry measuring window, s (default 10)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (default 600)")
+    ap.add_argument("--work", type=Path, help="work folder (default: a temp dir, removed)")
+    args = ap.parse_args(argv)
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --sizes {args.sizes!r}: expected numbers like 100,1000", file=sys.stderr)
+        return 2
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if not sizes or any(s < 1 for s in sizes) or not transports or set(transports) - {"grpc", "mqtt"}:
+        print("error: --sizes must be positive numbers and --transports grpc and/or mqtt", file=sys.stderr)
+        return 2
+    results: list[Result] = []
+    print("fleet benchmark: real hub + mosquitto + real agents (iot-edge profile, many per process); agents of a "
+          "fleet process share ONE runtime process (one onnxruntime session) per service generation", flush=True)
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{size}-", dir=args.work) as tmp:
+            bench = Bench(size, Path(tmp), args)
+            print(f"size {size}: hub {bench.port}, broker {bench.broker.port}, work {tmp}", flush=True)
+            try:
+                bench.start()
+                for i, transport in enumerate(transports):
+                    try:
+                        results.append(bench.run(transport, first=i == 0))
+                    except (TimeoutError, RuntimeError) as exc:
+                        print(f"  {transport}: FAILED: {exc}", flush=True)
+                        r = Result(size, transport, enrolled=i == 0)
+                        r.notes.append(str(exc)[:200])
+                        results.append(r)
+                        bench.stop_fleets()
+            finally:
+                bench.stop()
+    print("\n  size  transport  connect s  deploy->Healthy s  healthy  hub peak MiB  hub cores  broker MiB"
+          "  telemetry msg/s  points/s (offered)")
+    for r in results:
+        print(f"{r.size:>6}  {r.transport:<9}  {r.connect_s:>7.1f}{'*' if r.enrolled else ' '}  {r.deploy_s:>17.1f}"
+              f"  {r.healthy:>7}  {r.hub_peak_mib:>12.0f}  {r.hub_cores:>9.2f}  {r.broker_mib:>10.0f}"
+              f"  {r.msgs_per_s:>15,.0f}  {r.points_per_s:>8,.0f} ({r.offered_points_per_s:,.0f})"
+              + (f"  FAILED: {r.notes[0]}" if r.notes else ""))
+    print("* connect time includes enrolling every device (first transport of a size)")
+    print("runtime: the agents of each fleet process share one runtime process per service generation "
+          "(one onnxruntime session); their scoring URIs name ports nobody serves")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Simulated fleets on one machine: agents of one process share one real runtime per service generation.
+
+Starting 10,000 runtime processes cannot fit on one machine, so a fleet run with
+`--shared-runtime` gives every agent in the process this supervisor: the first agent to
+start a generation starts the one real runtime (`python -m runtimes serve`, one onnxruntime
+session) through the real Supervisor; the others get a handle on that same process, see it
+healthy once it is, and the last one to stop it stops it. Everything else each agent does
+is its own (desired state, artifact pulls with digest checks, status reports). Benchmarks
+say so in their output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+from agent.supervisor import RuntimeProcess, RuntimeSpec, Supervisor
+
+_lock = threading.Lock()
+_procs: dict[tuple[str, int], RuntimeProcess] = {}  # (service, generation) -> the one real runtime
+_refs: dict[tuple[str, int], int] = {}
+_healthy: set[tuple[str, int]] = set()
+_probes: dict[tuple[str, int], asyncio.Future[None]] = {}  # the one health probe per generation
+
+
+class SharedRuntimeSupervisor(Supervisor):
+    """A Supervisor whose runtimes are shared by every agent of this process (see module docstring)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        super().__init__(log_dir)
+
+    def start(self, spec: RuntimeSpec) -> RuntimeProcess:
+        """Start the shared runtime for this service generation, or hand out the running one."""
+        key = (spec.service, spec.generation)
+        with _lock:
+            proc = _procs.get(key)
+            if proc is None or not proc.alive():
+                proc = super().start(spec)
+                _procs[key], _refs[key] = proc, 0
+                _healthy.discard(key)
+            _refs[key] += 1
+            return RuntimeProcess(proc.spec, proc.pid, proc.pid_start, proc.log_path, proc.popen)
+
+    async def wait_healthy(self, proc: RuntimeProcess, timeout_s: float) -> None:
+        """Healthy once the shared runtime answered (one health probe loop per generation, not one per agent)."""
+        key = (proc.spec.service, proc.spec.generation)
+        if key in _healthy and proc.alive():
+            return
+        probe = _probes.get(key)
+        if probe is None or (probe.done() and (probe.cancelled() or probe.exception() is not None)):
+            probe = asyncio.ensure_future(super().wait_healthy(proc, timeout_s))
+            _probes[key] = probe
+        await asyncio.shield(probe)
+        _healthy.add(key)
+
+    def adopt(self, spec: RuntimeSpec, pid: int, pid_start: int) -> RuntimeProcess | None:
+        """Never adopt: a shared runtime belongs to the fleet process that started it."""
+        return None
+
+    def stop(self, proc: RuntimeProcess, grace_s: float = 5.0) -> None:
+        """Drop this agent's share; the last share stops the real process."""
+        key = (proc.spec.service, proc.spec.generation)
+        with _lock:
+            if _procs.get(key) is None or _procs[key].pid != proc.pid:
+                return
+            _refs[key] -= 1
+            if _refs[key] > 0:
+                return
+            del _procs[key], _refs[key]
+            _healthy.discard(key)
+            _probes.pop(key, None)
+        super().stop(proc, grace_s)
