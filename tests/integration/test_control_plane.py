@@ -151,6 +151,10 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
         assert d["phase"] == "RolledBack" and d["serving_generation"] == 2
         assert _score(d["scoring_uri"], row, key)["notes"] == "second cut"
 
+    logs = _ok(hub_cli(url, "service", "logs", "scorer", "--lines", "20", "--output", "json")).json()
+    assert {entry["device"] for entry in logs} == {"edge-a", "edge-b"}
+    assert all(entry["source"] == "live" and entry["lines"] for entry in logs)  # asked over the agents' links
+
     # ---- SIGKILL an agent mid-download; restarted, it resumes the pull where it stopped ----
     big = tmp_path / "big"
     big.mkdir()
