@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         telemetry_s=args.telemetry_s,
         runtime_host=args.runtime_host,
         keep_runtimes=args.keep_runtimes,
-        reexec_after_enroll=True,
+        owns_process=True,
         cache_max_bytes=int(args.cache_max_gb * 1024**3),
     )
     return main_async(config)

@@ -70,7 +70,9 @@ class AgentConfig:
     telemetry_s: int | None = None
     runtime_host: str = "127.0.0.1"
     keep_runtimes: bool = False  # on a clean stop leave runtimes running (a restarted agent adopts them)
-    reexec_after_enroll: bool = False  # the CLI sets it: a fresh image keeps the idle RSS low
+    # The CLI's agent owns its process: signal handlers, a small thread pool, and a re-exec after enrolling
+    # (a fresh image keeps the idle RSS low). Off for agents embedded in another process (simulators/fleet.py).
+    owns_process: bool = False
     cache_max_bytes: int = CACHE_MAX_BYTES
     outbox_max_bytes: int = OUTBOX_MAX_BYTES
 
@@ -128,7 +130,7 @@ class AgentDaemon:
             self.state.save_identity(self.identity)
             ident = self.identity
             say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
-            if self.config.reexec_after_enroll:
+            if self.config.owns_process:
                 self.state.close()
                 os.environ[INVENTORY_ENV] = self.hardware.SerializeToString().hex()
                 raise Reexec()
@@ -221,8 +223,10 @@ class AgentDaemon:
             parts = [self._sender(link, welcome.acked_seq), self._receiver(link), self._heartbeats(link)]
             tasks = [asyncio.create_task(p) for p in parts]
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                # FIRST_COMPLETED: a link whose incoming() simply ends (rather than raising) ends the session too.
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 reason = next((t.exception() for t in done if t.exception() is not None), None)
+                reason = reason or LinkClosed("the hub ended the session")
             finally:
                 for t in tasks:
                     t.cancel()
@@ -315,13 +319,14 @@ class AgentDaemon:
     async def run(self) -> None:
         """Run until stopped (SIGTERM/SIGINT) or a fatal error (AgentError)."""
         loop = asyncio.get_running_loop()
-        # Few worker threads: each one costs memory (malloc arena) and the agent's blocking work is light.
-        loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent"))
+        if self.config.owns_process:
+            # Few worker threads: each one costs memory (malloc arena) and the agent's blocking work is light.
+            loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent"))
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.request_stop)
         await self._setup()
         assert self.reconciler is not None and self.state is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
         tasks = [
             asyncio.create_task(self.reconciler.run(), name="reconciler"),
             asyncio.create_task(self._session_loop(), name="session"),
@@ -359,6 +364,9 @@ def main_async(config: AgentConfig) -> int:
     except KeyboardInterrupt:
         return 0
     except Reexec:
+        if daemon._stop.is_set():  # asked to stop while enrolling: the signal was consumed here, so stop now
+            say("stopped")
+            return 0
         sys.stdout.flush()
         sys.stderr.flush()
         # Same PID, same arguments (the token is ignored now that the identity is stored).
