@@ -42,7 +42,7 @@ def run(raw):
 '''
 BROKEN_PY = 'def init():\n    raise RuntimeError("broken on purpose")\n\ndef run(raw):\n    return raw\n'
 BIG_BLOB = 8 * 1024 * 1024
-PULL_RATE = 4 * 1024 * 1024  # bytes/s through the artifact proxy: the big pull takes ~2 s
+PULL_RATE = 2 * 1024 * 1024  # bytes/s through the artifact proxy: the big pull takes ~4 s, time to catch it
 
 
 def _start_agent(processes: Processes, hub_port: int, data_dir: Path, name: str, token: str | None = None) -> Any:
