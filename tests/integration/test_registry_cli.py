@@ -11,10 +11,12 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from hub.client import HubClient
 from tests.integration.registry_support import (
     CliResult,
     RunningHub,
@@ -40,8 +42,14 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
 @pytest.fixture(scope="module")
 def known_model(hub: RunningHub, digits_model: Path) -> str:
     """`known:1`, registered once for the bad-input cases."""
-    assert hub_cli(hub.url, "model", "register", "-n", "known", "-p", str(digits_model)).code == 0
+    _register(hub, "known", digits_model)
     return "known:1"
+
+
+def _register(hub: RunningHub, name: str, path: Path) -> dict[str, Any]:
+    """Set-up registrations go through the same HubClient in-process (the CLI itself is tested elsewhere)."""
+    with HubClient(hub.url) as client:
+        return client.register_model(name, path)
 
 
 def _blob_files(data_dir: Path) -> set[str]:
@@ -109,9 +117,9 @@ def test_register_list_show_download_delete(hub: RunningHub, digits_model: Path,
 def test_identical_files_are_stored_once(hub: RunningHub, tmp_path: Path) -> None:
     f = tmp_path / "weights.bin"
     f.write_bytes(os.urandom(4096))
-    assert hub_cli(hub.url, "model", "register", "-n", "dedup-a", "-p", str(f)).code == 0
+    _register(hub, "dedup-a", f)
     before = _blob_files(hub.data_dir)
-    assert hub_cli(hub.url, "model", "register", "-n", "dedup-b", "-p", str(f)).code == 0
+    _register(hub, "dedup-b", f)
     added = _blob_files(hub.data_dir) - before
     assert len(added) == 1  # only the new version's manifest, not the file again
     assert hashlib.sha256(f.read_bytes()).hexdigest() not in added
@@ -221,7 +229,7 @@ def test_hub_unreachable() -> None:
 
 
 def test_second_hub_on_same_data_dir_is_refused(hub: RunningHub, digits_model: Path) -> None:
-    assert hub_cli(hub.url, "model", "register", "-n", "before-second", "-p", str(digits_model)).code == 0
+    _register(hub, "before-second", digits_model)
     before = registry_snapshot(hub.url)
     second = subprocess.run(
         [PYTHON, "-m", "hub", "serve", "--data-dir", str(hub.data_dir), "--port", str(free_port())],
@@ -239,11 +247,10 @@ def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) 
     payload = os.urandom(200_000)
     src = tmp_path / f"{name}.bin"
     src.write_bytes(payload)
-    registered = hub_cli(hub.url, "model", "register", "-n", name, "-p", str(src), "-o", "json")
-    assert registered.code == 0, registered.err
-    digest = registered.json()["files"][0]["digest"]
+    digest = _register(hub, name, src)["files"][0]["digest"]
     # a first good download primes the hub's verification cache: damage must still be caught
-    assert hub_cli(hub.url, "model", "download", f"{name}:1", "--target-dir", str(tmp_path / "ok")).code == 0
+    with HubClient(hub.url) as client:
+        client.download_model(name, 1, tmp_path / "ok")
     blob = hub.data_dir / "blobs" / "sha256" / digest.split(":")[1]
     if damage == "truncate":
         with open(blob, "r+b") as fh:
@@ -263,9 +270,9 @@ def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) 
     assert raw.status_code == 500 and "is corrupt on disk" in raw.json()["errors"][0]["message"]
     assert registry_snapshot(hub.url) == before
     if damage == "truncate":  # uploading the same content again repairs the stored copy
-        assert hub_cli(hub.url, "model", "register", "-n", name, "-p", str(src)).code == 0
-        healed = hub_cli(hub.url, "model", "download", f"{name}:1", "--target-dir", str(tmp_path / "healed"))
-        assert healed.code == 0, healed.err
+        _register(hub, name, src)
+        with HubClient(hub.url) as client:
+            client.download_model(name, 1, tmp_path / "healed")
         assert (tmp_path / "healed" / src.name).read_bytes() == payload
 
 
@@ -284,7 +291,7 @@ def test_disk_full_during_register_leaves_nothing(tmp_path: Path, processes: Pro
         prefix = ["prlimit", f"--fsize={3 * 2**20}"]
     try:
         hub = start_hub(processes, data_dir, name="small-hub", prefix=prefix)
-        assert hub_cli(hub.url, "model", "register", "-n", "small", "-p", str(digits_model)).code == 0
+        _register(hub, "small", digits_model)
         before = registry_snapshot(hub.url)
         big = tmp_path / "big"
         big.mkdir()
@@ -296,9 +303,7 @@ def test_disk_full_during_register_leaves_nothing(tmp_path: Path, processes: Pro
         assert not list((data_dir / "blobs" / "sha256").glob(".tmp-*"))
         # the hub keeps working once space is back
         (big / "b.bin").unlink()
-        ok = hub_cli(hub.url, "model", "register", "-n", "big", "-p", str(big), "-o", "json")
-        assert ok.code == 0, ok.err
-        assert ok.json()["version"] == 1
+        assert _register(hub, "big", big)["version"] == 1
     finally:
         processes.stop_all()
         if mounted.returncode == 0:
