@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.supervisor import process_start_time
 from tests.support import PYTHON, Processes, free_port, wait_for
 
 IDLE_RSS_LIMIT = 50 * 1024 * 1024
@@ -159,3 +160,31 @@ def test_outage_store_and_forward(tmp_path: Path, processes: Processes) -> None:
     assert during, f"no telemetry from the outage window reached the hub: {points[:3]}"
     assert during[0]["labels"] == {"rack": "r1"}  # --label travels with the agent's points
     assert agent.poll() is None
+
+
+def test_kill9_agent_adopts_its_running_service(
+    tmp_path: Path, hub: str, processes: Processes, digits_model: Path
+) -> None:
+    """A deployed service survives `kill -9` of its agent; the restarted agent adopts it (same PID), and a clean stop
+    of the agent stops it."""
+    done = _hub(hub, "model", "register", "-n", "adopt-digits", "-p", str(digits_model))
+    assert done.returncode == 0, done.stderr
+    data = tmp_path / "dev"
+    agent = processes.start(_agent(hub, data, "--token", _token(hub, "adopt-dev")), name="agent")
+    wait_for(lambda: "connected to hub" in processes.log(agent), timeout=30, what="agent connected")
+    done = _hub(hub, "deploy", "-n", "adopt-svc", "-m", "adopt-digits:1", "--target", "adopt-dev", "--timeout", "60")
+    assert done.returncode == 0, done.stdout + done.stderr
+    service = _status(data)["services"][0]
+    assert service["phase"] == "HEALTHY" and service["pid"] > 0
+    runtime_pid = service["pid"]
+
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.wait(10)
+    again = processes.start(_agent(hub, data), name="agent2")
+    wait_for(lambda: "connected to hub" in processes.log(again), timeout=30, what="agent reconnected")
+    assert f"adopted running runtime pid {runtime_pid}" in processes.log(again)
+    assert _status(data)["services"][0]["pid"] == runtime_pid  # not restarted needlessly
+
+    assert processes.stop(again) == 0
+    assert "service adopt-svc: runtime stopped" in processes.log(again)
+    assert process_start_time(runtime_pid) == 0  # gone (at most a zombie waiting for init to reap it)
