@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("runtimes.tuning")
+
 PREFERENCE = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
@@ -20,17 +24,20 @@ def available_providers() -> list[str]:
 def choose_providers(available: list[str], requested: list[str] | None = None) -> list[str]:
     """Providers to ask the session for, best first.
 
-    With `requested` (the --execution-providers list) only those are kept, in the caller's order; a
-    requested provider that is not available raises ValueError naming it. CPU is always last, as the
-    fallback onnxruntime needs for operators an accelerator lacks.
+    With `requested` (the --execution-providers list) only those are kept, in the caller's order;
+    requested providers this onnxruntime lacks are dropped with a warning (the agent may ask for
+    what the device's hardware suggests; serving on CPU beats not serving). CPU is always last, as
+    the fallback onnxruntime needs for operators an accelerator lacks.
     """
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            raise ValueError(
-                f"execution provider(s) not available here: {', '.join(missing)} (available: {', '.join(available)})"
+            log.warning(
+                "execution provider(s) not available here: %s (available: %s); using the rest",
+                ", ".join(missing),
+                ", ".join(available),
             )
-        chosen = list(requested)
+        chosen = [p for p in requested if p in available]
     else:
         chosen = [p for p in PREFERENCE if p in available]
     if "CPUExecutionProvider" not in chosen:

@@ -187,7 +187,7 @@ def test_execution_provider_and_cpus_logged(procs: Processes, digits_model: Path
     )
     assert "providers CPUExecutionProvider" in rt.log and "intra-op threads 1" in rt.log
     assert "1 usable cpu(s)" in rt.log
-    bad = start_runtime(
+    fallback = start_runtime(
         procs,
         "--model-dir",
         str(digits_model.parent),
@@ -195,7 +195,6 @@ def test_execution_provider_and_cpus_logged(procs: Processes, digits_model: Path
         "model.onnx",
         "--execution-providers",
         "TensorrtExecutionProvider",
-        ready=False,
     )
-    assert bad.proc.wait(30) == 1
-    assert "not available here: TensorrtExecutionProvider" in bad.log
+    assert "not available here: TensorrtExecutionProvider" in fallback.log  # warned, then served on CPU
+    assert "providers CPUExecutionProvider" in fallback.log
