@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,18 @@ def test_control_plane_end_to_end(processes: Processes, tmp_path: Path, digits_m
 
 
 def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int, proxy: ThrottledProxy) -> None:
+    start = time.monotonic()
+
+    def step(what: str) -> None:  # printed; pytest shows it when the test fails
+        print(f"[{time.monotonic() - start:6.1f}s] {what}", flush=True)
+
     hub = start_control_hub(processes, tmp_path / "hub", port=api_port,
                             extra=["--artifact-url", f"http://127.0.0.1:{proxy.port}", "--telemetry-interval", "1"])
     url = hub.url
     x_test, y_test = digits_data()
     row, label = x_test[0].tolist(), int(y_test[0])
 
+    step("hub up")
     # ---- enroll three devices through the CLI; each agent exchanges its token once ----
     agents = {}
     for name, site in (("edge-a", "lab"), ("edge-b", "lab"), ("edge-c", "field")):
@@ -97,14 +104,15 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
         assert token["device"] == name and token["expires"]
         agents[name] = _start_agent(processes, api_port, tmp_path / name, name, token["token"])
 
-    def all_online() -> bool:
-        devices = _ok(hub_cli(url, "device", "list", "--output", "json")).json()
+    def all_online() -> bool:  # polled through the API directly: a CLI start per poll is slow on 2 cores
+        devices = httpx.get(f"{url}/api/v1/devices", timeout=10).json()
         return len(devices) == 3 and all(d["online"] for d in devices)
 
     wait_for(all_online, timeout=30, interval=0.3, what="three agents online")
     shown = _ok(hub_cli(url, "device", "show", "edge-a", "--output", "json")).json()
     assert shown["hardware"]["cpuCount"] >= 1 and "CPUExecutionProvider" in shown["hardware"]["onnxProviders"]
 
+    step("agents online")
     # ---- models and configs ----
     _ok(hub_cli(url, "model", "register", "-n", "digits", "-p", str(digits_model)))
     v2 = tmp_path / "digits-v2"
@@ -121,6 +129,7 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     dc.write_text(json.dumps({"computeType": "edge", "authEnabled": True, "healthTimeoutSeconds": 30,
                               "containerResourceRequirements": {"cpu": 1, "memoryInGB": 0.5}}))
 
+    step("models registered")
     # ---- an entry-script service and a no-code ONNX service, by label, to edge-a and edge-b ----
     scorer = _ok(hub_cli(url, "deploy", "-n", "scorer", "-m", "digits:1", "--ic", str(tmp_path / "src-ic.json"),
                          "--dc", str(dc), "--target", "site=lab", "--output", "json")).json()
@@ -136,12 +145,14 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     ws = Workspace(url)
     assert Webservice(ws, "scorer").run({"data": [row]})["label"] == [label]  # SDK sends the key itself
 
+    step("two services healthy and scored")
     # ---- update to version 2 (through the SDK): the new generation answers ----
     service = Webservice(ws, "scorer").update(models=["digits:2"]).wait_for_deployment()
     assert service.state == "Healthy" and service.generation == 2 and len(service.scoring_uris) == 2
     for uri in service.scoring_uris.values():
         assert _score(uri, row, key)["notes"] == "second cut"
 
+    step("updated to v2")
     # ---- a broken generation: rolled back on both devices, which keep answering with generation 2 ----
     broken = hub_cli(url, "service", "update", "-n", "scorer", "--ic", str(tmp_path / "broken-ic.json"))
     assert broken.code == 1 and "RolledBack" in broken.err and "broken on purpose" in broken.err
@@ -151,10 +162,12 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
         assert d["phase"] == "RolledBack" and d["serving_generation"] == 2
         assert _score(d["scoring_uri"], row, key)["notes"] == "second cut"
 
+    step("rolled back")
     logs = _ok(hub_cli(url, "service", "logs", "scorer", "--lines", "20", "--output", "json")).json()
     assert {entry["device"] for entry in logs} == {"edge-a", "edge-b"}
     assert all(entry["source"] == "live" and entry["lines"] for entry in logs)  # asked over the agents' links
 
+    step("logs read")
     # ---- SIGKILL an agent mid-download; restarted, it resumes the pull where it stopped ----
     big = tmp_path / "big"
     big.mkdir()
@@ -176,13 +189,13 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     agents["edge-c"] = _start_agent(processes, api_port, tmp_path / "edge-c", "edge-c-restarted")
 
     def big_healthy() -> bool:
-        v = _ok(hub_cli(url, "service", "show", "big-svc", "--output", "json")).json()
-        return v["state"] == "Healthy"
+        return httpx.get(f"{url}/api/v1/services/big-svc", timeout=10).json()["state"] == "Healthy"
 
     wait_for(big_healthy, timeout=60, interval=0.3, what="big-svc healthy after the agent restart")
     resumed = proxy.bytes_down - before
     assert resumed < BIG_BLOB - held + 512 * 1024, f"pulled {resumed} bytes again; {held} were already held"
 
+    step("resumed after SIGKILL")
     # ---- telemetry arrived and is queryable: the agent's RSS, the runtimes' request counters ----
     def telemetry(**params: str) -> list[dict[str, Any]]:
         r = httpx.get(f"{url}/api/v1/telemetry", params=params, timeout=10)
@@ -193,15 +206,18 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     wait_for(lambda: telemetry(device="edge-a", service="scorer"), timeout=15, what="runtime telemetry")
     assert httpx.get(f"{url}/api/v1/telemetry", params={"limit": 0}, timeout=10).status_code == 400
 
+    step("telemetry seen")
     # ---- delete everything: runtimes stop, nothing is left ----
     assert _runtimes_under(tmp_path), "runtimes should be running before the delete"
     for service in ("scorer", "digits-onnx", "big-svc"):
         _ok(hub_cli(url, "service", "delete", service))
     assert _ok(hub_cli(url, "service", "list", "--output", "json")).json() == []
     wait_for(lambda: not _runtimes_under(tmp_path), timeout=30, interval=0.2, what="every runtime stopped")
+    step("services deleted, runtimes gone")
     _ok(hub_cli(url, "model", "delete", "digits:1"))  # no longer in use
     for proc in agents.values():
         assert processes.stop(proc) is not None
+    step("agents stopped")
     assert not _runtimes_under(tmp_path)
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
                  and p.pid != hub.hub.proc.pid]
