@@ -232,6 +232,22 @@ def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
         hub.deployments.update("s", {"model": "digits:1"})
 
 
+def test_update_target_moves_the_service_between_devices(hub: HubServices, tmp_path: Path) -> None:
+    _enroll(hub, "a", ["zone=x"])
+    _enroll(hub, "c", ["zone=y"])
+    v1 = _register(hub, tmp_path, "digits", b"one")
+    hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "zone=x"})
+    rev_a, rev_c = hub.control.desired_state("a").revision, hub.control.desired_state("c").revision
+    view = hub.deployments.update("s", {"target": "zone=y"})
+    assert [d["device"] for d in view["devices"]] == ["c"]
+    a, c = hub.control.desired_state("a"), hub.control.desired_state("c")
+    assert a.services == [] and a.revision > rev_a
+    assert [m.name for m in c.services] == ["s"] and c.revision > rev_c
+    hub.fleet.revoke("c")  # a revoked device gets nothing, and is no longer listed for the service
+    assert hub.control.desired_state("c").services == []
+    assert hub.deployments.show("s")["devices"] == []
+
+
 def test_deleting_a_model_in_use_names_the_service(hub: HubServices, tmp_path: Path) -> None:
     _enroll(hub, "a", [])
     v1 = _register(hub, tmp_path, "digits", b"one")
