@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from hub.cli.output import labels, print_fields, print_json, print_table
@@ -51,6 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     examples="  hub device show cam-01\n")
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_show)
+
+    p = add_command(sub, "telemetry", help="query a device's telemetry", description="Telemetry points the "
+                    "device sent (agent and system figures, runtime statistics per service), newest first; kept "
+                    "for the hub's retention period (default 7 days).",
+                    examples="  hub device telemetry cam-01 --metric agent.rss_bytes --since 1h\n"
+                    "  hub device telemetry cam-01 --service scorer --limit 20 --output json\n")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--metric", help="only this metric (e.g. agent.rss_bytes, runtime.latency_p99_ms)")
+    p.add_argument("--service", help="only this service's figures")
+    p.add_argument("--since", help="how far back: 90s, 30m, 1h, 2d (default: all kept)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many points (default 50)")
+    p.set_defaults(func=cmd_telemetry)
 
     p = add_command(sub, "revoke", help="revoke a device", description="Revoke NAME: its certificate is "
                     "refused from now on and its live connection is closed. Enroll it again for a new identity.",
@@ -122,6 +135,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     if d["telemetry"]:
         print()
         print_table([(k, f"{v:g}") for k, v in sorted(d["telemetry"].items())], ["METRIC", "LATEST"])
+    return 0
+
+
+def cmd_telemetry(args: argparse.Namespace) -> int:
+    """Points newest first."""
+    validate_name("device", args.name)
+    since = parse_duration(args.since) if args.since else None
+    client = _client(args)
+    client.get_device(args.name)  # a clear "not found" rather than an empty list
+    points = client.telemetry(device=args.name, service=args.service, metric=args.metric, since=since,
+                              limit=args.limit)
+    if args.output == "json":
+        print_json(points)
+        return 0
+    rows = [(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["at_ms"] / 1000)), p["service"], p["metric"],
+             f"{p['value']:g}") for p in points]
+    print_table(rows, ["AT", "SERVICE", "METRIC", "VALUE"])
     return 0
 
 

@@ -205,6 +205,11 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     wait_for(lambda: telemetry(device="edge-a", metric="agent.rss_bytes"), timeout=15, what="agent telemetry")
     wait_for(lambda: telemetry(device="edge-a", service="scorer"), timeout=15, what="runtime telemetry")
     assert httpx.get(f"{url}/api/v1/telemetry", params={"limit": 0}, timeout=10).status_code == 400
+    rss = _ok(hub_cli(url, "device", "telemetry", "edge-a", "--metric", "agent.rss_bytes", "--since", "10m",
+                      "--output", "json")).json()
+    assert rss and all(p["metric"] == "agent.rss_bytes" and p["value"] > 0 for p in rss)
+    bad = hub_cli(url, "device", "telemetry", "edge-a", "--limit", "0")
+    assert bad.code == 2 and "limit" in bad.err
 
     step("telemetry seen")
     # ---- delete everything: runtimes stop, nothing is left ----
