@@ -87,7 +87,7 @@ class AgentDaemon:
 
     def __init__(self, config: AgentConfig, link_factory: Callable[[Identity], Link] | None = None) -> None:
         self.config = config
-        self.data_dir = Path(config.data_dir)
+        self.data_dir = Path(config.data_dir).resolve()  # runtimes run in other folders: paths must be absolute
         self.started = time.monotonic()
         self.link_factory = link_factory
         self.state: AgentState | None = None

@@ -112,7 +112,7 @@ class Reconciler:
         self.envs = envs
         self.supervisor = supervisor
         self.report = report
-        self.services_dir = Path(services_dir)
+        self.services_dir = Path(services_dir).resolve()  # runtimes get these paths and run with another cwd
         self.default_registry = default_registry
         self.host = host
         self.advertise_host = advertise_host or ("127.0.0.1" if host in ("0.0.0.0", "") else host)

@@ -168,7 +168,7 @@ class Supervisor:
     """Starts, health-checks, adopts and stops runtime processes."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.log_dir = Path(log_dir)
+        self.log_dir = Path(log_dir).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     def log_path(self, service: str, generation: int) -> Path:
