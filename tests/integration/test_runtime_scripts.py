@@ -267,3 +267,30 @@ def test_corrupt_onnx_exits_1_with_message(procs: Processes, tmp_path: Path) -> 
 def test_providers_command_prints_json() -> None:
     res = subprocess.run([PYTHON, "-m", "runtimes", "providers"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert res.returncode == 0 and "CPUExecutionProvider" in json.loads(res.stdout)
+
+
+def test_busy_port_exits_1_and_sigterm_exits_0(procs: Processes, digits_model: Path) -> None:
+    rt = start_runtime(procs, "--model-dir", str(digits_model.parent), "--onnx", "model.onnx", "--grpc-port", "0")
+    res = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "runtimes",
+            "serve",
+            "--model-dir",
+            str(digits_model.parent),
+            "--onnx",
+            "model.onnx",
+            "--port",
+            str(rt.port),
+            "--grpc-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert res.returncode == 1 and f"cannot listen on 127.0.0.1:{rt.port}" in res.stderr
+    assert procs.stop(rt.proc) == 0  # SIGTERM: clean stop
+    assert "stopping" in rt.log
