@@ -170,7 +170,8 @@ def test_kill9_agent_adopts_its_running_service(
     done = _hub(hub, "model", "register", "-n", "adopt-digits", "-p", str(digits_model))
     assert done.returncode == 0, done.stderr
     data = tmp_path / "dev"
-    agent = processes.start(_agent(hub, data, "--token", _token(hub, "adopt-dev")), name="agent")
+    # A relative --data-dir: runtimes run in other folders, so the agent must hand them absolute paths.
+    agent = processes.start(_agent(hub, Path("dev"), "--token", _token(hub, "adopt-dev")), name="agent", cwd=tmp_path)
     wait_for(lambda: "connected to hub" in processes.log(agent), timeout=30, what="agent connected")
     done = _hub(hub, "deploy", "-n", "adopt-svc", "-m", "adopt-digits:1", "--target", "adopt-dev", "--timeout", "60")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -180,7 +181,7 @@ def test_kill9_agent_adopts_its_running_service(
 
     os.kill(agent.pid, signal.SIGKILL)
     agent.wait(10)
-    again = processes.start(_agent(hub, data), name="agent2")
+    again = processes.start(_agent(hub, Path("dev")), name="agent2", cwd=tmp_path)
     wait_for(lambda: "connected to hub" in processes.log(again), timeout=30, what="agent reconnected")
     assert f"adopted running runtime pid {runtime_pid}" in processes.log(again)
     assert _status(data)["services"][0]["pid"] == runtime_pid  # not restarted needlessly
