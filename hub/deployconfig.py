@@ -225,7 +225,7 @@ def _requirement_lines(text: str) -> list[str]:
 
 def requirements_from_conda(path: Path, where: str = "inference config") -> list[str]:
     """Pip requirements from a conda environment file: its `pip:` list plus plain packages (`a=1` -> `a==1`)."""
-    import yaml  # shipped with uvicorn[standard]
+    import yaml
 
     if not path.is_file():
         raise BadInput(f"{where}: condaFile {path} not found")
