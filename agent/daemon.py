@@ -346,8 +346,7 @@ class AgentDaemon:
                     await t
             await self.reconciler.stop_all()
             if not self.config.keep_runtimes:
-                for name, proc in list(self.reconciler.procs.items()):
-                    await asyncio.to_thread(self.reconciler.supervisor.stop, proc)
+                for name in await asyncio.to_thread(self.reconciler.stop_runtimes):
                     say(f"service {name}: runtime stopped (agent shutting down)")
             self.state.close()
             say("stopped")

@@ -120,6 +120,7 @@ class Reconciler:
         self.backoffs: dict[str, Backoff] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.pull_backoffs: dict[str, Backoff] = {}
+        self._restarted_at_start: set[str] = set()
         self.retry_at: dict[str, float] = {}  # service -> monotonic time before which a failed pull is not retried
         self._wake = asyncio.Event()
 
@@ -414,17 +415,23 @@ class Reconciler:
         if rec is None or rec.manifest is None:
             return
         proc = self.procs.pop(name, None)
-        code = proc.exit_code() if proc else None
         backoff = self.backoffs.setdefault(name, Backoff())
-        delay = backoff.next_delay()
-        rec.restarts += 1
-        rec.phase = agent_pb2.RESTARTING
-        how = f"runtime exited (code {code})" if code is not None else "runtime not running"
-        rec.message = f"{how}; restart {rec.restarts} in {delay:g}s"
-        self.state.save_service(rec)
-        self.report(_status(rec.manifest, name, agent_pb2.RESTARTING, rec.message, restarts=rec.restarts,
-                            log_tail=self.supervisor_tail(rec), serving_generation=rec.generation))  # fmt: skip
-        await asyncio.sleep(delay)
+        if rec.pid == 0 and proc is None and name not in self._restarted_at_start:
+            self._restarted_at_start.add(name)  # once: if this start fails, later tries back off like crashes
+            # Stopped on purpose with the agent (see stop_runtimes): start again at once, not a crash.
+            self.report(_status(rec.manifest, name, agent_pb2.STARTING, f"starting generation {rec.generation} again",
+                                serving_generation=rec.generation))  # fmt: skip
+        else:
+            code = proc.exit_code() if proc else None
+            delay = backoff.next_delay()
+            rec.restarts += 1
+            rec.phase = agent_pb2.RESTARTING
+            how = f"runtime exited (code {code})" if code is not None else "runtime not running"
+            rec.message = f"{how}; restart {rec.restarts} in {delay:g}s"
+            self.state.save_service(rec)
+            self.report(_status(rec.manifest, name, agent_pb2.RESTARTING, rec.message, restarts=rec.restarts,
+                                log_tail=self.supervisor_tail(rec), serving_generation=rec.generation))  # fmt: skip
+            await asyncio.sleep(delay)
         try:
             await self._restart_serving(rec)
         except (RuntimeUnhealthy, CacheError, LayoutError, EnvironmentError_) as exc:
@@ -432,13 +439,27 @@ class Reconciler:
             self.state.save_service(rec)
             return  # the next pass sees it not running and tries again, with a longer delay
         backoff.healthy()
-        rec.phase, rec.message = agent_pb2.HEALTHY, f"restarted after a crash (restart {rec.restarts})"
+        rec.phase = agent_pb2.HEALTHY
+        rec.message = f"restarted after a crash (restart {rec.restarts})" if rec.restarts else "running again"
         self.state.save_service(rec)
         self.report(
             _status(rec.manifest, name, agent_pb2.HEALTHY, rec.message, restarts=rec.restarts,
                     scoring_uri=self._uri(rec.port), swagger_uri=self._uri(rec.port, "/swagger.json"),
                     serving_generation=rec.generation)
         )  # fmt: skip
+
+    def stop_runtimes(self) -> list[str]:
+        """Stop every runtime on purpose (agent shutdown); the next agent starts them again without backoff."""
+        stopped = []
+        for name, proc in list(self.procs.items()):
+            self.supervisor.stop(proc)
+            del self.procs[name]
+            rec = self.state.service(name)
+            if rec is not None:
+                rec.pid, rec.pid_start = 0, 0
+                self.state.save_service(rec)
+            stopped.append(name)
+        return stopped
 
     def supervisor_tail(self, rec: ServiceRecord, lines: int = 30) -> list[str]:
         """The serving generation's last log lines."""

@@ -230,8 +230,10 @@ class Supervisor:
 
     def stop(self, proc: RuntimeProcess, grace_s: float = 5.0) -> None:
         """TERM the runtime's process group, KILL it after `grace_s`; reap it. Idempotent."""
-        if proc.popen is None and process_start_time(proc.pid) != proc.pid_start:
-            return  # adopted and already gone (or the PID now belongs to someone else)
+        if proc.pid <= 0:
+            return
+        if proc.popen is None and (proc.pid_start == 0 or process_start_time(proc.pid) != proc.pid_start):
+            return  # adopted and already gone (or the PID now belongs to someone else): never signal a stranger
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s

@@ -189,3 +189,9 @@ def test_kill9_agent_adopts_its_running_service(
     assert processes.stop(again) == 0
     assert "service adopt-svc: runtime stopped" in processes.log(again)
     assert process_start_time(runtime_pid) == 0  # gone (at most a zombie waiting for init to reap it)
+
+    # Started again after that clean stop: the service comes back at once, not counted as a crash.
+    third = processes.start(_agent(hub, Path("dev")), name="agent3", cwd=tmp_path)
+    wait_for(lambda: "adopt-svc generation 1: HEALTHY" in processes.log(third), timeout=60, what="service back")
+    assert "starting generation 1 again" in processes.log(third) and "RESTARTING" not in processes.log(third)
+    assert _status(data)["services"][0]["restarts"] == 0
