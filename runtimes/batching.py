@@ -2,7 +2,9 @@
 
 A batch closes when it holds `max_batch_size` rows or `max_delay_s` after its first request,
 whichever comes first. Requests whose inputs differ in names, dtypes or trailing dimensions (or
-that ask for different outputs) are run in separate batches.
+that ask for different outputs) are run in separate batches. When a merged call fails, or returns
+an output without a per-row first axis, its requests are rerun one by one, so a bad request fails
+alone and outputs are never split wrongly.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Batcher:
     async def _run(self, group: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         names = list(group[0][0])
+        total = sum(item[2] for item in group)
         try:
             if len(group) == 1:
                 batch = group[0][0]
@@ -78,14 +81,29 @@ class Batcher:
             started = time.perf_counter()
             result = await loop.run_in_executor(self.executor, self.backend.predict, batch, group[0][1])
             self.metrics.model_time.observe(time.perf_counter() - started)
-            self.metrics.batch_size.observe(sum(item[2] for item in group))
         except Exception as exc:
-            for item in group:
-                if not item[3].done():
-                    item[3].set_exception(exc)
+            if len(group) > 1:  # one request's data may be the cause: only that caller should fail
+                await self._run_each(group)
+                return
+            _fail(group, exc)
             return
+        if len(group) > 1 and any(v.ndim == 0 or v.shape[0] != total for v in result.values()):
+            # Some output is not per-row (no batch axis): it cannot be split, so run one by one.
+            await self._run_each(group)
+            return
+        self.metrics.batch_size.observe(total)
         start = 0
         for _, _, rows, fut in group:
             if not fut.done():
                 fut.set_result({k: v[start : start + rows] for k, v in result.items()})
             start += rows
+
+    async def _run_each(self, group: list[_Item]) -> None:
+        for item in group:
+            await self._run([item])
+
+
+def _fail(group: list[_Item], exc: BaseException) -> None:
+    for item in group:
+        if not item[3].done():
+            item[3].set_exception(exc)
