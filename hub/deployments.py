@@ -234,7 +234,8 @@ class DeploymentService:
     # ---- desired state ----
 
     def _services_for(self, device_id: str) -> list[dict[str, Any]]:
-        return [s for s in self.store.active() if device_id in self.fleet.select(s["target"])]
+        # One row per service, not the whole fleet: desired_state runs per device, so select() here was O(N^2).
+        return [s for s in self.store.active() if self.fleet.matches(device_id, s["target"])]
 
     def refresh(self, device_ids: list[str] | None = None) -> None:
         """Recompute the devices' desired sets, bump revisions that changed, tell the fronts."""

@@ -252,6 +252,16 @@ class FleetService:
         wanted = parse_labels([p for p in selector.split(",") if p.strip()])
         return [r["id"] for r in rows if all(r["labels"].get(k) == v for k, v in wanted.items())]
 
+    def matches(self, device_id: str, selector: str) -> bool:
+        """Whether `select(selector)` would include `device_id`, reading only that device's row."""
+        row = self.store.get(device_id)
+        if row is None or row["state"] == "revoked":
+            return False
+        if "=" not in selector:
+            return row["id"] == selector
+        wanted = parse_labels([p for p in selector.split(",") if p.strip()])
+        return all(row["labels"].get(k) == v for k, v in wanted.items())
+
     def set_desired(self, device_id: str, fingerprint: str) -> int:
         """Bump the device's desired revision when its (service, generation) set changed."""
         return self.store.set_desired(device_id, fingerprint)

@@ -196,8 +196,9 @@ class MqttLink:
             code = await asyncio.wait_for(self._connack, OPEN_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             await self.close()
-            raise LinkClosed(f"MQTT broker {host}:{port}: {getattr(exc, 'strerror', None) or exc or 'timed out'}") \
-                from None
+            raise LinkClosed(
+                f"MQTT broker {host}:{port}: {getattr(exc, 'strerror', None) or exc or 'timed out'}"
+            ) from None
         if code != 0:
             await self.close()
             if code in _AUTH_FAILURES:
@@ -222,8 +223,9 @@ class MqttLink:
                     early.append(message)
         except TimeoutError:
             await self.close()
-            raise LinkClosed(f"no Welcome from the hub within {OPEN_TIMEOUT_S:g}s (is the hub's MQTT bridge up?)") \
-                from None
+            raise LinkClosed(
+                f"no Welcome from the hub within {OPEN_TIMEOUT_S:g}s (is the hub's MQTT bridge up?)"
+            ) from None
         except LinkClosed:
             await self.close()
             raise
