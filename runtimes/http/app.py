@@ -95,7 +95,7 @@ class HttpApp:
     def _bytes(self, req: Request, endpoint: str, started: float, reply: Reply) -> bytes:
         status, body, ctype, headers = reply
         self.metrics.request(endpoint, status, time.perf_counter() - started)
-        return render(status, b"" if req.method == "HEAD" else body, ctype, headers, req.keep_alive)
+        return render(status, body, ctype, headers, req.keep_alive, head_only=req.method == "HEAD")
 
     @staticmethod
     def _error(exc: BaseException) -> Reply:

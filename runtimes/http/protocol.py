@@ -36,9 +36,14 @@ def status_line(status: int) -> bytes:
 
 
 def render(
-    status: int, body: bytes, content_type: str, headers: list[tuple[str, str]] | None, keep_alive: bool
+    status: int,
+    body: bytes,
+    content_type: str,
+    headers: list[tuple[str, str]] | None,
+    keep_alive: bool,
+    head_only: bool = False,
 ) -> bytes:
-    """The full response bytes."""
+    """The full response bytes (`head_only`: a HEAD answer, with the length the body would have)."""
     head = [
         status_line(status),
         b"content-type: ",
@@ -50,7 +55,8 @@ def render(
         for k, v in headers:
             head.append(f"\r\n{k}: {v}".encode("latin-1"))
     head.append(b"\r\n\r\n" if keep_alive else b"\r\nconnection: close\r\n\r\n")
-    head.append(body)
+    if not head_only:
+        head.append(body)
     return b"".join(head)
 
 

@@ -65,6 +65,8 @@ def rows() -> tuple[np.ndarray, np.ndarray]:
 def test_health_and_v2_health(digits: Runtime) -> None:
     status, headers, body = http("GET", digits.url + "/")
     assert (status, body) == (200, b"Healthy") and headers["content-type"].startswith("text/plain")
+    status, headers, body = http("HEAD", digits.url + "/")
+    assert (status, body, headers["content-length"]) == (200, b"", "7")
     assert http("GET", digits.url + "/v2/health/live")[0] == 200
     status, _, body = http("GET", digits.url + "/v2/health/ready")
     assert status == 200 and json.loads(body) == {"ready": True}
