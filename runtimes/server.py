@@ -129,7 +129,7 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
     for conn in list(connections):
         conn._close()
     if grpc_server is not None:
-        await grpc_server.stop(grace=1.0)
+        await grpc_server.stop(grace=0.5)  # short: the agent waits on our exit
     with contextlib.suppress(Exception):
         await asyncio.wait_for(http_server.wait_closed(), 2.0)
     dp.executor.shutdown(wait=False, cancel_futures=True)
