@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import shutil
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ from agent.supervisor import (
 from protos.edgeport.v1 import agent_pb2
 
 DEFAULT_HEALTH_TIMEOUT_S = 120
+SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 TICK_S = 2.0
 
 Report = Callable[[agent_pb2.DeploymentStatus], None]
@@ -143,7 +146,21 @@ class Reconciler:
                 self.procs[rec.name] = proc
 
     def desired_changed(self, desired: agent_pb2.DesiredState) -> bool:
-        """Apply a DesiredState from the hub (ignored when older than the one applied); wake the loop."""
+        """Apply a DesiredState from the hub (ignored when older than the one applied); wake the loop.
+
+        A manifest whose service name could not be a folder name (path separators, `..`) is left out
+        and reported FAILED: names become paths under the data dir, so they are checked here.
+        """
+        if desired.revision < self.state.desired().revision:
+            return False
+        bad = [m for m in desired.services if not SERVICE_NAME.fullmatch(m.name) or m.name in (".", "..")]
+        if bad:
+            desired = agent_pb2.DesiredState(
+                revision=desired.revision, services=[m for m in desired.services if m not in bad]
+            )
+            for m in bad:
+                message = f"service name {m.name!r} is not allowed (letters, digits, '.', '_', '-')"
+                self.report(_status(m, m.name, agent_pb2.FAILED, message))
         stored = self.state.save_desired(desired)
         self._wake.set()
         return stored
@@ -212,6 +229,14 @@ class Reconciler:
         proc = self.procs.get(name)
         return proc is not None and proc.alive()
 
+    def _registry(self, m: agent_pb2.ServiceManifest) -> str:
+        """Where to pull from: the manifest's registry, unless it names an unspecified address (a hub bound to
+        0.0.0.0 cannot be reached there from another machine): then the hub the agent enrolled with."""
+        if not m.registry:
+            return self.default_registry
+        host = urllib.parse.urlsplit(m.registry if "://" in m.registry else f"http://{m.registry}").hostname
+        return self.default_registry if host in (None, "", "0.0.0.0", "::") else m.registry
+
     def _uri(self, port: int, path: str = "/score") -> str:
         return f"http://{self.advertise_host}:{port}{path}"
 
@@ -261,7 +286,7 @@ class Reconciler:
 
     async def _prepare(self, m: agent_pb2.ServiceManifest) -> tuple[Layout, str]:
         """Pull every blob the manifest needs, lay out its folders, build its environment."""
-        registry = m.registry or self.default_registry
+        registry = self._registry(m)
         refs = blobs_of(m)
         missing = [(repo, ref) for repo, ref in refs if not self.cache.has(ref.digest)]
         total = sum(ref.size for _, ref in missing)

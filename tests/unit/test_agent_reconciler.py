@@ -191,3 +191,19 @@ def test_unknown_blob_fails_the_generation_for_good(tmp_path: Path) -> None:
     row = state.service("svc")
     assert row is not None and row.failed_generation == 1
     assert rec.reconcile_once() == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ""])
+def test_unsafe_service_names_are_refused_and_never_become_paths(tmp_path: Path, name: str) -> None:
+    rec, reports, state = _reconciler(tmp_path, "http://127.0.0.1:1")
+    good = _m("fine-svc", 1)
+    assert rec.desired_changed(agent_pb2.DesiredState(revision=1, services=[_m(name, 1), good]))
+    assert [m.name for m in state.desired().services] == ["fine-svc"]
+    assert reports[0].phase == agent_pb2.FAILED and "is not allowed" in reports[0].message
+
+
+def test_registry_on_an_unspecified_address_falls_back_to_the_enrolled_hub(tmp_path: Path) -> None:
+    rec, _, _ = _reconciler(tmp_path, "http://hub.example:7070")
+    assert rec._registry(_m("s", 1, registry="http://0.0.0.0:7070")) == "http://hub.example:7070"
+    assert rec._registry(_m("s", 1, registry="http://10.0.0.5:7070")) == "http://10.0.0.5:7070"
+    assert rec._registry(_m("s", 1)) == "http://hub.example:7070"
