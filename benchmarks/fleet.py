@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=50, help="points per telemetry message (default 50)")
     ap.add_argument("--window", type=float, default=10.0, help="telemetry measuring window, s (default 10)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (default 600)")
-    ap.add_argument("--work", type=Path, help="work folder (default: a temp dir, removed)")
+    ap.add_argument("--work", type=Path, help="work folder, kept afterwards (default: a temp dir, removed)")
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -288,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     print("fleet benchmark: real hub + mosquitto + real agents (iot-edge profile, many per process); agents of a "
           "fleet process share ONE runtime process (one onnxruntime session) per service generation", flush=True)
     for size in sizes:
-        with tempfile.TemporaryDirectory(prefix=f"fleet-bench-{size}-", dir=args.work) as tmp:
+        with contextlib.ExitStack() as stack:
+            if args.work:  # kept for a look at the logs afterwards
+                tmp = str(args.work / f"size-{size}")
+                Path(tmp).mkdir(parents=True, exist_ok=False)
+            else:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"fleet-bench-{size}-"))
             bench = Bench(size, Path(tmp), args)
             print(f"size {size}: hub {bench.port}, broker {bench.broker.port}, work {tmp}", flush=True)
             try:
