@@ -320,8 +320,9 @@ class AgentDaemon:
         """Run until stopped (SIGTERM/SIGINT) or a fatal error (AgentError)."""
         loop = asyncio.get_running_loop()
         if self.config.owns_process:
-            # Few worker threads: each one costs memory (malloc arena) and the agent's blocking work is light.
-            loop.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="agent"))
+            # A bounded pool: each busy thread costs memory (a malloc arena); threads start only when needed,
+            # and health probes run on the loop, so pulls that fill the pool never delay a rollout's health wait.
+            loop.set_default_executor(ThreadPoolExecutor(max_workers=6, thread_name_prefix="agent"))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.request_stop)

@@ -146,6 +146,26 @@ def check_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> b
         conn.close()
 
 
+async def probe_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+    """check_healthy on the event loop (no worker thread: those may all be busy pulling blobs)."""
+    target = host if host != "0.0.0.0" else "127.0.0.1"
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout)
+        writer.write(f"GET / HTTP/1.1\r\nHost: {target}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = status_line.split()
+        return len(parts) >= 2 and parts[1] == b"200"
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await writer.wait_closed()
+
+
 def tail(path: Path, lines: int = 30) -> list[str]:
     """The last `lines` lines of a log file ([] when there is none)."""
     try:
@@ -208,7 +228,7 @@ class Supervisor:
             if code is not None:
                 raise RuntimeUnhealthy(f"runtime exited with code {code} during start", tail(proc.log_path))
             # A 200 while our process is gone came from someone else on the port: not ours.
-            if await asyncio.to_thread(check_healthy, proc.spec.port, proc.spec.host, 1.0) and proc.alive():
+            if await probe_healthy(proc.spec.port, proc.spec.host, 1.0) and proc.alive():
                 return
             if time.monotonic() >= deadline:
                 raise RuntimeUnhealthy(f"runtime not healthy within {timeout_s:g}s", tail(proc.log_path))
