@@ -119,6 +119,11 @@ class Bench:
 
     def start(self) -> None:
         self.broker.start()
+        self.start_hub()
+        model = build_digits_onnx(self.work / "digits" / "model.onnx")
+        self.hub("model", "register", "-n", "digits", "-p", str(model.parent))
+
+    def start_hub(self) -> None:
         log = open(self.work / "hub.log", "ab")  # noqa: SIM115 - the child's stdout for its lifetime
         self.hub_proc = subprocess.Popen(
             [PY, "-m", "hub", "serve", "--data-dir", str(self.work / "hub"), "--port", str(self.port),
@@ -131,8 +136,17 @@ class Bench:
                 raise RuntimeError(f"hub did not start: {(self.work / 'hub.log').read_text()[-2000:]}")
             time.sleep(0.1)
         self.sampler = Sampler(self.hub_proc.pid)
-        model = build_digits_onnx(self.work / "digits" / "model.onnx")
-        self.hub("model", "register", "-n", "digits", "-p", str(model.parent))
+
+    def stop_hub(self) -> None:
+        if self.hub_proc is not None:
+            self.sampler.close()
+            self.hub_proc.send_signal(signal.SIGTERM)
+            try:
+                self.hub_proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.hub_proc.kill()
+                self.hub_proc.wait(10)
+            self.hub_proc = None
 
     def hub(self, *args: str) -> str:
         done = subprocess.run([PY, "-m", "hub", "--hub", f"http://127.0.0.1:{self.port}", *args], cwd=REPO,
@@ -181,13 +195,7 @@ class Bench:
 
     def stop(self) -> None:
         self.stop_fleets()
-        if self.hub_proc is not None:
-            self.sampler.close()
-            self.hub_proc.send_signal(signal.SIGTERM)
-            try:
-                self.hub_proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.hub_proc.kill()
+        self.stop_hub()
         self.broker.stop()
 
     # ---- one transport ----
@@ -299,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bench.start()
                 for i, transport in enumerate(transports):
+                    if i > 0:  # a fresh hub process (same data) so RSS peaks are per transport
+                        bench.stop_hub()
+                        bench.start_hub()
                     try:
                         results.append(bench.run(transport, first=i == 0))
                     except (TimeoutError, RuntimeError) as exc:
