@@ -85,8 +85,14 @@ class Outbox:
         return [agent_pb2.AgentMessage.FromString(r[0]) for r in rows]
 
     def ack(self, seq: int) -> int:
-        """The hub stored every message with seq <= `seq`: delete them; return how many went."""
+        """The hub stored every message with seq <= `seq`: delete them; return how many went.
+
+        An ack at or past our next seq (the agent's state was restored from an older copy) moves the
+        next seq beyond it, so new messages are never mistaken by the hub for ones it already has.
+        """
         with self.state.lock:
+            if seq >= self.next_seq():
+                self.state.put("next_seq", str(seq + 1))
             return self.state.conn.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
 
     def take_dropped(self) -> int:

@@ -76,3 +76,11 @@ def test_older_desired_revision_is_ignored(tmp_path: Path) -> None:
     assert state.save_desired(agent_pb2.DesiredState(revision=4))
     assert not state.save_desired(agent_pb2.DesiredState(revision=3, services=[agent_pb2.ServiceManifest(name="x")]))
     assert state.desired().revision == 4 and not state.desired().services
+
+
+def test_ack_beyond_our_seq_moves_the_next_seq_past_it(tmp_path: Path) -> None:
+    box = Outbox(AgentState(tmp_path))
+    box.append(_status("a"))
+    box.ack(40)  # the hub has seen seqs up to 40 from this device (state restored from an older copy)
+    assert box.pending() == []
+    assert box.append(_status("b")) == 41
