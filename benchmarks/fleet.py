@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (default 600)")
     ap.add_argument("--work", type=Path, help="work folder, kept afterwards (default: a temp dir, removed)")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:

@@ -123,10 +123,8 @@ class BrokerAuth:
 
 def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
+    with open(tmp, "w") as fh:  # no fsync: the files are rebuilt from the fleet at every hub start
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
     # mosquitto runs as whoever started it; the files hold only hashes, so group/other read is harmless
     os.chmod(tmp, 0o640)
     os.replace(tmp, path)

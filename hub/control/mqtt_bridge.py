@@ -48,12 +48,11 @@ def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
 
 
 class _CoalescedFlush:
-    """Write the auth files and reload the broker after a change: at once when idle (a lone enrollment's
-    device can connect right away), else at most once per interval (a burst of enrollments)."""
+    """Write the auth files and reload the broker soon after a change, in a worker thread (never in the
+    caller: enrollment runs on the API's event loop): at once when idle, else once per interval (bursts)."""
 
     def __init__(self, auth: BrokerAuth) -> None:
         self.auth = auth
-        self._lock = threading.Lock()
         self._last = 0.0
         self._pending = threading.Event()
         self._stop = threading.Event()
@@ -61,13 +60,7 @@ class _CoalescedFlush:
         self._thread.start()
 
     def request(self) -> None:
-        if time.monotonic() - self._last >= FLUSH_INTERVAL_S and self._lock.acquire(blocking=False):
-            try:
-                self._flush()
-            finally:
-                self._lock.release()
-        else:
-            self._pending.set()
+        self._pending.set()
 
     def _flush(self) -> None:
         self._last = time.monotonic()
@@ -82,8 +75,7 @@ class _CoalescedFlush:
             if self._pending.wait(0.5):
                 self._stop.wait(max(0.0, self._last + FLUSH_INTERVAL_S - time.monotonic()))
                 self._pending.clear()
-                with self._lock:
-                    self._flush()
+                self._flush()
 
     def close(self) -> None:
         self._stop.set()
