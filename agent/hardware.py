@@ -107,7 +107,9 @@ def inventory(profile: dict | None = None, *, probe_providers: bool = True) -> a
         os=f"{platform.system()} {platform.release()}",
         python=platform.python_version(),
     )
-    inv.onnx_providers.extend(onnx_providers() if probe_providers else [])
+    # A profile that declares its providers needs no probe (saves an onnxruntime start per simulated agent).
+    declared = bool(profile and "onnx_providers" in profile)
+    inv.onnx_providers.extend(onnx_providers() if probe_providers and not declared else [])
     inv.accelerators.extend(nvidia_gpus())
     if profile:
         where = f"profile {profile.get('name', '?')}"
