@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import random
 import signal
@@ -102,6 +103,7 @@ class AgentDaemon:
         self.telemetry_s = config.telemetry_s or DEFAULT_TELEMETRY_S
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._lock_fd: int | None = None
 
     # ---- start-up ----
 
@@ -111,6 +113,7 @@ class AgentDaemon:
         except Exception as exc:  # ProfileError: bad input
             raise AgentError(str(exc), 2) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
         self.state = AgentState(self.data_dir)
         handed_over = os.environ.pop(INVENTORY_ENV, "")
         if handed_over:  # probed by this same agent just before its re-exec: don't start onnxruntime twice
@@ -132,6 +135,8 @@ class AgentDaemon:
             say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
             if self.config.owns_process:
                 self.state.close()
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
                 os.environ[INVENTORY_ENV] = self.hardware.SerializeToString().hex()
                 raise Reexec()
         else:
@@ -151,6 +156,16 @@ class AgentDaemon:
         self.reconciler.resume()
         for name, proc in self.reconciler.procs.items():
             say(f"service {name}: adopted running runtime pid {proc.pid} (generation {proc.spec.generation})")
+
+    def _lock_data_dir(self) -> None:
+        """One agent per data dir: two would both supervise (and adopt) the same runtimes."""
+        fd = os.open(self.data_dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AgentError(f"another agent already runs with data dir {self.data_dir}", 2) from None
+        self._lock_fd = fd  # close-on-exec: the re-exec'd agent takes the lock again
 
     def _make_link(self) -> Link:
         assert self.identity is not None
@@ -350,6 +365,9 @@ class AgentDaemon:
                 for name in await asyncio.to_thread(self.reconciler.stop_runtimes):
                     say(f"service {name}: runtime stopped (agent shutting down)")
             self.state.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
             say("stopped")
 
 

@@ -71,6 +71,10 @@ def test_enroll_connect_idle_rss_and_restart(tmp_path: Path, hub: str, processes
     )
     assert shown["hardware"]["cpuCount"] == os.cpu_count()  # the inventory of Hello reached the hub
 
+    # A second agent on the same data dir is refused at once.
+    second = subprocess.run(_agent(hub, data), capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and "another agent already runs with data dir" in second.stderr
+
     # Idle (no service): the daemon stays small.
     rss = _rss(agent.pid)
     print(f"agent idle RSS: {rss / 2**20:.1f} MiB")
