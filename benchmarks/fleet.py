@@ -174,7 +174,8 @@ class Bench:
                 [PY, "-m", "simulators", "fleet", "--count", str(count), "--hub", f"127.0.0.1:{self.port}",
                  "--transport", transport, "--data-dir", str(self.work / "fleet" / f"p{i}"), "--name-prefix",
                  f"p{i}", "--label", self.label, "--profile", "iot-edge", "--shared-runtime", "--quiet",
-                 "--telemetry-rate", str(rate), "--telemetry-batch", str(batch), "--telemetry-paused"],
+                 "--telemetry-rate", str(rate), "--telemetry-batch", str(batch), "--telemetry-paused",
+                 "--heartbeat-s", str(self.args.heartbeat_s)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
             ))  # fmt: skip
 
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points-per-s", type=float, default=100_000, help="telemetry points/s offered by the whole "
                     "fleet (default 100000)")
     ap.add_argument("--batch", type=int, default=50, help="points per telemetry message (default 50)")
+    ap.add_argument("--heartbeat-s", type=int, default=30, help="agents' heartbeat interval, s (default 30)")
     ap.add_argument("--window", type=float, default=10.0, help="telemetry measuring window, s (default 10)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (default 600)")
     ap.add_argument("--work", type=Path, help="work folder, kept afterwards (default: a temp dir, removed)")

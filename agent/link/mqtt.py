@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,8 +43,10 @@ MAX_UNACKED_PUBLISHES = 500  # send() waits when this many publishes await PUBAC
 # Broker refusals that mean "these credentials are not (yet) valid". Right after enrollment the
 # broker may not have reloaded its password file, so only repeated refusals mean "refused".
 _AUTH_FAILURES = {134, 135}  # Bad User Name or Password, Not authorized
-_REFUSALS_BEFORE_GIVING_UP = 4
-_refusals: dict[str, int] = {}  # device -> consecutive credential refusals (across Link instances)
+# Give up only after refusals spanning this long (a hub enrolling thousands of devices may take a while
+# to reload the broker), so a revoked device stops, a freshly enrolled one does not.
+REFUSED_GIVE_UP_S = float(os.environ.get("EDGEPORT_MQTT_REFUSED_GIVE_UP_S", "60"))
+_refusals: dict[str, float] = {}  # device -> when its current run of credential refusals began (monotonic)
 
 DESIRED, INBOX, REPORTED, ONLINE = "desired", "inbox", "reported", "online"
 ONLINE_PAYLOAD, OFFLINE_PAYLOAD = b"online", b"offline"
@@ -202,8 +205,8 @@ class MqttLink:
         if code != 0:
             await self.close()
             if code in _AUTH_FAILURES:
-                _refusals[device] = _refusals.get(device, 0) + 1
-                self.refused = _refusals[device] >= _REFUSALS_BEFORE_GIVING_UP
+                first = _refusals.setdefault(device, time.monotonic())
+                self.refused = time.monotonic() - first >= REFUSED_GIVE_UP_S
             reason = mqtt.ReasonCode(PacketTypes.CONNACK, identifier=code)
             raise LinkClosed(f"MQTT broker {host}:{port} refused the connection: {reason}")
         _refusals.pop(device, None)

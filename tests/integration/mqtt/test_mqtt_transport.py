@@ -25,7 +25,8 @@ KEEPALIVE_S = 2  # agents ping every 2 s, so the broker fires the Last Will ~3 s
 def _agent(processes: Processes, hub: MqttHub, data_dir: Path, token: str | None, name: str):  # type: ignore[no-untyped-def]
     args = [PYTHON, "-m", "agent", "run", "--hub", hub.address, "--data-dir", str(data_dir), "--transport", "mqtt",
             "--heartbeat-s", "1", *(["--token", token] if token else [])]
-    return processes.start(args, name=name, cwd=REPO, env={"EDGEPORT_MQTT_KEEPALIVE_S": str(KEEPALIVE_S)})
+    env = {"EDGEPORT_MQTT_KEEPALIVE_S": str(KEEPALIVE_S), "EDGEPORT_MQTT_REFUSED_GIVE_UP_S": "2"}
+    return processes.start(args, name=name, cwd=REPO, env=env)
 
 
 def test_deploy_over_mqtt_score_and_last_will(
