@@ -39,6 +39,27 @@ class MqttHub:
     address: str  # HOST:PORT of the API
     broker: MosquittoBroker
     data_dir: Path
+    processes: Processes | None = None
+    args: list[str] | None = None
+    proc: Any = None
+
+    def start(self) -> None:
+        """Start (or start again) `hub serve` with the same data dir and ports."""
+        assert self.processes is not None and self.args is not None
+        proc = self.processes.start(self.args, name="hub", cwd=REPO)
+        self.proc = proc
+        before = self.processes.log(proc).count("agents MQTT")
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"hub exited early:\n{self.processes.log(proc)}"  # type: ignore[union-attr]
+            return self.processes.log(proc).count("agents MQTT") > before  # type: ignore[union-attr]
+
+        wait_for(ready, timeout=30, what="hub with MQTT bridge")
+
+    def stop(self) -> None:
+        """Stop `hub serve` (SIGTERM)."""
+        assert self.processes is not None
+        self.processes.stop(self.proc)
 
     @property
     def url(self) -> str:
@@ -72,18 +93,11 @@ def mqtt_hub(tmp_path: Path, processes: Processes, mosquitto: MosquittoBroker) -
     """`hub serve --mqtt` on free ports, writing the broker's password/ACL files."""
     port = free_port()
     data = tmp_path / "hub"
-    proc = processes.start(
-        [PYTHON, "-m", "hub", "serve", "--data-dir", str(data), "--port", str(port), "--grpc-port", str(free_port()),
-         "--mqtt", mosquitto.url, "--mqtt-dir", str(mosquitto.dir)],
-        name="hub", cwd=REPO,
-    )  # fmt: skip
-
-    def ready() -> bool:
-        assert proc.poll() is None, f"hub exited early:\n{processes.log(proc)}"
-        return "agents MQTT" in processes.log(proc)
-
-    wait_for(ready, timeout=30, what="hub with MQTT bridge")
-    return MqttHub(f"127.0.0.1:{port}", mosquitto, data)
+    args = [PYTHON, "-m", "hub", "serve", "--data-dir", str(data), "--port", str(port), "--grpc-port",
+            str(free_port()), "--mqtt", mosquitto.url, "--mqtt-dir", str(mosquitto.dir)]
+    hub = MqttHub(f"127.0.0.1:{port}", mosquitto, data, processes, args)
+    hub.start()
+    return hub
 
 
 class FleetThread:
