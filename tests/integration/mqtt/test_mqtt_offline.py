@@ -8,7 +8,9 @@ A blackholed link (sockets open, nothing flows) is noticed by keep-alive and the
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import pytest
 
 from agent.link import mqtt as agent_mqtt
 from simulators.fleet import LOAD_METRIC, FleetOptions
+from simulators.models import digits_data
 from simulators.netfault import ThreadedFaultProxy
 from tests.integration.mqtt.conftest import MqttHub
 from tests.support import wait_for
@@ -93,6 +96,16 @@ def test_cut_under_load_loses_nothing_duplicates_nothing_and_converges(
             s.get("phase") in ("Healthy", "HEALTHY") for s in d["services"])
 
     wait_for(converged, timeout=60, what=f"{names[0]} runs the service deployed while it was away")
+
+    # With the link cut again, the device keeps serving what it runs.
+    uri = next(s["scoring_uri"] for s in mqtt_hub.device(names[0])["services"] if s.get("scoring_uri"))
+    proxy.cut()
+    x, _ = digits_data()
+    req = urllib.request.Request(uri, data=json.dumps({"data": x[:2].tolist()}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read())
+    proxy.restore()
     assert mqtt_hub.device(names[1])["services"] == [] or all(
         s.get("service") != "while-away" for s in mqtt_hub.device(names[1])["services"])
 
