@@ -35,6 +35,7 @@ log = logging.getLogger("hub.control.mqtt")
 # mosquitto re-checks every connected client's password on each SIGHUP (~1 s of broker CPU with 10,000
 # clients), so reloads are at most once a second; a device enrolled meanwhile retries its connect.
 FLUSH_INTERVAL_S = 1.0
+SETTLE_S = 3.0  # quiet time after the last change before the trailing reload
 
 
 def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
@@ -73,11 +74,18 @@ class _CoalescedFlush:
             log.exception("writing the broker's password/ACL files failed")
 
     def _run(self) -> None:
+        trailing = False
         while not self._stop.is_set():
             if self._pending.wait(0.5):
                 self._stop.wait(max(0.0, self._last + FLUSH_INTERVAL_S - time.monotonic()))
                 self._pending.clear()
                 self._flush()
+                trailing = True
+            elif trailing and time.monotonic() - self._last >= SETTLE_S:
+                # mosquitto clears its reload flag after a reload, so a SIGHUP that lands during a long
+                # reload (thousands of clients re-checked) is lost: repeat one once the burst is over.
+                trailing = False
+                self.auth.reload()
 
     def close(self) -> None:
         self._stop.set()
