@@ -49,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-batch-delay-ms", type=float, default=5.0, help="longest wait to fill a batch (default 5 ms)")
     s.add_argument("--cpus", type=float, help="CPU quota of the service (caps onnxruntime's intra-op threads)")
     s.add_argument(
+        "--model-workers",
+        type=int,
+        help="ONNX calls that may run at once on the model's session (default: one per usable CPU; "
+        "1: one call at a time)",
+    )
+    s.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="onnxruntime intra-op threads, shared by concurrent calls (default: usable CPUs; "
+        "1 with the default workers: single-threaded calls side by side, most throughput, slower lone requests)",
+    )
+    s.add_argument(
         "--execution-providers",
         help="comma list, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: best available)",
     )
@@ -102,6 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
         return _bad("--max-body-bytes must be positive")
     if args.cpus is not None and args.cpus <= 0:
         return _bad("--cpus must be positive")
+    for flag, value in (("--model-workers", args.model_workers), ("--intra-op-threads", args.intra_op_threads)):
+        if value is not None and value <= 0:
+            return _bad(f"{flag} must be positive")
     for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):
         if not 0 <= port <= 65535 or (flag == "--port" and port == 0):
             return _bad(f"{flag} {port} is not a valid port")
@@ -137,6 +152,8 @@ def _serve(args: argparse.Namespace) -> int:
         execution_providers=providers,
         quantize_int8=args.quantize_int8,
         max_body_bytes=args.max_body_bytes,
+        model_workers=args.model_workers,
+        intra_op_threads=args.intra_op_threads,
     )
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -27,3 +27,7 @@ class ServeConfig:
     quantize_int8: bool = False
     max_body_bytes: int = 100 * 2**20
     inline_max_ms: float = 0.5
+    # ONNX calls that may run at once and the session's intra-op threads (None: one per usable CPU,
+    # and all usable CPUs; see tuning.Concurrency). Entry scripts always run one call at a time.
+    model_workers: int | None = None
+    intra_op_threads: int | None = None

@@ -1,9 +1,11 @@
 """The one core every front (HTTP v1, V2 REST, V2 gRPC) calls: readiness, metadata, score, infer.
 
 Fast path: a model whose warm call costs less than `inline_max_ms` runs inline on the event loop
-(a thread hop costs more than the model); larger models run on one worker thread so the loop keeps
-answering health checks; entry scripts always run on that thread (like Azure ML's single worker,
-scripts need not be thread-safe). With batching on, tensor requests go through the Batcher.
+(a thread hop costs more than the model); larger ONNX models run on a pool of
+`backend.concurrency.workers` threads (default one per CPU, sharing the session's intra-op pool:
+see tuning.Concurrency) so the loop keeps answering health checks and concurrent requests use every
+core; entry scripts always run on one thread of their own (like Azure ML's single worker, scripts
+need not be thread-safe). With batching on, tensor requests go through the Batcher.
 """
 
 from __future__ import annotations
@@ -40,24 +42,35 @@ class DataPlane:
         self.backend: OnnxBackend | EntryScriptBackend | None = None
         self.inline = False
         self.batcher: Batcher | None = None
-        # One worker thread: entry scripts are not assumed thread-safe, and onnxruntime already
-        # spreads one call over the intra-op threads.
+        # One thread for init() and entry scripts: scripts are not assumed thread-safe.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # ONNX calls (session.run is thread-safe): sized in set_backend from the session's plan.
+        self.model_executor = self.executor
 
     # -- lifecycle -------------------------------------------------------------------------------
     def set_backend(self, backend: OnnxBackend | EntryScriptBackend) -> None:
         """Called once init() succeeded: from now on the service is ready."""
         if isinstance(backend, OnnxBackend):
             self.inline = backend.cost_s * 1e3 < self.config.inline_max_ms and not self.config.max_batch_size
+            if not self.inline and backend.concurrency.workers > 1:
+                self.model_executor = ThreadPoolExecutor(
+                    max_workers=backend.concurrency.workers, thread_name_prefix="onnx"
+                )
             if self.config.max_batch_size:
                 self.batcher = Batcher(
                     backend,
                     self.config.max_batch_size,
                     self.config.max_batch_delay_ms / 1e3,
-                    self.executor,
+                    self.model_executor,
                     self.metrics,
                 )
         self.backend = backend
+
+    def shutdown(self) -> None:
+        """Stop the worker threads without waiting for queued calls (the process is exiting)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.model_executor is not self.executor:
+            self.model_executor.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ready(self) -> bool:
@@ -129,7 +142,7 @@ class DataPlane:
         else:
             started = time.perf_counter()
             outputs = await asyncio.get_running_loop().run_in_executor(
-                self.executor, backend.predict, req.inputs, req.outputs
+                self.model_executor, backend.predict, req.inputs, req.outputs
             )
             self.metrics.model_time.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(_rows(req.inputs))

@@ -20,7 +20,7 @@ from runtimes.http.app import HttpApp
 from runtimes.http.protocol import HttpProtocol
 from runtimes.metrics import Metrics
 from runtimes.openapi import onnx_schemas, openapi3, swagger2
-from runtimes.tuning import HardwareProfile, quantize_int8
+from runtimes.tuning import Concurrency, HardwareProfile, quantize_int8
 
 log = logging.getLogger("runtimes")
 
@@ -42,7 +42,12 @@ def load_backend(config: ServeConfig, profile: HardwareProfile) -> OnnxBackend |
         except Exception as exc:
             raise InitFailed(f"int8 quantization of {path} failed: {exc}") from None
         log.info("using int8 dynamically quantized variant %s", path)
-    return OnnxBackend(path, profile, config.execution_providers or None)
+    return OnnxBackend(
+        path,
+        profile,
+        config.execution_providers or None,
+        Concurrency.plan(profile, config.model_workers, config.intra_op_threads),
+    )
 
 
 def _documents(dp: DataPlane, auth: Authenticator) -> Any:
@@ -132,14 +137,14 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
         await grpc_server.stop(grace=0.5)  # short: the agent waits on our exit
     with contextlib.suppress(Exception):
         await asyncio.wait_for(http_server.wait_closed(), 2.0)
-    dp.executor.shutdown(wait=False, cancel_futures=True)
+    dp.shutdown()
     return code
 
 
 def _log_ready(dp: DataPlane, backend: OnnxBackend | EntryScriptBackend) -> None:
     if isinstance(backend, OnnxBackend):
         log.info("%s", backend.choice.describe())
-        mode = "inline on the event loop" if dp.inline else "on a worker thread"
+        mode = "inline on the event loop" if dp.inline else f"on worker threads: {backend.concurrency.describe()}"
         batching = (
             f"dynamic batching up to {dp.config.max_batch_size} rows / {dp.config.max_batch_delay_ms} ms"
             if dp.batcher

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from runtimes.errors import BadRequest, InitFailed, RunFailed
-from runtimes.tuning import HardwareProfile, create_session
+from runtimes.tuning import Concurrency, HardwareProfile, create_session
 from runtimes.v2.types import DTYPES, ONNX_TO_V2, TensorSpec
 
 log = logging.getLogger("runtimes.onnx")
@@ -27,12 +27,23 @@ class OnnxBackend:
 
     platform = "onnxruntime_onnx"
 
-    def __init__(self, model_path: Path, profile: HardwareProfile, providers: list[str] | None = None) -> None:
-        """Open the model; raises InitFailed with a one-line reason when it cannot be loaded."""
+    def __init__(
+        self,
+        model_path: Path,
+        profile: HardwareProfile,
+        providers: list[str] | None = None,
+        concurrency: Concurrency | None = None,
+    ) -> None:
+        """Open the model; raises InitFailed with a one-line reason when it cannot be loaded.
+
+        `concurrency` (default: one call per CPU sharing all CPUs as intra-op threads) sets the
+        session's intra-op threads; its `workers` is how many calls the DataPlane runs at once.
+        """
+        self.concurrency = concurrency or Concurrency.plan(profile)
         if not model_path.is_file():
             raise InitFailed(f"ONNX model not found: {model_path}")
         try:
-            self.session, self.choice = create_session(model_path, profile, providers)
+            self.session, self.choice = create_session(model_path, profile, providers, self.concurrency)
         except ValueError as exc:
             raise InitFailed(str(exc)) from None
         except Exception as exc:  # onnxruntime raises its own types for corrupt models

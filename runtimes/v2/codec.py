@@ -78,7 +78,7 @@ def _json_prefix_end(body: bytes) -> int | None:
     if not body.startswith(b"{"):
         return None
     decoder = json.JSONDecoder()
-    for limit in (65536, len(body)):  # the header is small: try a prefix before the whole body
+    for limit in (4096, 65536, len(body)):  # the header is small: try prefixes before the whole body
         try:
             _, end = decoder.raw_decode(body[:limit].decode("latin-1"))  # latin-1: one char per byte
         except ValueError:
@@ -120,6 +120,12 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the {len(body)}-byte body")
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
+        if body[-64:].rstrip()[-1:] not in (b"}", b""):
+            # Cannot be plain JSON (it does not end with '}'): look for binary data after the JSON
+            # object first. Letting orjson fail on the whole body cost ~40 us per 600 KB image.
+            end = _json_prefix_end(body)
+            if end is not None:
+                return decode_request(body, end)
         head, binary = body, memoryview(b"")
     try:
         doc = orjson.loads(head)

@@ -198,3 +198,39 @@ def test_execution_provider_and_cpus_logged(procs: Processes, digits_model: Path
     )
     assert "not available here: TensorrtExecutionProvider" in fallback.log  # warned, then served on CPU
     assert "providers CPUExecutionProvider" in fallback.log
+
+
+def test_concurrency_policy_logged_and_concurrent_calls_correct(procs: Processes, squeezenet_model: Path) -> None:
+    import onnxruntime as ort
+
+    args = ["--model-dir", str(squeezenet_model.parent), "--onnx", "model.onnx", "--name", "sq"]
+    default = start_runtime(procs, *args)
+    assert "model call(s) at once sharing" in default.log and "(default workers: one per usable cpu" in default.log
+    one = start_runtime(procs, *args, "--model-workers", "1")
+    assert "on worker threads: up to 1 model call(s) at once" in one.log and "(--model-workers 1)" in one.log
+    bad = subprocess.run(
+        [PYTHON, "-m", "runtimes", "serve", "--model-dir", str(squeezenet_model.parent), "--model-workers", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--model-workers must be positive" in bad.stderr
+
+    # Several calls at once on one session (three workers): each answer belongs to its own request.
+    rt = start_runtime(procs, *args, "--model-workers", "3", "--intra-op-threads", "2")
+    assert "up to 3 model call(s) at once sharing 2 intra-op thread(s)" in rt.log
+    ref = ort.InferenceSession(str(squeezenet_model))
+    imgs = [np.random.default_rng(i).random((1, 3, 224, 224), dtype=np.float32) for i in range(6)]
+    want = [ref.run(None, {"data_0": x})[0] for x in imgs]
+
+    def one_call(i: int) -> np.ndarray:
+        client = tgrpc.InferenceServerClient(f"127.0.0.1:{rt.grpc_port}")
+        inp = tgrpc.InferInput("data_0", list(imgs[i].shape), "FP32")
+        inp.set_data_from_numpy(imgs[i])
+        return client.infer("sq", [inp]).as_numpy("softmaxout_1")
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(one_call, [i % 6 for i in range(12)]))
+    for i, out in enumerate(got):
+        np.testing.assert_allclose(out, want[i % 6], rtol=1e-4, atol=1e-6)

@@ -8,7 +8,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runtimes.tuning import HardwareProfile, available_providers, choose_providers, create_session, quantize_int8
+from runtimes.tuning import (
+    Concurrency,
+    HardwareProfile,
+    available_providers,
+    choose_providers,
+    create_session,
+    quantize_int8,
+)
 from runtimes.tuning.hardware import _cgroup_cpu_quota
 
 
@@ -57,6 +64,20 @@ def test_session_gets_threads_from_profile(digits_model: Path) -> None:
     assert choice.intra_op_threads == 1
     assert "intra-op threads 1" in choice.describe()
     assert sess.run(["label"], {"X": np.zeros((1, 64), np.float32)})[0].shape == (1,)
+
+
+def test_concurrency_plan_defaults_and_overrides(digits_model: Path) -> None:
+    four = HardwareProfile(cpus=4, logical_cpus=4, memory_bytes=2**30, arch="x86_64")
+    default = Concurrency.plan(four)
+    # one call per cpu, each may use every cpu (the pool is shared between concurrent calls)
+    assert (default.workers, default.intra_op_threads) == (4, 4)
+    assert "default workers: one per usable cpu (4)" in default.describe()
+    one = Concurrency.plan(four, 1)
+    assert (one.workers, one.intra_op_threads) == (1, 4) and "--model-workers 1" in one.describe()
+    flat = Concurrency.plan(four, intra_op_threads=1)
+    assert (flat.workers, flat.intra_op_threads) == (4, 1) and "--intra-op-threads 1" in flat.describe()
+    _, choice = create_session(digits_model, four, concurrency=Concurrency.plan(four, 2, 2))
+    assert choice.intra_op_threads == 2 and choice.concurrency is not None and choice.concurrency.workers == 2
 
 
 def test_int8_quantization_is_cached_and_equivalent(squeezenet_model: Path, tmp_path: Path) -> None:
