@@ -218,6 +218,7 @@ class Bench:
 
     def run(self, transport: str, first: bool) -> Result:
         r = Result(self.size, transport, enrolled=first)
+        self.partial = r  # what was measured before a failure still gets printed
         n = self.size
         rate = self.args.points_per_s / n  # offered points/s spread over the fleet
         batch = max(1, min(self.args.batch, int(rate) or 1))
@@ -324,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(bench.run(transport, first=i == 0))
                     except (TimeoutError, RuntimeError) as exc:
                         print(f"  {transport}: FAILED: {exc}", flush=True)
-                        r = Result(size, transport, enrolled=i == 0)
+                        r = bench.partial
+                        r.hub_peak_mib = bench.sampler.peak / 2**20
+                        r.broker_mib = bench.broker.rss_bytes() / 2**20
                         r.notes.append(str(exc)[:200])
                         results.append(r)
                         bench.stop_fleets()
