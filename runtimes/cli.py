@@ -51,14 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--model-workers",
         type=int,
-        help="ONNX calls that may run at once on the model's session (default: one per usable CPU; "
-        "1: one call at a time)",
+        help="ONNX calls that may run at once on the model's session (default: one per usable CPU, "
+        "best throughput under concurrent load; 1: one call at a time on every CPU, lowest latency for a lone client)",
     )
     s.add_argument(
         "--intra-op-threads",
         type=int,
-        help="onnxruntime intra-op threads, shared by concurrent calls (default: usable CPUs; "
-        "1 with the default workers: single-threaded calls side by side, most throughput, slower lone requests)",
+        help="onnxruntime intra-op threads, shared by concurrent calls (default: usable CPUs / --model-workers)",
     )
     s.add_argument(
         "--execution-providers",

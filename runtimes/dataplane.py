@@ -2,8 +2,8 @@
 
 Fast path: a model whose warm call costs less than `inline_max_ms` runs inline on the event loop
 (a thread hop costs more than the model); larger ONNX models run on a pool of
-`backend.concurrency.workers` threads (default one per CPU, sharing the session's intra-op pool:
-see tuning.Concurrency) so the loop keeps answering health checks and concurrent requests use every
+`backend.concurrency.workers` threads (default one per CPU, each call single-threaded: see
+tuning.Concurrency) so the loop keeps answering health checks and concurrent requests use every
 core; entry scripts always run on one thread of their own (like Azure ML's single worker, scripts
 need not be thread-safe). With batching on, tensor requests go through the Batcher.
 """

@@ -36,8 +36,8 @@ class OnnxBackend:
     ) -> None:
         """Open the model; raises InitFailed with a one-line reason when it cannot be loaded.
 
-        `concurrency` (default: one call per CPU sharing all CPUs as intra-op threads) sets the
-        session's intra-op threads; its `workers` is how many calls the DataPlane runs at once.
+        `concurrency` (default: one single-threaded call per CPU) sets the session's intra-op
+        threads; its `workers` is how many calls the DataPlane runs at once.
         """
         self.concurrency = concurrency or Concurrency.plan(profile)
         if not model_path.is_file():

@@ -18,15 +18,15 @@ class Concurrency:
     """How a compute-bound model shares the CPUs: up to `workers` calls at once on one session whose
     intra-op pool has `intra_op_threads` threads (the calling thread included).
 
-    Default: one call per usable CPU, each allowed every CPU. A lone request still splits its
-    operators over all cores (lowest latency); concurrent requests share the one pool, and a call
-    whose helpers are busy runs its operators on its own thread, so the cores stay busy with
-    independent calls instead of waiting at each operator's barrier for a helper that wrk or the
-    HTTP loop preempted. Runnable threads stay below 2 x cpus (workers + pool), and with spinning
-    off, idle helpers sleep. Measured in-process on 2 cores, SqueezeNet, saturated: one call at a
-    time on 2 threads 347 calls/s; 2 calls on a 2-thread pool 441; 2 single-threaded calls 487
-    (best throughput, but a lone request gets one core: 325 calls/s at 1 client).
-    `workers=1` is the old one-call-at-a-time policy; `intra_op_threads=1` the pure-throughput one.
+    Default: one call per usable CPU, each single-threaded (the CPUs split between the calls).
+    Splitting one call over non-spinning threads pays a wake-up at every operator and stalls at its
+    barrier whenever the HTTP loop or the client preempts a helper; independent calls keep every
+    core busy. Measured on 2 shared cores, SqueezeNet V2 binary at 16 clients, CPU per request and
+    req/s in the same two windows: one call at a time on 2 threads 4.8/3.9 ms (247/434 req/s), two
+    calls sharing a 2-thread pool 4.4/4.1 ms (240/462), two single-threaded calls 3.6/3.7 ms
+    (323/521). In-process, saturated: 347, 441 and 487 calls/s. The cost: a lone request gets one
+    core (325 calls/s in-process against 347-456 on 2 threads), so `--model-workers 1` (one call at a
+    time on every CPU) is the choice for latency with few clients.
     """
 
     workers: int
@@ -37,17 +37,19 @@ class Concurrency:
     def plan(
         cls, profile: HardwareProfile, workers: int | None = None, intra_op_threads: int | None = None
     ) -> Concurrency:
-        """Calls at once (default one per usable CPU) and intra-op threads (default all usable CPUs)."""
-        parts = [f"--model-workers {workers}" if workers else f"default workers: one per usable cpu ({profile.cpus})"]
+        """Calls at once (default one per usable CPU); intra-op threads default to the CPUs divided
+        between them (at least one)."""
+        n = max(1, workers or profile.cpus)
+        parts = [f"--model-workers {workers}" if workers else f"default: one call per usable cpu ({profile.cpus})"]
         if intra_op_threads:
             parts.append(f"--intra-op-threads {intra_op_threads}")
-        return cls(max(1, workers or profile.cpus), max(1, intra_op_threads or profile.cpus), ", ".join(parts))
+        return cls(n, max(1, intra_op_threads or profile.cpus // n), ", ".join(parts))
 
     def describe(self) -> str:
         """One line a person can read."""
         return (
-            f"up to {self.workers} model call(s) at once sharing {self.intra_op_threads} intra-op thread(s), "
-            f"no spinning ({self.reason})"
+            f"up to {self.workers} model call(s) at once, {self.intra_op_threads} intra-op thread(s) in the "
+            f"session's pool, no spinning ({self.reason})"
         )
 
 
@@ -75,8 +77,8 @@ def create_session(
     requested_providers: list[str] | None = None,
     concurrency: Concurrency | None = None,
 ) -> tuple[Any, SessionChoice]:
-    """Open `model_path` with options derived from `profile` and `concurrency` (default: one call at a
-    time on all CPUs); return the session and the choice made."""
+    """Open `model_path` with options derived from `profile` and `concurrency` (default: all CPUs
+    as intra-op threads); return the session and the choice made."""
     import onnxruntime as ort
 
     providers = choose_providers(available_providers(), requested_providers)

@@ -205,7 +205,8 @@ def test_concurrency_policy_logged_and_concurrent_calls_correct(procs: Processes
 
     args = ["--model-dir", str(squeezenet_model.parent), "--onnx", "model.onnx", "--name", "sq"]
     default = start_runtime(procs, *args)
-    assert "model call(s) at once sharing" in default.log and "(default workers: one per usable cpu" in default.log
+    assert "model call(s) at once, 1 intra-op thread(s)" in default.log
+    assert "(default: one call per usable cpu" in default.log
     one = start_runtime(procs, *args, "--model-workers", "1")
     assert "on worker threads: up to 1 model call(s) at once" in one.log and "(--model-workers 1)" in one.log
     bad = subprocess.run(
@@ -219,7 +220,7 @@ def test_concurrency_policy_logged_and_concurrent_calls_correct(procs: Processes
 
     # Several calls at once on one session (three workers): each answer belongs to its own request.
     rt = start_runtime(procs, *args, "--model-workers", "3", "--intra-op-threads", "2")
-    assert "up to 3 model call(s) at once sharing 2 intra-op thread(s)" in rt.log
+    assert "up to 3 model call(s) at once, 2 intra-op thread(s)" in rt.log
     ref = ort.InferenceSession(str(squeezenet_model))
     imgs = [np.random.default_rng(i).random((1, 3, 224, 224), dtype=np.float32) for i in range(6)]
     want = [ref.run(None, {"data_0": x})[0] for x in imgs]

@@ -69,14 +69,15 @@ def test_session_gets_threads_from_profile(digits_model: Path) -> None:
 def test_concurrency_plan_defaults_and_overrides(digits_model: Path) -> None:
     four = HardwareProfile(cpus=4, logical_cpus=4, memory_bytes=2**30, arch="x86_64")
     default = Concurrency.plan(four)
-    # one call per cpu, each may use every cpu (the pool is shared between concurrent calls)
-    assert (default.workers, default.intra_op_threads) == (4, 4)
-    assert "default workers: one per usable cpu (4)" in default.describe()
-    one = Concurrency.plan(four, 1)
+    assert (default.workers, default.intra_op_threads) == (4, 1)  # one single-threaded call per cpu
+    assert "default: one call per usable cpu (4)" in default.describe()
+    one = Concurrency.plan(four, 1)  # one call at a time on every cpu
     assert (one.workers, one.intra_op_threads) == (1, 4) and "--model-workers 1" in one.describe()
-    flat = Concurrency.plan(four, intra_op_threads=1)
-    assert (flat.workers, flat.intra_op_threads) == (4, 1) and "--intra-op-threads 1" in flat.describe()
-    _, choice = create_session(digits_model, four, concurrency=Concurrency.plan(four, 2, 2))
+    assert (Concurrency.plan(four, 2).workers, Concurrency.plan(four, 2).intra_op_threads) == (2, 2)
+    assert Concurrency.plan(four, 8).intra_op_threads == 1  # more calls than cpus: still one thread each
+    shared = Concurrency.plan(four, intra_op_threads=4)
+    assert (shared.workers, shared.intra_op_threads) == (4, 4) and "--intra-op-threads 4" in shared.describe()
+    _, choice = create_session(digits_model, four, concurrency=Concurrency.plan(four, 2))
     assert choice.intra_op_threads == 2 and choice.concurrency is not None and choice.concurrency.workers == 2
 
 
