@@ -83,11 +83,30 @@ def say(line: str) -> None:
     print(f"agent: {line}", flush=True)
 
 
+@dataclass
+class DaemonParts:
+    """The seams a process embedding many agents (simulators/fleet.py) may swap; the CLI uses the defaults.
+
+    `inventory` reads the hardware from a profile (or the machine), `supervisor` makes the one place that
+    starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout).
+    """
+
+    inventory: Callable[[dict | None], agent_pb2.HardwareInventory] = inventory
+    supervisor: Callable[[Path], Supervisor] = Supervisor
+    say: Callable[[str], None] = say
+
+
 class AgentDaemon:
     """One running agent."""
 
-    def __init__(self, config: AgentConfig, link_factory: Callable[[Identity], Link] | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        link_factory: Callable[[Identity], Link] | None = None,
+        parts: DaemonParts | None = None,
+    ) -> None:
         self.config = config
+        self.parts = parts or DaemonParts()
         self.data_dir = Path(config.data_dir).resolve()  # runtimes run in other folders: paths must be absolute
         self.started = time.monotonic()
         self.link_factory = link_factory
@@ -119,7 +138,7 @@ class AgentDaemon:
         if handed_over:  # probed by this same agent just before its re-exec: don't start onnxruntime twice
             self.hardware = agent_pb2.HardwareInventory.FromString(bytes.fromhex(handed_over))
         else:
-            self.hardware = await asyncio.to_thread(inventory, profile)
+            self.hardware = await asyncio.to_thread(self.parts.inventory, profile)
         self.identity = self.state.identity()
         if self.identity is None:
             if not self.config.token:
@@ -132,7 +151,7 @@ class AgentDaemon:
                 raise AgentError(str(exc), 2 if exc.bad_input or "refused" in str(exc) else 1) from None
             self.state.save_identity(self.identity)
             ident = self.identity
-            say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
+            self.parts.say(f"enrolled as device {ident.device_id} (hub {self.config.hub}, gRPC {ident.grpc_address})")
             if self.config.owns_process:
                 self.state.close()
                 if self._lock_fd is not None:
@@ -140,14 +159,14 @@ class AgentDaemon:
                 os.environ[INVENTORY_ENV] = self.hardware.SerializeToString().hex()
                 raise Reexec()
         else:
-            say(f"identity: device {self.identity.device_id} (data dir {self.data_dir})")
+            self.parts.say(f"identity: device {self.identity.device_id} (data dir {self.data_dir})")
         self.outbox = Outbox(self.state, self.config.outbox_max_bytes)
         hub = self.identity.hub
         self.reconciler = Reconciler(
             self.state,
             ArtifactCache(self.data_dir / "cache", self.config.cache_max_bytes),
             EnvironmentCache(self.data_dir / "envs"),
-            Supervisor(self.data_dir / "logs"),
+            self.parts.supervisor(self.data_dir / "logs"),
             self._report,
             services_dir=self.data_dir / "services",
             default_registry=hub if "://" in hub else f"http://{hub}",
@@ -155,7 +174,9 @@ class AgentDaemon:
         )
         self.reconciler.resume()
         for name, proc in self.reconciler.procs.items():
-            say(f"service {name}: adopted running runtime pid {proc.pid} (generation {proc.spec.generation})")
+            self.parts.say(
+                f"service {name}: adopted running runtime pid {proc.pid} (generation {proc.spec.generation})"
+            )
 
     def _lock_data_dir(self) -> None:
         """One agent per data dir: two would both supervise (and adopt) the same runtimes."""
@@ -191,9 +212,12 @@ class AgentDaemon:
             self._phases[status.service] = key
             phase = agent_pb2.Phase.Name(status.phase)
             uri = f" {status.scoring_uri}" if status.scoring_uri and status.phase == agent_pb2.HEALTHY else ""
-            say(f"service {status.service} generation {status.generation}: {phase}{uri} {status.message}".rstrip())
+            self.parts.say(
+                f"service {status.service} generation {status.generation}: {phase}{uri} {status.message}".rstrip()
+            )
 
-    def _queue(self, message: agent_pb2.AgentMessage) -> None:
+    def queue(self, message: agent_pb2.AgentMessage) -> None:
+        """Hand one message to the outbox; it goes to the hub, in order, whenever the link is up."""
         assert self.outbox is not None
         self.outbox.append(message)
         self._outbox_changed.set()
@@ -224,7 +248,7 @@ class AgentDaemon:
                     raise AgentError(f"the hub refused this device: {exc}", 1) from None
                 if down_since is None:
                     down_since = time.monotonic()
-                    say(f"hub unreachable ({exc}); retrying")
+                    self.parts.say(f"hub unreachable ({exc}); retrying")
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(RECONNECT_MAX_S, delay * 2)
                 continue
@@ -234,7 +258,9 @@ class AgentDaemon:
                 self.heartbeat_s = welcome.heartbeat_interval_s
             if not self.config.telemetry_s and welcome.telemetry_interval_s > 0:
                 self.telemetry_s = welcome.telemetry_interval_s
-            say(f"connected to hub as device {welcome.device_id or self.identity.device_id} ({self.config.transport})")  # type: ignore[union-attr]
+            self.parts.say(
+                f"connected to hub as device {welcome.device_id or self.identity.device_id} ({self.config.transport})"
+            )  # type: ignore[union-attr]
             parts = [self._sender(link, welcome.acked_seq), self._receiver(link), self._heartbeats(link)]
             tasks = [asyncio.create_task(p) for p in parts]
             try:
@@ -253,7 +279,7 @@ class AgentDaemon:
                 raise AgentError(f"the hub refused this device: {reason}", 1)
             if reason is not None and not isinstance(reason, LinkClosed):
                 raise reason
-            say(f"disconnected from hub ({reason}); reconnecting")
+            self.parts.say(f"disconnected from hub ({reason}); reconnecting")
             down_since = time.monotonic()
             await asyncio.sleep(delay)
 
@@ -278,13 +304,13 @@ class AgentDaemon:
             if kind == "desired":
                 if self.reconciler.desired_changed(message.desired):
                     names = ", ".join(f"{m.name}@{m.generation}" for m in message.desired.services) or "nothing"
-                    say(f"desired state revision {message.desired.revision}: {names}")
+                    self.parts.say(f"desired state revision {message.desired.revision}: {names}")
                 revision = self.state.desired().revision
-                self._queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
+                self.queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
             elif kind == "ack":
                 self.outbox.ack(message.ack.seq)
             elif kind == "log_request":
-                self._queue(agent_pb2.AgentMessage(logs=self._logs(message.log_request)))
+                self.queue(agent_pb2.AgentMessage(logs=self._logs(message.log_request)))
             elif kind == "profile_request":
                 task = asyncio.create_task(self._profile(message.profile_request))
                 self._background.add(task)  # keep a reference until it ends
@@ -303,7 +329,7 @@ class AgentDaemon:
         assert self.state is not None
         rec = self.state.service(request.service)
         result = await asyncio.to_thread(profile_service, rec, request, self.config.runtime_host)
-        self._queue(agent_pb2.AgentMessage(profile=result))
+        self.queue(agent_pb2.AgentMessage(profile=result))
 
     async def _heartbeats(self, link: Link) -> None:
         """Heartbeats go straight to the link (seq 0): an old heartbeat is worth nothing after an outage."""
@@ -323,7 +349,7 @@ class AgentDaemon:
             for p in points:
                 p.labels.update(self.config.labels)
             batch = agent_pb2.TelemetryBatch(points=points, dropped=self.outbox.take_dropped())
-            self._queue(agent_pb2.AgentMessage(telemetry=batch))
+            self.queue(agent_pb2.AgentMessage(telemetry=batch))
 
     # ---- run / stop ----
 
@@ -363,12 +389,12 @@ class AgentDaemon:
             await self.reconciler.stop_all()
             if not self.config.keep_runtimes:
                 for name in await asyncio.to_thread(self.reconciler.stop_runtimes):
-                    say(f"service {name}: runtime stopped (agent shutting down)")
+                    self.parts.say(f"service {name}: runtime stopped (agent shutting down)")
             self.state.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
-            say("stopped")
+            self.parts.say("stopped")
 
 
 def main_async(config: AgentConfig) -> int:

@@ -60,6 +60,7 @@ class FleetOptions:
     telemetry_paused: bool = False  # sensors start paused (SIGUSR1 toggles them in the CLI)
     shared_runtime: bool = False  # one real runtime per service generation for the whole process
     enroll_concurrency: int = 16
+    quiet: bool = False  # no per-agent progress lines (thousands of agents, one stdout)
 
 
 def raise_fd_limit() -> int:
@@ -71,8 +72,9 @@ def raise_fd_limit() -> int:
 
 
 def _post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
@@ -101,9 +103,9 @@ def _simulated_inventory(profile: dict | None) -> agent_pb2.HardwareInventory:
 class SimulatedDevice:
     """One agent of the fleet, plus its simulated sensor."""
 
-    def __init__(self, name: str, config: agent_daemon.AgentConfig) -> None:
+    def __init__(self, name: str, config: agent_daemon.AgentConfig, parts: agent_daemon.DaemonParts) -> None:
         self.name = name
-        self.daemon = agent_daemon.AgentDaemon(config)
+        self.daemon = agent_daemon.AgentDaemon(config, parts=parts)
         self.task: asyncio.Task[None] | None = None
         self.load_sent = 0  # sim.load points handed to the outbox
         self.error: BaseException | None = None
@@ -114,13 +116,14 @@ class SimulatedDevice:
             return
         now = int(time.time() * 1000)
         points = [
-            agent_pb2.TelemetryPoint(at_ms=now, metric=LOAD_METRIC, value=float(self.load_sent + i + 1),
-                                     labels={"simulated": "true"})
+            agent_pb2.TelemetryPoint(
+                at_ms=now, metric=LOAD_METRIC, value=float(self.load_sent + i + 1), labels={"simulated": "true"}
+            )
             for i in range(count)
         ]
         self.load_sent += count
         # The daemon's own telemetry loop uses this same path (outbox, then the link when it is up).
-        self.daemon._queue(agent_pb2.AgentMessage(telemetry=agent_pb2.TelemetryBatch(points=points)))
+        self.daemon.queue(agent_pb2.AgentMessage(telemetry=agent_pb2.TelemetryBatch(points=points)))
 
     @property
     def connected(self) -> bool:
@@ -145,11 +148,13 @@ class SimulatedFleet:
         self.root = Path(options.root)
         self.devices: list[SimulatedDevice] = []
         self._load_task: asyncio.Task[None] | None = None
-        agent_daemon.inventory = _simulated_inventory  # type: ignore[assignment]  # see module docstring
+        self.parts = agent_daemon.DaemonParts(inventory=_simulated_inventory)
         if options.shared_runtime:
             from simulators.shared_runtime import SharedRuntimeSupervisor
 
-            agent_daemon.Supervisor = SharedRuntimeSupervisor  # type: ignore[misc]  # see simulators/shared_runtime.py
+            self.parts.supervisor = SharedRuntimeSupervisor  # see simulators/shared_runtime.py
+        if options.quiet:
+            self.parts.say = lambda line: None  # thousands of agents, one stdout
         self.load_paused = options.telemetry_paused
 
     def names(self) -> list[str]:
@@ -189,7 +194,7 @@ class SimulatedFleet:
                 labels=dict(self.options.labels),
                 heartbeat_s=self.options.heartbeat_s,
             )
-            device = SimulatedDevice(name, config)
+            device = SimulatedDevice(name, config, self.parts)
             device.task = asyncio.create_task(self._run(device), name=f"agent {name}")
             self.devices.append(device)
         if self.options.telemetry_rate > 0:
@@ -254,27 +259,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--count", type=int, required=True, help="number of simulated devices")
     ap.add_argument("--hub", default="127.0.0.1:7070", help="hub API HOST:PORT (default 127.0.0.1:7070)")
-    ap.add_argument("--profile", default="iot-edge", help="device profile: cloud-vm, cloud-vm-gpu, k8s-node, "
-                    "iot-edge (default), fpga-board")
+    ap.add_argument(
+        "--profile",
+        default="iot-edge",
+        help="device profile: cloud-vm, cloud-vm-gpu, k8s-node, iot-edge (default), fpga-board",
+    )
     ap.add_argument("--transport", choices=["grpc", "mqtt"], help="link to the hub (default: the profile's)")
     ap.add_argument("--broker", help="MQTT broker URL overriding the enrolled one (e.g. a netfault proxy)")
     ap.add_argument("--insecure", action="store_true", help="plain-text gRPC (the hub runs with --insecure)")
-    ap.add_argument("--data-dir", type=Path, default=Path(".edgeport/fleet"),
-                    help="root of the devices' data dirs (default .edgeport/fleet); reused on the next run")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".edgeport/fleet"),
+        help="root of the devices' data dirs (default .edgeport/fleet); reused on the next run",
+    )
     ap.add_argument("--name-prefix", default="sim", help="device names are PREFIX-00000, ... (default sim)")
     ap.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="extra device label")
     ap.add_argument("--heartbeat-s", type=int, help="heartbeat interval (default: what the hub says)")
-    ap.add_argument("--telemetry-rate", type=float, default=0.0,
-                    help="simulated sensor points per second per device (default 0: none)")
+    ap.add_argument(
+        "--telemetry-rate",
+        type=float,
+        default=0.0,
+        help="simulated sensor points per second per device (default 0: none)",
+    )
     ap.add_argument("--telemetry-batch", type=int, default=10, help="points per telemetry message (default 10)")
-    ap.add_argument("--telemetry-paused", action="store_true",
-                    help="start with the sensors paused; SIGUSR1 toggles them (benchmarks time phases this way)")
-    ap.add_argument("--shared-runtime", action="store_true",
-                    help="agents of this process share one real runtime per service generation (for fleets too "
-                    "large to start a runtime process per agent)")
+    ap.add_argument(
+        "--telemetry-paused",
+        action="store_true",
+        help="start with the sensors paused; SIGUSR1 toggles them (benchmarks time phases this way)",
+    )
+    ap.add_argument(
+        "--shared-runtime",
+        action="store_true",
+        help="agents of this process share one real runtime per service generation (for fleets too "
+        "large to start a runtime process per agent)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no per-agent progress lines (large fleets)")
-    ap.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run "
-                    "until Ctrl-C)")
+    ap.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (default: run until Ctrl-C)"
+    )
     return ap
 
 
@@ -295,8 +318,11 @@ async def _run_cli(options: FleetOptions, duration: float) -> int:
         print(f"fleet: sensors {'paused' if fleet.load_paused else 'running'}", flush=True)
 
     loop.add_signal_handler(signal.SIGUSR1, toggle_load)
-    print(f"fleet: {options.count} {fleet.profile.name} agent(s) over {fleet.transport} started in "
-          f"{time.monotonic() - started:.1f}s (pid {os.getpid()}, data {options.root})", flush=True)
+    print(
+        f"fleet: {options.count} {fleet.profile.name} agent(s) over {fleet.transport} started in "
+        f"{time.monotonic() - started:.1f}s (pid {os.getpid()}, data {options.root})",
+        flush=True,
+    )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), duration or None)
     await fleet.stop()
@@ -316,13 +342,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         labels[key] = value
     options = FleetOptions(
-        hub=args.hub, count=args.count, root=args.data_dir, profile=args.profile, transport=args.transport,
-        broker=args.broker, insecure=args.insecure, name_prefix=args.name_prefix, labels=labels,
-        heartbeat_s=args.heartbeat_s, telemetry_rate=args.telemetry_rate, telemetry_batch=args.telemetry_batch,
-        telemetry_paused=args.telemetry_paused, shared_runtime=args.shared_runtime,
+        hub=args.hub,
+        count=args.count,
+        root=args.data_dir,
+        profile=args.profile,
+        transport=args.transport,
+        broker=args.broker,
+        insecure=args.insecure,
+        name_prefix=args.name_prefix,
+        labels=labels,
+        heartbeat_s=args.heartbeat_s,
+        telemetry_rate=args.telemetry_rate,
+        telemetry_batch=args.telemetry_batch,
+        telemetry_paused=args.telemetry_paused,
+        shared_runtime=args.shared_runtime,
+        quiet=args.quiet,
     )
-    if args.quiet:
-        agent_daemon.say = lambda line: None  # type: ignore[assignment]  # thousands of agents, one stdout
     try:
         return asyncio.run(_run_cli(options, args.duration))
     except FleetError as exc:
