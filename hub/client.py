@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from hub.errors import ERRORS_BY_CODE, BadInput, HubError, StorageError
-from hub.registry import validate_name
+from hub.names import validate_name
 
 DEFAULT_HUB = "http://127.0.0.1:7070"
 CHUNK = 1024 * 1024

@@ -17,7 +17,8 @@ from typing import Any
 
 from hub.deployconfig import environment_digest, parse_deployment_config
 from hub.errors import BadInput, Conflict, NotFound
-from hub.fleet import FleetService, parse_labels, validate_name
+from hub.fleet import FleetService
+from hub.names import parse_labels, validate_fleet_name
 from hub.store.deployments import DeploymentStore
 from protos.edgeport.v1 import agent_pb2
 
@@ -104,7 +105,7 @@ class DeploymentService:
     def create(self, request: dict[str, Any], *, overwrite: bool = False) -> dict[str, Any]:
         """Deploy a new service (or, with overwrite, replace one) at its next generation."""
         _check_keys("deploy request", request, _SPEC_KEYS)
-        name = validate_name("service", request.get("name", ""))
+        name = validate_fleet_name("service", request.get("name", ""))
         existing = self.store.get(name)
         if existing is not None and existing["state"] == "active" and not overwrite:
             raise Conflict(f"service {name} already exists; use `hub service update -n {name}` or --overwrite")
@@ -152,7 +153,7 @@ class DeploymentService:
             raise BadInput("a target is required (--target DEVICE or label=value)")
         target = target.strip()
         if "=" not in target:
-            validate_name("target device", target)
+            validate_fleet_name("target device", target)
         else:
             parse_labels([p for p in target.split(",") if p.strip()])
         if not self.fleet.select(target):
@@ -173,16 +174,29 @@ class DeploymentService:
         if dc.auth_mode == "none":
             keys = {}
         elif not keys:
-            keys = {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32),
-                    "token_secret": secrets.token_urlsafe(32)}
+            keys = {
+                "primary": secrets.token_urlsafe(32),
+                "secondary": secrets.token_urlsafe(32),
+                "token_secret": secrets.token_urlsafe(32),
+            }
         old_generation = existing["generation"] if existing else 0
         generation = old_generation + 1
         manifest = self._manifest(name, generation, spec, resolved, keys)
-        stored_spec = {"models": [f"{r.name}:{r.version}" for r in resolved], "target": spec.target,
-                       "inference": spec.inference, "deployment": spec.deployment}
+        stored_spec = {
+            "models": [f"{r.name}:{r.version}" for r in resolved],
+            "target": spec.target,
+            "inference": spec.inference,
+            "deployment": spec.deployment,
+        }
         ok = self.store.put_generation(
-            name, generation, spec.target, stored_spec, keys, manifest.SerializeToString(),
-            [(r.name, r.version) for r in resolved], expect_generation=old_generation,
+            name,
+            generation,
+            spec.target,
+            stored_spec,
+            keys,
+            manifest.SerializeToString(),
+            [(r.name, r.version) for r in resolved],
+            expect_generation=old_generation,
         )
         if not ok:
             raise Conflict(f"service {name} was changed by someone else meanwhile; try again")
@@ -194,14 +208,24 @@ class DeploymentService:
         self, name: str, generation: int, spec: _Spec, models: list[ResolvedModel], keys: dict[str, str]
     ) -> agent_pb2.ServiceManifest:
         dc = parse_deployment_config(spec.deployment)
-        m = agent_pb2.ServiceManifest(name=name, generation=generation, port=dc.port,
-                                      health_timeout_s=dc.health_timeout_s, registry=self.registry_url)
+        m = agent_pb2.ServiceManifest(
+            name=name,
+            generation=generation,
+            port=dc.port,
+            health_timeout_s=dc.health_timeout_s,
+            registry=self.registry_url,
+        )
         for r in models:
-            m.models.append(agent_pb2.ModelArtifact(
-                name=r.name, version=r.version, repository=f"models/{r.name}", reference=str(r.version),
-                manifest_digest=r.manifest_digest,
-                files=[agent_pb2.FileRef(path=f["path"], digest=f["digest"], size=int(f["size"])) for f in r.files],
-            ))
+            m.models.append(
+                agent_pb2.ModelArtifact(
+                    name=r.name,
+                    version=r.version,
+                    repository=f"models/{r.name}",
+                    reference=str(r.version),
+                    manifest_digest=r.manifest_digest,
+                    files=[agent_pb2.FileRef(path=f["path"], digest=f["digest"], size=int(f["size"])) for f in r.files],
+                )
+            )
         requirements: list[str] = []
         env_vars: dict[str, str] = {}
         onnx_file = ""
@@ -212,23 +236,38 @@ class DeploymentService:
                     raise BadInput(f"source file {f.path} ({f.digest}) was not uploaded to the hub")
             if spec.inference["entry_script"] not in {f.path for f in files}:
                 raise BadInput(f"entry script {spec.inference['entry_script']} is not among the source files")
-            m.source.CopyFrom(agent_pb2.SourceBundle(entry_script=spec.inference["entry_script"],
-                                                     repository=f"sources/{name}", files=files))
+            m.source.CopyFrom(
+                agent_pb2.SourceBundle(
+                    entry_script=spec.inference["entry_script"], repository=f"sources/{name}", files=files
+                )
+            )
             requirements = [str(r) for r in spec.inference.get("requirements") or []]
             env_vars = {str(k): str(v) for k, v in (spec.inference.get("environment_variables") or {}).items()}
         else:
             onnx_file = _pick_onnx(models)
-        m.environment.CopyFrom(agent_pb2.Environment(digest=environment_digest(requirements),
-                                                     pip_requirements=requirements))
-        m.runtime.CopyFrom(agent_pb2.RuntimeSettings(
-            onnx_file=onnx_file, max_batch_size=dc.max_batch_size, max_batch_delay_ms=dc.max_batch_delay_ms,
-            execution_providers=dc.execution_providers, quantize_int8=dc.quantize_int8,
-            max_body_bytes=dc.max_body_bytes, environment_variables=env_vars,
-        ))
+        m.environment.CopyFrom(
+            agent_pb2.Environment(digest=environment_digest(requirements), pip_requirements=requirements)
+        )
+        m.runtime.CopyFrom(
+            agent_pb2.RuntimeSettings(
+                onnx_file=onnx_file,
+                max_batch_size=dc.max_batch_size,
+                max_batch_delay_ms=dc.max_batch_delay_ms,
+                execution_providers=dc.execution_providers,
+                quantize_int8=dc.quantize_int8,
+                max_body_bytes=dc.max_body_bytes,
+                environment_variables=env_vars,
+            )
+        )
         m.resources.CopyFrom(agent_pb2.Resources(cpu=dc.cpu, memory_gb=dc.memory_gb))
-        m.auth.CopyFrom(agent_pb2.AuthSettings(mode=dc.auth_mode, primary_key=keys.get("primary", ""),
-                                               secondary_key=keys.get("secondary", ""),
-                                               token_secret=keys.get("token_secret", "")))
+        m.auth.CopyFrom(
+            agent_pb2.AuthSettings(
+                mode=dc.auth_mode,
+                primary_key=keys.get("primary", ""),
+                secondary_key=keys.get("secondary", ""),
+                token_secret=keys.get("token_secret", ""),
+            )
+        )
         return m
 
     # ---- desired state ----
@@ -267,12 +306,21 @@ class DeploymentService:
         if service is None or service["state"] != "active" or status.phase == agent_pb2.REMOVED:
             self.store.drop_statuses(status.service, [device_id])
             return
-        self.store.put_status({
-            "service": status.service, "device": device_id, "generation": status.generation,
-            "phase": status.phase, "message": status.message, "scoring_uri": status.scoring_uri,
-            "swagger_uri": status.swagger_uri, "serving_generation": status.serving_generation,
-            "log_tail": list(status.log_tail), "restarts": status.restarts, "updated_at": time.time(),
-        })
+        self.store.put_status(
+            {
+                "service": status.service,
+                "device": device_id,
+                "generation": status.generation,
+                "phase": status.phase,
+                "message": status.message,
+                "scoring_uri": status.scoring_uri,
+                "swagger_uri": status.swagger_uri,
+                "serving_generation": status.serving_generation,
+                "log_tail": list(status.log_tail),
+                "restarts": status.restarts,
+                "updated_at": time.time(),
+            }
+        )
 
     def record_report(self, device_id: str, report: agent_pb2.ServiceReport) -> None:
         """A Hello's summary of a running service: fills in what the hub may have missed."""
@@ -280,13 +328,22 @@ class DeploymentService:
         if service is None or service["state"] != "active":
             return
         old = self.store.statuses(report.service).get(device_id)
-        if old is not None and (old["generation"] > report.generation or
-                                (old["generation"] == report.generation and old["phase"] == report.phase)):
+        if old is not None and (
+            old["generation"] > report.generation
+            or (old["generation"] == report.generation and old["phase"] == report.phase)
+        ):
             return
         row = dict(old) if old is not None and old["generation"] == report.generation else {}
-        row.update({"service": report.service, "device": device_id, "generation": report.generation,
-                    "phase": report.phase, "scoring_uri": report.scoring_uri or row.get("scoring_uri", ""),
-                    "updated_at": time.time()})
+        row.update(
+            {
+                "service": report.service,
+                "device": device_id,
+                "generation": report.generation,
+                "phase": report.phase,
+                "scoring_uri": report.scoring_uri or row.get("scoring_uri", ""),
+                "updated_at": time.time(),
+            }
+        )
         row.setdefault("serving_generation", report.generation if report.phase == agent_pb2.HEALTHY else 0)
         self.store.put_status(row)
 
@@ -311,18 +368,20 @@ class DeploymentService:
             phase = PHASES.get(st["phase"], "Pending") if current else "Pending"
             online = self.fleet.is_online(device_id)
             waiting = "waiting for the device" + ("" if online else " (offline: it gets this when it connects)")
-            devices.append({
-                "device": device_id,
-                "phase": phase,
-                "generation": st["generation"] if st else 0,
-                "serving_generation": st["serving_generation"] if st else 0,
-                "scoring_uri": st["scoring_uri"] if st else "",
-                "swagger_uri": st["swagger_uri"] if st else "",
-                "message": st["message"] if current and st else waiting,
-                "online": online,
-                "log_tail": st["log_tail"] if current else [],
-                "restarts": st["restarts"] if st else 0,
-            })
+            devices.append(
+                {
+                    "device": device_id,
+                    "phase": phase,
+                    "generation": st["generation"] if st else 0,
+                    "serving_generation": st["serving_generation"] if st else 0,
+                    "scoring_uri": st["scoring_uri"] if st else "",
+                    "swagger_uri": st["swagger_uri"] if st else "",
+                    "message": st["message"] if current and st else waiting,
+                    "online": online,
+                    "log_tail": st["log_tail"] if current else [],
+                    "restarts": st["restarts"] if st else 0,
+                }
+            )
         phases = [d["phase"] for d in devices]
         if phases and all(p == "Healthy" for p in phases):
             state = "Healthy"
@@ -360,8 +419,15 @@ class DeploymentService:
 
     def device_services(self, device_id: str) -> list[dict[str, Any]]:
         """Services on one device with their phases."""
-        return [{"service": r["service"], "generation": r["generation"], "phase": PHASES.get(r["phase"], "Pending"),
-                 "scoring_uri": r["scoring_uri"]} for r in self.store.device_statuses(device_id)]
+        return [
+            {
+                "service": r["service"],
+                "generation": r["generation"],
+                "phase": PHASES.get(r["phase"], "Pending"),
+                "scoring_uri": r["scoring_uri"],
+            }
+            for r in self.store.device_statuses(device_id)
+        ]
 
     def services_using(self, model: str, version: int) -> list[str]:
         """Active services whose current (or still serving) generation uses model:version (registry in-use hook)."""
@@ -419,4 +485,3 @@ def _pick_onnx(models: list[ResolvedModel]) -> str:
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-

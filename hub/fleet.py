@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,51 +20,12 @@ from typing import Any
 from google.protobuf import json_format
 
 from hub.errors import BadInput, Conflict, NotFound, Unauthorized
+from hub.names import parse_labels, validate_fleet_name
 from hub.pki import CertificateAuthority, common_name
 from hub.store.fleet import FleetStore
 from protos.edgeport.v1 import agent_pb2
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
-LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
-_DURATION_RE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_TOKEN_TTL_S = 3600
-
-
-def validate_name(kind: str, name: str) -> str:
-    """Return `name` if it is a valid device/service name, else raise BadInput naming it."""
-    if not NAME_RE.match(name or ""):
-        raise BadInput(
-            f"invalid {kind} name {name!r}: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
-
-
-def parse_labels(items: list[str] | dict[str, str]) -> dict[str, str]:
-    """Labels from `k=v` strings (or a dict), validated; raise BadInput naming the bad one."""
-    pairs = items.items() if isinstance(items, dict) else [_split_label(s) for s in items]
-    labels: dict[str, str] = {}
-    for key, value in pairs:
-        if not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(value):
-            raise BadInput(f"invalid label {key}={value}: keys and values use letters, digits, '.', '_', '-'")
-        labels[key] = value
-    return labels
-
-
-def _split_label(text: str) -> tuple[str, str]:
-    if text.count("=") != 1:
-        raise BadInput(f"invalid label {text!r}: expected KEY=VALUE")
-    key, value = text.split("=")
-    return key.strip(), value.strip()
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in '90s', '30m', '1h', '7d'; raise BadInput otherwise."""
-    m = _DURATION_RE.match(text.strip()) if text else None
-    if not m or int(m.group(1)) <= 0:
-        raise BadInput(f"invalid duration {text!r}: use a positive number with s, m, h or d (e.g. 1h)")
-    return int(m.group(1)) * _UNITS[m.group(2)]
 
 
 class FleetService:
@@ -91,7 +51,7 @@ class FleetService:
         self, device_id: str, labels: list[str] | dict[str, str], ttl_s: int = DEFAULT_TOKEN_TTL_S
     ) -> dict[str, str]:
         """Register `device_id` (pending) and return `{"device", "token", "expires"}` (expires: ISO UTC)."""
-        validate_name("device", device_id)
+        validate_fleet_name("device", device_id)
         parsed = parse_labels(labels)
         if ttl_s <= 0:
             raise BadInput("token lifetime must be positive")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,12 +16,10 @@ from typing import Any
 
 from hub.blobs import EMPTY_JSON, EMPTY_JSON_DIGEST, BlobStore, validate_digest
 from hub.errors import BadInput, NotFound
+from hub.names import LABEL_KEY_RE, NAME_RE, validate_labels, validate_name
 from hub.store import Database
 from hub.store import registry as store
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,255}$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
-MAX_LABEL_VALUE = 4096
 MAX_FILES = 100_000
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -98,37 +95,6 @@ class ModelVersion:
         }
 
 
-def validate_name(name: object, what: str = "model name") -> str:
-    """Return `name` if it matches `[A-Za-z0-9._-]{1,255}`, else raise BadInput saying why."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
-        raise BadInput(f"bad {what} {shown!r}: use 1-255 characters from A-Z a-z 0-9 . _ -")
-    return name
-
-
-def validate_labels(labels: object, what: str = "tag") -> dict[str, str]:
-    """Check a {key: value} dict of tags or properties; return it with string values."""
-    if labels is None:
-        return {}
-    if not isinstance(labels, dict):
-        raise BadInput(f"{what}s must be an object of key: value strings")
-    for key, value in labels.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.fullmatch(key):
-            raise BadInput(f"bad {what} key {key!r}: use 1-255 characters from A-Z a-z 0-9 . _ - /")
-        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE or "\n" in value:
-            raise BadInput(f"bad {what} value for {key!r}: a single-line string of at most {MAX_LABEL_VALUE} chars")
-    return dict(labels)
-
-
-def parse_label(text: str, what: str = "tag") -> tuple[str, str]:
-    """Parse `key=value` (CLI syntax) into a pair; BadInput when malformed."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise BadInput(f"bad {what} {text!r}: expected KEY=VALUE")
-    validate_labels({key: value}, what)
-    return key, value
-
-
 def validate_file_path(path: object) -> str:
     """A file path inside a model: relative, '/'-separated, no '..', no empty parts."""
     if not isinstance(path, str) or not path or len(path) > 4096:
@@ -137,17 +103,6 @@ def validate_file_path(path: object) -> str:
     if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts) or "\x00" in path:
         raise BadInput(f"bad file path {path!r}: must be relative, '/'-separated, without '.' or '..' parts")
     return posixpath.normpath(path)
-
-
-def parse_model_ref(ref: str) -> tuple[str, int | None]:
-    """`NAME` or `NAME:VERSION` → (name, version or None)."""
-    name, sep, version = ref.partition(":")
-    validate_name(name)
-    if not sep:
-        return name, None
-    if not version.isdigit() or int(version) < 1:
-        raise BadInput(f"bad model reference {ref!r}: version must be a positive integer (NAME:VERSION)")
-    return name, int(version)
 
 
 def build_manifest(name: str, version: int, files: list[ModelFile], created_at: str) -> bytes:

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.api.deps import Services
-from hub.fleet import DEFAULT_TOKEN_TTL_S, parse_duration
+from hub.fleet import DEFAULT_TOKEN_TTL_S
+from hub.names import parse_duration
 from hub.services import HubServices
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
@@ -28,8 +29,9 @@ def _detail(services: HubServices, device: dict[str, Any]) -> dict[str, Any]:
     running = services.deployments.device_services(name)
     on_device = {s["service"] for s in running}
     # Latest figures of the device and of the services it runs now (not of services deleted since).
-    summary = {k: v for k, v in services.telemetry.summary(name).items() if k.split("/", 1)[0] in on_device
-               or "/" not in k}
+    summary = {
+        k: v for k, v in services.telemetry.summary(name).items() if k.split("/", 1)[0] in on_device or "/" not in k
+    }
     return {**device, "services": running, "telemetry": summary}
 
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from hub.api.deps import Services
-from hub.registry import ModelFile, parse_label
+from hub.names import parse_label
+from hub.registry import ModelFile
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 

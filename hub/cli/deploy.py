@@ -13,7 +13,7 @@ from hub.client import HubClient
 from hub.deploy_client import DeployClient, DeploymentFailed
 from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config
 from hub.deployments import ModelRef
-from hub.fleet import validate_name
+from hub.names import validate_fleet_name
 
 DEFAULT_WAIT_S = 600.0
 
@@ -34,14 +34,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "  hub deploy -n scorer -m digits:3 --ic ic.json --target site=lab --overwrite --no-wait\n",
     )
     p.add_argument("-n", "--name", required=True, help="service name")
-    p.add_argument("-m", "--model", action="append", required=True, metavar="NAME:VERSION", dest="models",
-                   help="model to deploy (repeatable; NAME alone = latest version)")
-    p.add_argument("--ic", "--inference-config", dest="ic", type=Path,
-                   help="inference config JSON (entryScript, sourceDirectory, condaFile/requirements)")
-    p.add_argument("--dc", "--deployment-config", dest="dc", type=Path,
-                   help="deployment config JSON (containerResourceRequirements, port, authEnabled, ...)")
-    p.add_argument("--target", "-t", required=True, metavar="DEVICE|label=value",
-                   help="a device name, or label=value[,label=value] for every device with those labels")
+    p.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME:VERSION",
+        dest="models",
+        help="model to deploy (repeatable; NAME alone = latest version)",
+    )
+    p.add_argument(
+        "--ic",
+        "--inference-config",
+        dest="ic",
+        type=Path,
+        help="inference config JSON (entryScript, sourceDirectory, condaFile/requirements)",
+    )
+    p.add_argument(
+        "--dc",
+        "--deployment-config",
+        dest="dc",
+        type=Path,
+        help="deployment config JSON (containerResourceRequirements, port, authEnabled, ...)",
+    )
+    p.add_argument(
+        "--target",
+        "-t",
+        required=True,
+        metavar="DEVICE|label=value",
+        help="a device name, or label=value[,label=value] for every device with those labels",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing service of that name")
     add_wait_options(p)
     p.set_defaults(func=cmd_deploy)
@@ -50,16 +72,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def add_wait_options(p: argparse.ArgumentParser) -> None:
     """`--no-wait` and `--timeout`, shared by deploy and service update."""
     p.add_argument("--no-wait", action="store_true", help="return once the hub recorded the desired state")
-    p.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S,
-                   help=f"seconds to wait for all devices (default {DEFAULT_WAIT_S:.0f})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        help=f"seconds to wait for all devices (default {DEFAULT_WAIT_S:.0f})",
+    )
 
 
 def load_configs(ic_path: Path | None, dc_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
     """(InferenceConfig or None, deployment dict or None), validated locally so bad files fail before uploads."""
     ic = None
     if ic_path is not None:
-        ic = parse_inference_config(load_json_file(ic_path, "inference config"), ic_path.parent,
-                                    where=f"inference config {ic_path}")
+        ic = parse_inference_config(
+            load_json_file(ic_path, "inference config"), ic_path.parent, where=f"inference config {ic_path}"
+        )
     dc = None
     if dc_path is not None:
         dc = load_json_file(dc_path, "deployment config")
@@ -69,14 +96,15 @@ def load_configs(ic_path: Path | None, dc_path: Path | None) -> tuple[Any, dict[
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Validate, upload the entry script's folder, record the service, follow it."""
-    validate_name("service", args.name)
+    validate_fleet_name("service", args.name)
     for m in args.models:
         ModelRef.parse(m)
     ic, dc = load_configs(args.ic, args.dc)
     client = DeployClient(HubClient(getattr(args, "hub", None)))
     inference = client.upload_inference(ic) if ic is not None else None
-    view = client.deploy(args.name, args.models, args.target, inference=inference, deployment=dc or {},
-                         overwrite=args.overwrite)
+    view = client.deploy(
+        args.name, args.models, args.target, inference=inference, deployment=dc or {}, overwrite=args.overwrite
+    )
     return follow(client, args, view)
 
 
@@ -85,8 +113,10 @@ def follow(client: DeployClient, args: argparse.Namespace, view: dict[str, Any])
     as_json = args.output == "json"
     log = sys.stderr if as_json else sys.stdout
     name, generation = view["name"], view["generation"]
-    log.write(f"service {name} generation {generation} -> {len(view['devices'])} device(s) "
-              f"({', '.join(d['device'] for d in view['devices'])})\n")
+    log.write(
+        f"service {name} generation {generation} -> {len(view['devices'])} device(s) "
+        f"({', '.join(d['device'] for d in view['devices'])})\n"
+    )
     log.flush()
     if args.no_wait:
         if as_json:
@@ -115,6 +145,8 @@ def follow(client: DeployClient, args: argparse.Namespace, view: dict[str, Any])
         print_json(view)
     else:
         print(f"service {name} generation {generation} is Healthy on {len(view['devices'])} device(s)")
-        print_table([(d["device"], d["scoring_uri"], d["swagger_uri"]) for d in view["devices"]],
-                    ["DEVICE", "SCORING URI", "SWAGGER URI"])
+        print_table(
+            [(d["device"], d["scoring_uri"], d["swagger_uri"]) for d in view["devices"]],
+            ["DEVICE", "SCORING URI", "SWAGGER URI"],
+        )
     return 0

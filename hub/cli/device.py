@@ -10,7 +10,7 @@ from hub.cli.output import labels, print_fields, print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.deploy_client import DeployClient
-from hub.fleet import parse_duration, parse_labels, validate_name
+from hub.names import parse_duration, parse_labels, validate_fleet_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,30 +34,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "The token pins this hub's CA, so the agent trusts the hub on first contact. Enrolling a revoked "
         "device again issues a new identity.",
         examples="  hub device enroll cam-01 --label site=lab\n"
-        "  hub device enroll cam-02 --expires 15m --output json   # {\"device\", \"token\", \"expires\"}\n",
+        '  hub device enroll cam-02 --expires 15m --output json   # {"device", "token", "expires"}\n',
     )
     p.add_argument("name", metavar="NAME", help="device name: letters, digits, '.', '_', '-'")
-    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="label used by deploy targets (repeatable)")
+    p.add_argument(
+        "-l",
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="label used by deploy targets (repeatable)",
+    )
     p.add_argument("--expires", default="1h", help="token lifetime: 90s, 30m, 1h, 2d (default 1h)")
     p.set_defaults(func=cmd_enroll)
 
-    p = add_command(sub, "list", help="list devices", description="Devices with state, presence, labels, "
-                    "agent version, last heartbeat and how many services they run.",
-                    examples="  hub device list\n  hub device list --output json\n")
+    p = add_command(
+        sub,
+        "list",
+        help="list devices",
+        description="Devices with state, presence, labels, "
+        "agent version, last heartbeat and how many services they run.",
+        examples="  hub device list\n  hub device list --output json\n",
+    )
     p.set_defaults(func=cmd_list)
 
-    p = add_command(sub, "show", help="show one device", description="Inventory (CPU, memory, arch, OS, "
-                    "onnxruntime providers, accelerators), presence, services and the latest telemetry.",
-                    examples="  hub device show cam-01\n")
+    p = add_command(
+        sub,
+        "show",
+        help="show one device",
+        description="Inventory (CPU, memory, arch, OS, "
+        "onnxruntime providers, accelerators), presence, services and the latest telemetry.",
+        examples="  hub device show cam-01\n",
+    )
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_show)
 
-    p = add_command(sub, "telemetry", help="query a device's telemetry", description="Telemetry points the "
-                    "device sent (agent and system figures, runtime statistics per service), newest first; kept "
-                    "for the hub's retention period (default 7 days).",
-                    examples="  hub device telemetry cam-01 --metric agent.rss_bytes --since 1h\n"
-                    "  hub device telemetry cam-01 --service scorer --limit 20 --output json\n")
+    p = add_command(
+        sub,
+        "telemetry",
+        help="query a device's telemetry",
+        description="Telemetry points the "
+        "device sent (agent and system figures, runtime statistics per service), newest first; kept "
+        "for the hub's retention period (default 7 days).",
+        examples="  hub device telemetry cam-01 --metric agent.rss_bytes --since 1h\n"
+        "  hub device telemetry cam-01 --service scorer --limit 20 --output json\n",
+    )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--metric", help="only this metric (e.g. agent.rss_bytes, runtime.latency_p99_ms)")
     p.add_argument("--service", help="only this service's figures")
@@ -65,9 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--limit", type=int, default=50, help="at most this many points (default 50)")
     p.set_defaults(func=cmd_telemetry)
 
-    p = add_command(sub, "revoke", help="revoke a device", description="Revoke NAME: its certificate is "
-                    "refused from now on and its live connection is closed. Enroll it again for a new identity.",
-                    examples="  hub device revoke cam-01\n")
+    p = add_command(
+        sub,
+        "revoke",
+        help="revoke a device",
+        description="Revoke NAME: its certificate is "
+        "refused from now on and its live connection is closed. Enroll it again for a new identity.",
+        examples="  hub device revoke cam-01\n",
+    )
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_revoke)
 
@@ -78,7 +104,7 @@ def _client(args: argparse.Namespace) -> DeployClient:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Print the token (or JSON)."""
-    validate_name("device", args.name)  # check locally first: clear errors even with no hub running
+    validate_fleet_name("device", args.name)  # check locally first: clear errors even with no hub running
     parse_labels(args.label)
     parse_duration(args.expires)
     client = _client(args)
@@ -105,8 +131,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(devices)
         return 0
-    rows = [(d["name"], _presence(d), labels(d["labels"]), d["agent_version"] or "", d["last_heartbeat"] or "",
-             len(d["services"])) for d in devices]
+    rows = [
+        (
+            d["name"],
+            _presence(d),
+            labels(d["labels"]),
+            d["agent_version"] or "",
+            d["last_heartbeat"] or "",
+            len(d["services"]),
+        )
+        for d in devices
+    ]
     print_table(rows, ["NAME", "STATE", "LABELS", "AGENT", "LAST HEARTBEAT", "SERVICES"])
     return 0
 
@@ -119,19 +154,30 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 0
     hw = d["hardware"] or {}
     accelerators = ", ".join(f"{a.get('kind', '')}:{a.get('name', '')}" for a in hw.get("accelerators", []))
-    print_fields([
-        ("name", d["name"]), ("state", _presence(d)), ("labels", labels(d["labels"])),
-        ("agent", d["agent_version"] or ""), ("enrolled", d["enrolled"] or ""),
-        ("last heartbeat", d["last_heartbeat"] or ""), ("uptime", f"{d['uptime_s'] or 0}s"),
-        ("cpus", hw.get("cpuCount", "")), ("memory", f"{int(hw.get('memoryBytes', 0)) // 2**20} MiB"),
-        ("arch", hw.get("arch", "")), ("os", hw.get("os", "")),
-        ("onnx providers", ", ".join(hw.get("onnxProviders", []))), ("accelerators", accelerators or "none"),
-        ("profile", hw.get("profile", "") or "(real hardware)"),
-        ("desired revision", f"{d['desired_revision']} (applied {d['applied_revision']})"),
-    ])
+    print_fields(
+        [
+            ("name", d["name"]),
+            ("state", _presence(d)),
+            ("labels", labels(d["labels"])),
+            ("agent", d["agent_version"] or ""),
+            ("enrolled", d["enrolled"] or ""),
+            ("last heartbeat", d["last_heartbeat"] or ""),
+            ("uptime", f"{d['uptime_s'] or 0}s"),
+            ("cpus", hw.get("cpuCount", "")),
+            ("memory", f"{int(hw.get('memoryBytes', 0)) // 2**20} MiB"),
+            ("arch", hw.get("arch", "")),
+            ("os", hw.get("os", "")),
+            ("onnx providers", ", ".join(hw.get("onnxProviders", []))),
+            ("accelerators", accelerators or "none"),
+            ("profile", hw.get("profile", "") or "(real hardware)"),
+            ("desired revision", f"{d['desired_revision']} (applied {d['applied_revision']})"),
+        ]
+    )
     print()
-    print_table([(s["service"], s["generation"], s["phase"], s["scoring_uri"]) for s in d["services"]],
-                ["SERVICE", "GENERATION", "PHASE", "SCORING URI"])
+    print_table(
+        [(s["service"], s["generation"], s["phase"], s["scoring_uri"]) for s in d["services"]],
+        ["SERVICE", "GENERATION", "PHASE", "SCORING URI"],
+    )
     if d["telemetry"]:
         print()
         print_table([(k, f"{v:g}") for k, v in sorted(d["telemetry"].items())], ["METRIC", "LATEST"])
@@ -140,17 +186,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_telemetry(args: argparse.Namespace) -> int:
     """Points newest first."""
-    validate_name("device", args.name)
+    validate_fleet_name("device", args.name)
     since = parse_duration(args.since) if args.since else None
     client = _client(args)
     client.get_device(args.name)  # a clear "not found" rather than an empty list
-    points = client.telemetry(device=args.name, service=args.service, metric=args.metric, since=since,
-                              limit=args.limit)
+    points = client.telemetry(device=args.name, service=args.service, metric=args.metric, since=since, limit=args.limit)
     if args.output == "json":
         print_json(points)
         return 0
-    rows = [(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["at_ms"] / 1000)), p["service"], p["metric"],
-             f"{p['value']:g}") for p in points]
+    rows = [
+        (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p["at_ms"] / 1000)),
+            p["service"],
+            p["metric"],
+            f"{p['value']:g}",
+        )
+        for p in points
+    ]
     print_table(rows, ["AT", "SERVICE", "METRIC", "VALUE"])
     return 0
 

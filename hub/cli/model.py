@@ -11,7 +11,7 @@ from hub.cli.output import ProgressLine, human_size, labels, print_fields, print
 from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.errors import BadInput
-from hub.registry import parse_label, parse_model_ref, validate_name
+from hub.names import parse_label, parse_model_ref, validate_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ from hub.client import HubClient
 from hub.deploy_client import DeployClient
 from hub.deployments import ModelRef
 from hub.errors import BadInput
-from hub.fleet import validate_name
+from hub.names import validate_fleet_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,47 +28,77 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     sub = group.add_subparsers(dest="service_command", metavar="ACTION", required=True)
 
-    p = add_command(sub, "list", help="list services", description="Services with state, generation, models, "
-                    "target and how many devices are Healthy.", examples="  hub service list --output json\n")
+    p = add_command(
+        sub,
+        "list",
+        help="list services",
+        description="Services with state, generation, models, target and how many devices are Healthy.",
+        examples="  hub service list --output json\n",
+    )
     p.set_defaults(func=cmd_list)
 
-    p = add_command(sub, "show", help="show one service", description="State, generation and per-device phase, "
-                    "message and scoring URIs.", examples="  hub service show scorer\n"
-                    "  hub service show scorer --output json   # {name, state, generation, devices: [...]}\n")
+    p = add_command(
+        sub,
+        "show",
+        help="show one service",
+        description="State, generation and per-device phase, message and scoring URIs.",
+        examples="  hub service show scorer\n"
+        "  hub service show scorer --output json   # {name, state, generation, devices: [...]}\n",
+    )
     _name_args(p)
     p.set_defaults(func=cmd_show)
 
-    p = add_command(sub, "logs", help="show the runtime's log lines", description="The runtime's last log lines "
-                    "from each device (asked live over the device's link; the last failure's tail when offline).",
-                    examples="  hub service logs scorer\n  hub service logs scorer --device cam-01 --lines 200\n")
+    p = add_command(
+        sub,
+        "logs",
+        help="show the runtime's log lines",
+        description="The runtime's last log lines "
+        "from each device (asked live over the device's link; the last failure's tail when offline).",
+        examples="  hub service logs scorer\n  hub service logs scorer --device cam-01 --lines 200\n",
+    )
     _name_args(p)
     p.add_argument("--device", help="only this device")
     p.add_argument("--lines", type=int, default=100, help="how many lines (default 100)")
     p.set_defaults(func=cmd_logs)
 
-    p = add_command(sub, "update", help="roll a service to new models or configs", description="Record a new "
-                    "generation with the given changes (models, configs, target); devices keep serving the old "
-                    "generation until the new one is healthy, and roll back if it is not. Waits like deploy.",
-                    examples="  hub service update -n scorer -m digits:3\n"
-                    "  hub service update -n scorer --ic ic.json --dc dc.json --no-wait\n")
+    p = add_command(
+        sub,
+        "update",
+        help="roll a service to new models or configs",
+        description="Record a new "
+        "generation with the given changes (models, configs, target); devices keep serving the old "
+        "generation until the new one is healthy, and roll back if it is not. Waits like deploy.",
+        examples="  hub service update -n scorer -m digits:3\n"
+        "  hub service update -n scorer --ic ic.json --dc dc.json --no-wait\n",
+    )
     _name_args(p)
-    p.add_argument("-m", "--model", action="append", dest="models", metavar="NAME:VERSION",
-                   help="new model list (repeatable)")
+    p.add_argument(
+        "-m", "--model", action="append", dest="models", metavar="NAME:VERSION", help="new model list (repeatable)"
+    )
     p.add_argument("--ic", "--inference-config", dest="ic", type=Path, help="new inference config JSON")
     p.add_argument("--dc", "--deployment-config", dest="dc", type=Path, help="new deployment config JSON")
     p.add_argument("--target", "-t", metavar="DEVICE|label=value", help="new target")
     add_wait_options(p)
     p.set_defaults(func=cmd_update)
 
-    p = add_command(sub, "delete", help="delete a service", description="Take the service out of every "
-                    "device's desired state; the agents stop the runtime and clean up.",
-                    examples="  hub service delete scorer\n")
+    p = add_command(
+        sub,
+        "delete",
+        help="delete a service",
+        description="Take the service out of every device's desired state; the agents stop the runtime and clean up.",
+        examples="  hub service delete scorer\n",
+    )
     _name_args(p)
     p.set_defaults(func=cmd_delete)
 
-    p = add_command(sub, "keys", help="print (or regenerate) a service's auth keys", description="Primary and "
-                    "secondary keys of a service deployed with authEnabled; send one as 'Authorization: Bearer KEY'.",
-                    examples="  hub service keys -n scorer\n  hub service keys -n scorer --regenerate secondary\n")
+    p = add_command(
+        sub,
+        "keys",
+        help="print (or regenerate) a service's auth keys",
+        description="Primary and "
+        "secondary keys of a service deployed with authEnabled; send one as 'Authorization: Bearer KEY'.",
+        examples="  hub service keys -n scorer\n  hub service keys -n scorer --regenerate secondary\n",
+    )
     _name_args(p)
     p.add_argument("--regenerate", choices=["primary", "secondary"], help="replace this key first")
     p.set_defaults(func=cmd_keys)
@@ -85,7 +115,7 @@ def _name(args: argparse.Namespace) -> str:
         raise BadInput("which service? give SERVICE or -n SERVICE")
     if args.name_opt and args.service and args.name_opt != args.service:
         raise BadInput(f"two service names given: {args.service} and {args.name_opt}")
-    return validate_name("service", name)
+    return validate_fleet_name("service", name)
 
 
 def _client(args: argparse.Namespace) -> DeployClient:
@@ -101,8 +131,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for s in services:
         healthy = sum(d["phase"] == "Healthy" for d in s["devices"])
-        rows.append((s["name"], s["state"], s["generation"], ",".join(s["models"]), s["target"],
-                     f"{healthy}/{len(s['devices'])}"))
+        rows.append(
+            (
+                s["name"],
+                s["state"],
+                s["generation"],
+                ",".join(s["models"]),
+                s["target"],
+                f"{healthy}/{len(s['devices'])}",
+            )
+        )
     print_table(rows, ["NAME", "STATE", "GENERATION", "MODELS", "TARGET", "HEALTHY"])
     return 0
 
@@ -113,12 +151,26 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.output == "json":
         print_json(s)
         return 0
-    print_fields([("name", s["name"]), ("state", s["state"]), ("generation", s["generation"]),
-                  ("models", ", ".join(s["models"])), ("entry script", s["entry_script"] or "(no-code ONNX)"),
-                  ("target", s["target"]), ("auth", s["auth"]), ("updated", s["updated"])])
+    print_fields(
+        [
+            ("name", s["name"]),
+            ("state", s["state"]),
+            ("generation", s["generation"]),
+            ("models", ", ".join(s["models"])),
+            ("entry script", s["entry_script"] or "(no-code ONNX)"),
+            ("target", s["target"]),
+            ("auth", s["auth"]),
+            ("updated", s["updated"]),
+        ]
+    )
     print()
-    print_table([(d["device"], d["phase"], d["serving_generation"] or "", d["scoring_uri"], d["message"])
-                 for d in s["devices"]], ["DEVICE", "PHASE", "SERVING GEN", "SCORING URI", "MESSAGE"])
+    print_table(
+        [
+            (d["device"], d["phase"], d["serving_generation"] or "", d["scoring_uri"], d["message"])
+            for d in s["devices"]
+        ],
+        ["DEVICE", "PHASE", "SERVING GEN", "SCORING URI", "MESSAGE"],
+    )
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from hub.control.grpc_front import GrpcFront
 from hub.errors import BadInput
-from hub.fleet import parse_duration
+from hub.names import parse_duration
 
 if TYPE_CHECKING:
     from hub.services import HubServices
@@ -25,7 +25,13 @@ class AgentChannel:
     """Starts the gRPC front and tells fleet and deployments which addresses to hand to agents."""
 
     def __init__(
-        self, services: HubServices, *, host: str, api_port: int, grpc_port: int, insecure: bool,
+        self,
+        services: HubServices,
+        *,
+        host: str,
+        api_port: int,
+        grpc_port: int,
+        insecure: bool,
         artifact_url: str | None = None,
     ) -> None:
         self.services = services
@@ -51,19 +57,43 @@ class AgentChannel:
 
 def add_serve_options(parser: argparse.ArgumentParser) -> None:
     """`--grpc-port` and `--insecure` for `hub serve`."""
-    parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT,
-                        help=f"port of the agents' gRPC channel (default {DEFAULT_GRPC_PORT}; 0 = any free)")
-    parser.add_argument("--insecure", action="store_true",
-                        help="development only: plain-text gRPC, devices named in metadata (agents need --insecure)")
-    parser.add_argument("--heartbeat-interval", type=int, default=10, metavar="SECONDS",
-                        help="how often agents send a heartbeat (default 10)")
-    parser.add_argument("--telemetry-interval", type=int, default=15, metavar="SECONDS",
-                        help="how often agents send runtime and system figures (default 15)")
-    parser.add_argument("--telemetry-retention", default="7d", metavar="DURATION",
-                        help="how long telemetry is kept: 12h, 7d, ... (default 7d)")
-    parser.add_argument("--artifact-url", metavar="URL",
-                        help="OCI base URL agents pull artifacts from, when a mirror or CDN fronts this hub's /v2/ "
-                        "(default: this hub's own address)")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=DEFAULT_GRPC_PORT,
+        help=f"port of the agents' gRPC channel (default {DEFAULT_GRPC_PORT}; 0 = any free)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="development only: plain-text gRPC, devices named in metadata (agents need --insecure)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="how often agents send a heartbeat (default 10)",
+    )
+    parser.add_argument(
+        "--telemetry-interval",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="how often agents send runtime and system figures (default 15)",
+    )
+    parser.add_argument(
+        "--telemetry-retention",
+        default="7d",
+        metavar="DURATION",
+        help="how long telemetry is kept: 12h, 7d, ... (default 7d)",
+    )
+    parser.add_argument(
+        "--artifact-url",
+        metavar="URL",
+        help="OCI base URL agents pull artifacts from, when a mirror or CDN fronts this hub's /v2/ "
+        "(default: this hub's own address)",
+    )
 
 
 def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChannel | None:
@@ -80,7 +110,11 @@ def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChann
     services.control.heartbeat_interval_s = getattr(args, "heartbeat_interval", 10)
     services.control.telemetry_interval_s = getattr(args, "telemetry_interval", 15)
     services.telemetry.retention_s = parse_duration(getattr(args, "telemetry_retention", "7d"))
-    return AgentChannel(services, host=args.host, api_port=args.port,
-                        grpc_port=getattr(args, "grpc_port", DEFAULT_GRPC_PORT),
-                        insecure=getattr(args, "insecure", False),
-                        artifact_url=getattr(args, "artifact_url", None))
+    return AgentChannel(
+        services,
+        host=args.host,
+        api_port=args.port,
+        grpc_port=getattr(args, "grpc_port", DEFAULT_GRPC_PORT),
+        insecure=getattr(args, "insecure", False),
+        artifact_url=getattr(args, "artifact_url", None),
+    )

@@ -11,15 +11,8 @@ import pytest
 
 from hub.blobs import BlobStore
 from hub.errors import BadInput, Conflict, NotFound, StorageError
-from hub.registry import (
-    ModelFile,
-    RegistryService,
-    parse_label,
-    parse_model_ref,
-    validate_file_path,
-    validate_labels,
-    validate_name,
-)
+from hub.names import parse_label, parse_model_ref, validate_labels, validate_name
+from hub.registry import ModelFile, RegistryService, validate_file_path
 from hub.store import Database, DataDirLocked
 
 
