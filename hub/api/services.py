@@ -122,7 +122,10 @@ def service_logs(
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(wanted)))) as pool:
         answers = list(pool.map(lambda d: services.control.request_logs(d["device"], name, lines), wanted))
     return [
-        {"device": d["device"], "source": "live" if live is not None else "last status",
-         "lines": live if live is not None else d["log_tail"]}
+        {
+            "device": d["device"],
+            "source": "live" if live is not None else "last status",
+            "lines": live if live is not None else d["log_tail"],
+        }
         for d, live in zip(wanted, answers, strict=True)
     ]
