@@ -31,3 +31,13 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def squeezenet_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The SqueezeNet shipped in the onnx wheel, as `<dir>/model.onnx`."""
     return copy_squeezenet(tmp_path_factory.mktemp("squeezenet") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
+    """Real subprocesses shared by one test module (starting a runtime costs about a second); all stopped at its end."""
+    p = Processes(tmp_path_factory.mktemp("module-processes"))
+    try:
+        yield p
+    finally:
+        p.stop_all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,16 +19,6 @@ from tests.support import PYTHON, REPO, Processes
 pytestmark = pytest.mark.timeout(120)
 KEYS = {"EDGEPORT_PRIMARY_KEY": "primary-key-1", "EDGEPORT_SECONDARY_KEY": "secondary-key-2"}
 SECRET = {"EDGEPORT_TOKEN_SECRET": "token-secret-xyz"}
-
-
-@pytest.fixture(scope="module")
-def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
-    """Runtimes shared by this module's tests."""
-    p = Processes(tmp_path_factory.mktemp("runtime-features"))
-    try:
-        yield p
-    finally:
-        p.stop_all()
 
 
 def _score_body() -> bytes:

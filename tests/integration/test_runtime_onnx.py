@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,16 +19,6 @@ from tests.integration.runtime_support import Runtime, http, start_runtime
 from tests.support import Processes
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
-    """Runtimes shared by this module's tests (starting one costs about a second)."""
-    p = Processes(tmp_path_factory.mktemp("runtime-onnx"))
-    try:
-        yield p
-    finally:
-        p.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -17,16 +16,6 @@ from tests.integration.runtime_support import EXAMPLES, SCRIPTS, Runtime, http, 
 from tests.support import PYTHON, REPO, Processes
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
-    """Runtimes shared by this module's tests."""
-    p = Processes(tmp_path_factory.mktemp("runtime-scripts"))
-    try:
-        yield p
-    finally:
-        p.stop_all()
 
 
 @pytest.fixture(scope="module")
