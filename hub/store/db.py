@@ -56,6 +56,7 @@ class Database:
             conn.execute("PRAGMA busy_timeout=5000")
             self.db = sqlite_utils.Database(conn)
             self._mutex = threading.RLock()
+            self._depth = 0  # open transaction levels (guarded by _mutex): >0 makes nested ones savepoints
             with self._mutex:
                 for fn in _SCHEMAS:
                     fn(self.db)
@@ -81,10 +82,20 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """Run the block in one SQLite transaction (all or nothing), serialized."""
+        """Run the block in one SQLite transaction (all or nothing), serialized.
+
+        Nested inside another `transaction()` of the same thread, the block is a savepoint:
+        it is undone alone if it raises, and committed with the outer transaction. This is how
+        the agent channel stores a batch of messages in one commit (group commit) while each
+        message's writes stay all-or-nothing.
+        """
         with self._mutex:
             conn = self.db.conn
+            if self._depth:
+                yield from self._savepoint(conn)
+                return
             conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self.db
                 conn.execute("COMMIT")
@@ -96,6 +107,24 @@ class Database:
             except BaseException:
                 _rollback(conn)
                 raise
+            finally:
+                self._depth = 0
+
+    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[sqlite_utils.Database]:
+        name = f"sp{self._depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self.db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        else:
+            conn.execute(f"RELEASE {name}")
+        finally:
+            self._depth -= 1
 
     @contextmanager
     def read(self) -> Iterator[sqlite_utils.Database]:
