@@ -7,6 +7,7 @@ so the database only ever holds its sha256: a copy of hub.db cannot enroll anyth
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -149,8 +150,12 @@ class FleetService:
 
     def is_active(self, device_id: str) -> bool:
         """Enrolled and not revoked."""
-        row = self.store.get(device_id)
+        row = self.store.standing(device_id)
         return row is not None and row["state"] == "enrolled"
+
+    def standing(self, device_id: str) -> dict[str, Any] | None:
+        """State, labels and desired revision/fingerprint of one device (None if unknown)."""
+        return self.store.standing(device_id)
 
     # ---- presence (control core) ----
 
@@ -183,6 +188,10 @@ class FleetService:
         """Dedup by (device, seq): (first time, cumulative ack)."""
         return self.store.record_seq(device_id, seq, floor)
 
+    def forget_seqs(self, device_ids: set[str] | list[str]) -> None:
+        """A transaction that recorded seqs of these devices was rolled back: re-read their acks."""
+        self.store.forget_seqs(device_ids)
+
     # ---- queries ----
 
     def get(self, device_id: str) -> dict[str, Any]:
@@ -202,29 +211,38 @@ class FleetService:
 
     def active_ids(self) -> list[str]:
         """Ids of enrolled or pending (not revoked) devices."""
-        return [r["id"] for r in self.store.list() if r["state"] != "revoked"]
+        return [r["id"] for r in self.store.standings() if r["state"] != "revoked"]
 
     def select(self, selector: str) -> list[str]:
         """Non-revoked devices a target selects: a device name, or `k=v[,k=v...]` (all must match)."""
-        rows = [r for r in self.store.list() if r["state"] != "revoked"]
-        if "=" not in selector:
-            return [r["id"] for r in rows if r["id"] == selector]
-        wanted = parse_labels([p for p in selector.split(",") if p.strip()])
-        return [r["id"] for r in rows if all(r["labels"].get(k) == v for k, v in wanted.items())]
+        return [r["id"] for r in self.store.standings() if selects(r, selector)]
 
     def matches(self, device_id: str, selector: str) -> bool:
         """Whether `select(selector)` would include `device_id`, reading only that device's row."""
-        row = self.store.get(device_id)
-        if row is None or row["state"] == "revoked":
-            return False
-        if "=" not in selector:
-            return row["id"] == selector
-        wanted = parse_labels([p for p in selector.split(",") if p.strip()])
-        return all(row["labels"].get(k) == v for k, v in wanted.items())
+        row = self.store.standing(device_id)
+        return row is not None and selects(row, selector)
 
     def set_desired(self, device_id: str, fingerprint: str) -> int:
         """Bump the device's desired revision when its (service, generation) set changed."""
         return self.store.set_desired(device_id, fingerprint)
+
+    def set_desired_many(self, fingerprints: dict[str, str]) -> dict[str, int]:
+        """`set_desired` for many devices in one transaction; {device: revision}."""
+        return self.store.set_desired_many(fingerprints)
+
+
+def selects(standing: dict[str, Any], selector: str) -> bool:
+    """Whether a target selector (a device name, or `k=v[,k=v...]`) picks this non-revoked device row."""
+    if standing["state"] == "revoked":
+        return False
+    if "=" not in selector:
+        return standing["id"] == selector
+    return all(standing["labels"].get(k) == v for k, v in _selector_labels(selector).items())
+
+
+@functools.lru_cache(maxsize=256)
+def _selector_labels(selector: str) -> dict[str, str]:
+    return parse_labels([p for p in selector.split(",") if p.strip()])
 
 
 def row_cert(row: dict[str, Any]) -> str:

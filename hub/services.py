@@ -56,5 +56,7 @@ class HubServices:
         return services
 
     def close(self) -> None:
-        """Release the database and the data-dir lock."""
+        """Store what agents already sent, then release the database and the data-dir lock."""
+        if self.control is not None:
+            self.control.close()
         self.db.close()

@@ -5,21 +5,24 @@ credentials), then drives one `Session` per connection:
 
     session, welcome = core.open_session(device_id, hello, transport="grpc")
     send(welcome); for m in core.outgoing(session): send(m)     # desired state at once
-    on every AgentMessage:  ack = core.handle(session, msg); send(ack) if ack
+    on every AgentMessage:  core.submit(session, msg, send)      # stored in a batch; send(ack) after commit
+                            (slow down reading while core.congested())
     on core listener(device_id) (any thread): if not core.is_allowed(session): close
                                               else: for m in core.outgoing(session): send(m)
     on disconnect:          core.close_session(session)
 
 Desired state is level-triggered: `outgoing` returns the device's current DesiredState
 whenever its revision is newer than the one this session last sent, so a lost
-notification only delays, never loses, an update. Every method is synchronous and
-thread-safe (the store serializes SQL), so an asyncio front and a paho-thread front
-can share one core.
+notification only delays, never loses, an update. Every method is thread-safe (the
+store serializes SQL), so an asyncio front and a paho-thread front can share one core.
+Agent messages are stored by group commit (hub/control/group_commit.py): many per
+transaction, each session acked once per batch, after the commit.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -27,12 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hub.control.group_commit import GroupCommit, Reply
+from hub.errors import HubError
 from protos.edgeport.v1 import agent_pb2
 
 if TYPE_CHECKING:
     from hub.deployments import DeploymentService
     from hub.fleet import FleetService
+    from hub.store.db import Database
     from hub.telemetry import TelemetryService
+
+log = logging.getLogger("hub.control")
 
 DeviceListener = Callable[[str], None]
 
@@ -66,6 +74,7 @@ class ControlCore:
         fleet: FleetService,
         deployments: DeploymentService,
         telemetry: TelemetryService,
+        database: Database,
         *,
         heartbeat_interval_s: int = 10,
         telemetry_interval_s: int = 15,
@@ -81,6 +90,8 @@ class ControlCore:
         self._sessions: dict[str, Session] = {}  # device -> its newest session
         self._queued: dict[str, list[agent_pb2.HubMessage]] = {}  # one-shot messages per device
         self._log_waits: dict[str, _LogWait] = {}
+        self.database = database
+        self.ingest = GroupCommit(database, self._store, on_rollback=fleet.forget_seqs)
         # Services tell the core when a device's desired state or standing changed.
         deployments.on_devices_changed = self.notify_many
         fleet.on_device_changed = self.notify
@@ -134,8 +145,29 @@ class ControlCore:
 
     # ---- agent -> hub ----
 
+    def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Reply) -> None:
+        """Queue one AgentMessage for the next group commit; `reply(ack)` follows the commit (writer thread).
+
+        Never blocks; a front reading faster than the hub stores should pause while `congested()`.
+        """
+        self.ingest.submit(session, message, reply)
+
+    def congested(self) -> bool:
+        """Whether so many messages wait to be stored that fronts should stop reading for a moment."""
+        return self.ingest.congested()
+
+    def close(self) -> None:
+        """Store every message already submitted (hub shutdown)."""
+        self.ingest.close()
+
     def handle(self, session: Session, message: agent_pb2.AgentMessage) -> agent_pb2.HubMessage | None:
-        """Store one AgentMessage once per (device, seq); return the cumulative Ack to send (None for seq 0)."""
+        """Store one AgentMessage now, in its own transaction; return the cumulative Ack (None for seq 0)."""
+        with self.database.transaction():
+            acked = self._store(session, message)
+        return None if acked is None else agent_pb2.HubMessage(sent_at_ms=_now_ms(), ack=agent_pb2.Ack(seq=acked))
+
+    def _store(self, session: Session, message: agent_pb2.AgentMessage) -> int | None:
+        """Store one AgentMessage once per (device, seq) inside the caller's transaction; the cumulative ack."""
         device = session.device_id
         kind = message.WhichOneof("body")
         if message.seq == 0:  # untracked: handled, never acked
@@ -149,8 +181,11 @@ class ControlCore:
             floor = message.seq - 1
         fresh, acked = self.fleet.record_seq(device, message.seq, floor=floor)
         if fresh:
-            self._apply(device, kind, message)
-        return agent_pb2.HubMessage(sent_at_ms=_now_ms(), ack=agent_pb2.Ack(seq=acked))
+            try:
+                self._apply(device, kind, message)
+            except HubError as exc:  # refused for good (a resend would be too): acked, so the device moves on
+                log.warning("device %s sent a message the hub refused: %s", device, exc.message)
+        return acked
 
     def _apply(self, device: str, kind: str | None, message: agent_pb2.AgentMessage) -> None:
         if kind == "status":

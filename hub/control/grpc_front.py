@@ -109,15 +109,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def _read(
         self, session: Session, request_iterator: AsyncIterator[agent_pb2.AgentMessage], queue: asyncio.Queue[object]
     ) -> None:
+        loop = asyncio.get_running_loop()
+
+        def send_ack(ack: agent_pb2.HubMessage) -> None:  # group-commit writer thread, after the commit
+            loop.call_soon_threadsafe(queue.put_nowait, ack)
+
         try:
             async for message in request_iterator:
-                try:
-                    ack = self.core.handle(session, message)
-                except HubError as exc:  # a bad message is logged, the session goes on
-                    log.warning("device %s sent a message the hub refused: %s", session.device_id, exc.message)
-                    continue
-                if ack is not None:
-                    queue.put_nowait(ack)
+                # Stored by group commit (the ack follows the commit); while the hub is behind, stop
+                # reading so gRPC flow control slows the agent instead of the backlog growing.
+                self.core.submit(session, message, send_ack)
+                while self.core.congested():
+                    await asyncio.sleep(0.01)
         except (aio.AioRpcError, asyncio.CancelledError):
             pass
         except Exception:  # never let one agent's stream error go unnoticed

@@ -1,7 +1,8 @@
 """The MQTT front: the hub as one MQTT 5 client of the broker, driving the transport-independent core.
 
     device publishes Hello on {prefix}/{d}/reported  -> core.open_session; Welcome on {prefix}/{d}/inbox
-    any other AgentMessage on .../reported           -> core.handle (dedup by (device, seq)); Ack on inbox
+    any other AgentMessage on .../reported           -> core.submit (group commit, dedup by (device, seq));
+                                                        after the commit, a cumulative Ack on .../inbox
     core says device d changed (any thread)          -> its DesiredState retained (QoS 1) on .../desired
     "offline" on .../online (Last Will or goodbye)   -> core.close_session (device offline)
 
@@ -163,10 +164,16 @@ class MqttFront:
             session = self._open(device, agent_pb2.Hello())
             if session is None:
                 return
-        ack = self.core.handle(session, message)
-        if ack is not None:
+        inbox = self.topics.inbox(device)
+
+        def send_ack(ack: agent_pb2.HubMessage) -> None:  # group-commit writer thread, after the commit
             self.stats["acks"] += 1
-            self.client.publish(self.topics.inbox(device), ack.SerializeToString(), qos=1)
+            self.client.publish(inbox, ack.SerializeToString(), qos=1)
+
+        self.core.submit(session, message, send_ack)
+        # While the hub is behind, stop reading: the broker holds the rest (TCP backpressure, QoS 1).
+        while self.core.congested() and not self._stopping:
+            time.sleep(0.01)
 
     def _open(self, device: str, hello: agent_pb2.Hello) -> Session | None:
         if not self.is_active(device):

@@ -48,4 +48,4 @@ def attach_control_plane(services: HubServices) -> None:
     services.fleet = fleet
     services.deployments = deployments
     services.telemetry = telemetry
-    services.control = ControlCore(fleet, deployments, telemetry)
+    services.control = ControlCore(fleet, deployments, telemetry, services.db)

@@ -69,16 +69,42 @@ def _row(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
     return row
 
 
+_STANDING = "SELECT id, state, labels, desired_revision, desired_fingerprint FROM devices"
+
+
 class FleetStore:
     """SQL for devices and their credentials; `FleetService` holds the rules."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        # device -> [cumulative ack, seqs held above it]: read once, then kept in step with every write.
+        # The data-dir lock makes this process the only writer, so the cache cannot go stale behind us.
+        self._seqs: dict[str, list] = {}
 
     def get(self, device_id: str) -> dict[str, Any] | None:
         """One device row (labels and hardware decoded), or None."""
         with self.database.read() as db:
             return _row(db, device_id)
+
+    def standing(self, device_id: str) -> dict[str, Any] | None:
+        """The cheap part of a device row (state, labels, desired revision and fingerprint), or None.
+
+        What the control channel reads per device and message; `get` also decodes the hardware inventory.
+        """
+        with self.database.read() as db:
+            rows = list(db.query(_STANDING + " WHERE id = ?", [device_id]))
+        if not rows:
+            return None
+        rows[0]["labels"] = json.loads(rows[0]["labels"])
+        return rows[0]
+
+    def standings(self) -> list[dict[str, Any]]:
+        """`standing` of every device, by name, in one query (label selectors over the whole fleet)."""
+        with self.database.read() as db:
+            rows = list(db.query(_STANDING + " ORDER BY id"))
+        for r in rows:
+            r["labels"] = json.loads(r["labels"])
+        return rows
 
     def list(self) -> list[dict[str, Any]]:
         """Every device, by name."""
@@ -136,6 +162,7 @@ class FleetStore:
                 [now, cert_serial, cert_sha256, agent_version, hardware, device_id],
             )
             db.execute("DELETE FROM agent_seqs WHERE device_id = ?", [device_id])
+            self._seqs.pop(device_id, None)
             return True
 
     def revoke(self, device_id: str) -> None:
@@ -174,25 +201,63 @@ class FleetStore:
             db.execute("UPDATE devices SET online = 0")
 
     def record_seq(self, device_id: str, seq: int, floor: int | None) -> tuple[bool, int]:
-        """Store `seq` once; return (first time seen, cumulative ack). `floor` lifts the ack past lost seqs."""
+        """Store `seq` once; return (first time seen, cumulative ack). `floor` lifts the ack past lost seqs.
+
+        Usually one UPDATE: the ack and the held seqs are cached, and a seq right after the
+        ack (the common, in-order case) never touches `agent_seqs`.
+        """
         with self.database.transaction() as db:
-            rows = list(db.query("SELECT acked_seq FROM devices WHERE id = ?", [device_id]))
-            if not rows:
-                return False, 0
-            acked = rows[0]["acked_seq"]
+            state = self._seqs.get(device_id)
+            if state is None:
+                rows = list(db.query("SELECT acked_seq FROM devices WHERE id = ?", [device_id]))
+                if not rows:
+                    return False, 0
+                held_rows = db.query("SELECT seq FROM agent_seqs WHERE device_id = ?", [device_id])
+                state = [rows[0]["acked_seq"], {r["seq"] for r in held_rows}]
+            acked, held = state[0], set(state[1])
+            start, stored_held = acked, bool(held)
             if floor is not None and floor > acked:
                 acked = floor
-            fresh = seq > acked and not list(
-                db.query("SELECT 1 FROM agent_seqs WHERE device_id = ? AND seq = ?", [device_id, seq])
-            )
+            fresh = seq > acked and seq not in held
             if fresh:
-                db.execute("INSERT INTO agent_seqs (device_id, seq) VALUES (?, ?)", [device_id, seq])
-            held = {r["seq"] for r in db.query("SELECT seq FROM agent_seqs WHERE device_id = ?", [device_id])}
+                held.add(seq)
             while acked + 1 in held:
                 acked += 1
-            db.execute("DELETE FROM agent_seqs WHERE device_id = ? AND seq <= ?", [device_id, acked])
-            db.execute("UPDATE devices SET acked_seq = ? WHERE id = ?", [acked, device_id])
+            held = {s for s in held if s > acked}
+            if fresh and seq in held:  # arrived ahead of a gap: remember it on disk too
+                db.execute("INSERT INTO agent_seqs (device_id, seq) VALUES (?, ?)", [device_id, seq])
+            if acked != start:
+                db.execute("UPDATE devices SET acked_seq = ? WHERE id = ?", [acked, device_id])
+                if stored_held:
+                    db.execute("DELETE FROM agent_seqs WHERE device_id = ? AND seq <= ?", [device_id, acked])
+            # Cached only now that every statement ran; a rollback of the caller's transaction calls forget_seqs.
+            self._seqs[device_id] = [acked, held]
             return fresh, acked
+
+    def forget_seqs(self, device_ids: set[str] | list[str]) -> None:
+        """Drop cached acks (after a rolled-back transaction): they are read from the database again."""
+        for device_id in device_ids:
+            self._seqs.pop(device_id, None)
+
+    def set_desired_many(self, fingerprints: dict[str, str]) -> dict[str, int]:
+        """`set_desired` for many devices in one transaction; {device: revision} for the known ones."""
+        revisions: dict[str, int] = {}
+        with self.database.transaction() as db:
+            current = {
+                r["id"]: (r["desired_revision"], r["desired_fingerprint"])
+                for r in db.query("SELECT id, desired_revision, desired_fingerprint FROM devices")
+                if r["id"] in fingerprints
+            }
+            changed = []
+            for device_id, (revision, old) in current.items():
+                if old != fingerprints[device_id]:
+                    revision += 1
+                    changed.append((revision, fingerprints[device_id], device_id))
+                revisions[device_id] = revision
+            db.conn.executemany(
+                "UPDATE devices SET desired_revision = ?, desired_fingerprint = ? WHERE id = ?", changed
+            )
+        return revisions
 
     def set_desired(self, device_id: str, fingerprint: str) -> int:
         """Bump the device's desired revision if its set of (service, generation) changed; return the revision."""

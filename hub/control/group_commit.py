@@ -1,0 +1,157 @@
+"""GroupCommit: agent messages stored in batches, one SQLite transaction per batch, acked after the commit.
+
+A transaction per message caps the hub at about a thousand messages a second, far below
+what a fleet of thousands sends (telemetry, heartbeats, status reports). Fronts hand each
+message to `submit` and go on reading; one writer thread takes everything queued (up to
+`max_batch`), stores each message in its own savepoint inside one transaction, commits, and
+only then sends each session ONE cumulative ack: the newest, which covers every earlier one.
+An ack therefore never runs ahead of what is on disk, and a batch that fails to commit
+sends no acks at all, so the agents resend and (device, seq) deduplication stores each
+message once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hub.errors import HubError
+from protos.edgeport.v1 import agent_pb2
+
+if TYPE_CHECKING:
+    from hub.control.core import Session
+    from hub.store.db import Database
+
+log = logging.getLogger("hub.control.ingest")
+
+Reply = Callable[[agent_pb2.HubMessage], None]
+StoreOne = Callable[["Session", agent_pb2.AgentMessage], "int | None"]
+
+DEFAULT_MAX_BATCH = 2000  # bounds how long one transaction holds the database (API reads wait on it)
+DEFAULT_HIGH_WATER = 50_000  # queued messages past which fronts are asked to slow down (backlog())
+
+
+@dataclass(slots=True)
+class _Item:
+    session: Session
+    message: agent_pb2.AgentMessage
+    reply: Reply
+
+
+class GroupCommit:
+    """Queue + writer thread; `store_one` stores a message (inside the batch's transaction) and returns its ack."""
+
+    def __init__(
+        self,
+        database: Database,
+        store_one: StoreOne,
+        *,
+        on_rollback: Callable[[set[str]], None] = lambda devices: None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        high_water: int = DEFAULT_HIGH_WATER,
+    ) -> None:
+        self.database = database
+        self.store_one = store_one
+        self.on_rollback = on_rollback
+        self.max_batch = max_batch
+        self.high_water = high_water
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._busy = False  # the writer holds a batch taken off the queue
+        self.stats = {"messages": 0, "batches": 0, "failed_batches": 0}
+
+    def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Reply) -> None:
+        """Queue one message (any thread, never blocks); `reply(ack)` is called from the writer after commit."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hub-group-commit", daemon=True)
+                self._thread.start()
+            self._queue.append(_Item(session, message, reply))
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    def backlog(self) -> int:
+        """Messages queued and not yet stored."""
+        return len(self._queue)
+
+    def congested(self) -> bool:
+        """True while the backlog is past the high-water mark: fronts should stop reading for a moment."""
+        return len(self._queue) > self.high_water
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until everything submitted so far is stored and acked (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Store what is queued, then stop the writer."""
+        self.wait_idle(timeout)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                n = min(len(self._queue), self.max_batch)
+                batch = [self._queue.popleft() for _ in range(n)]
+                self._busy = True
+            try:
+                self._store(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _store(self, batch: list[_Item]) -> None:
+        acks: dict[int, tuple[_Item, int]] = {}  # session id -> (its last item, cumulative ack)
+        try:
+            with self.database.transaction():
+                for item in batch:
+                    try:
+                        with self.database.transaction():  # a savepoint: one bad message undoes only itself
+                            acked = self.store_one(item.session, item.message)
+                    except sqlite3.OperationalError:  # disk full, I/O error: the whole batch fails
+                        raise
+                    except Exception as exc:  # this message only: undone, not acked, logged; the rest go on
+                        self.on_rollback({item.session.device_id})
+                        detail = exc.message if isinstance(exc, HubError) else repr(exc)
+                        log.warning("storing a message of device %s failed: %s", item.session.device_id, detail,
+                                    exc_info=not isinstance(exc, HubError))
+                        continue
+                    if acked is not None:
+                        acks[item.session.id] = (item, acked)
+        except Exception:
+            # Nothing of the batch is stored and nothing is acked: the agents resend from their outboxes.
+            self.stats["failed_batches"] += 1
+            log.exception("storing a batch of %d agent messages failed; the agents will resend them", len(batch))
+            self.on_rollback({item.session.device_id for item in batch})
+            return
+        self.stats["messages"] += len(batch)
+        self.stats["batches"] += 1
+        now = int(time.time() * 1000)
+        for item, acked in acks.values():
+            try:
+                item.reply(agent_pb2.HubMessage(sent_at_ms=now, ack=agent_pb2.Ack(seq=acked)))
+            except Exception:  # a closed stream or broker hiccup: the agent resends, dedup absorbs it
+                log.debug("sending an ack to device %s failed", item.session.device_id, exc_info=True)

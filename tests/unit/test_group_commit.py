@@ -1,0 +1,199 @@
+"""Group commit of agent messages: one transaction per batch, acks only after the commit, savepoints per message."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hub.control.core import Session
+from hub.control.group_commit import GroupCommit
+from hub.errors import BadInput
+from hub.services import HubServices
+from hub.store.db import Database
+from protos.edgeport.v1 import agent_pb2
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubServices]:
+    services = HubServices.open(tmp_path / "hub")
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+def _enroll(hub: HubServices, name: str) -> None:
+    token = hub.fleet.create_token(name, [])["token"]
+    _, token_id, secret, _ = token.split(".")
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    pem = csr.public_bytes(serialization.Encoding.PEM)
+    proof = hmac.new(secret.encode(), pem, hashlib.sha256).digest()
+    hub.fleet.enroll(agent_pb2.EnrollRequest(token_id=token_id, csr_pem=pem, proof=proof, agent_version="t"))
+
+
+def _points(seq: int, n: int = 3) -> agent_pb2.AgentMessage:
+    now = int(time.time() * 1000)
+    points = [agent_pb2.TelemetryPoint(at_ms=now, metric="sim.load", value=seq * 100 + i) for i in range(n)]
+    return agent_pb2.AgentMessage(seq=seq, telemetry=agent_pb2.TelemetryBatch(points=points))
+
+
+def _count(hub: HubServices) -> int:
+    with hub.db.read() as db:
+        return db.execute("SELECT count(*) FROM telemetry_points WHERE metric = 'sim.load'").fetchone()[0]
+
+
+def test_nested_transaction_is_a_savepoint(tmp_path: Path) -> None:
+    database = Database(tmp_path / "d")
+    try:
+        with database.transaction() as db:
+            db.execute("CREATE TABLE t (x INTEGER)")
+        with database.transaction() as db:
+            db.execute("INSERT INTO t VALUES (1)")
+            with pytest.raises(ValueError), database.transaction() as inner:
+                inner.execute("INSERT INTO t VALUES (2)")
+                raise ValueError("undo only the inner block")
+            with database.transaction() as inner:
+                inner.execute("INSERT INTO t VALUES (3)")
+        with database.read() as db:
+            assert [r[0] for r in db.execute("SELECT x FROM t ORDER BY x")] == [1, 3]
+        with pytest.raises(RuntimeError), database.transaction() as db:  # the outer one still undoes everything
+            db.execute("INSERT INTO t VALUES (4)")
+            with database.transaction() as inner:
+                inner.execute("INSERT INTO t VALUES (5)")
+            raise RuntimeError("undo all")
+        with database.read() as db:
+            assert [r[0] for r in db.execute("SELECT x FROM t ORDER BY x")] == [1, 3]
+    finally:
+        database.close()
+
+
+def test_batch_is_stored_in_one_commit_and_each_session_acked_once(hub: HubServices) -> None:
+    for name in ("a", "b"):
+        _enroll(hub, name)
+    core = hub.control
+    sa, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    sb, _ = core.open_session("b", agent_pb2.Hello(device_id="b"), transport="test")
+    acks: dict[str, list[int]] = {"a": [], "b": []}
+    # Hold the database so everything below queues up and lands in a single batch.
+    with hub.db.transaction():
+        for seq in range(1, 51):
+            core.submit(sa, _points(seq), lambda m: acks["a"].append(m.ack.seq))
+        for seq in (1, 2, 4):  # 3 is missing: b's ack must stop at 2
+            core.submit(sb, _points(seq), lambda m: acks["b"].append(m.ack.seq))
+        time.sleep(0.1)
+        assert acks == {"a": [], "b": []}  # nothing acked before the commit
+    assert core.ingest.wait_idle(10)
+    assert acks["a"][-1] == 50 and acks["b"][-1] == 2
+    assert len(acks["a"]) < 50  # coalesced: one cumulative ack per session per batch, not one per message
+    assert _count(hub) == 53 * 3
+    # a resend of what is stored is acked and stored nowhere twice
+    core.submit(sa, _points(50), lambda m: acks["a"].append(m.ack.seq))
+    core.submit(sb, _points(3), lambda m: acks["b"].append(m.ack.seq))
+    assert core.ingest.wait_idle(10)
+    assert acks["a"][-1] == 50 and acks["b"][-1] == 4
+    assert _count(hub) == 54 * 3
+    assert hub.fleet.get("a")["acked_seq"] == 50 and hub.fleet.get("b")["acked_seq"] == 4
+
+
+def test_a_failing_message_undoes_only_itself(hub: HubServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    _enroll(hub, "a")
+    core = hub.control
+    session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    real = hub.telemetry.ingest
+
+    def ingest(device: str, batch: agent_pb2.TelemetryBatch) -> int:
+        if batch.points[0].value == 200:  # seq 2's points
+            real(device, batch)  # stored, then undone by the savepoint
+            raise KeyError("a bug while storing seq 2")
+        return real(device, batch)
+
+    monkeypatch.setattr(hub.telemetry, "ingest", ingest)
+    acks: list[int] = []
+    with hub.db.transaction():
+        for seq in (1, 2, 3):
+            core.submit(session, _points(seq), lambda m: acks.append(m.ack.seq))
+    assert core.ingest.wait_idle(10)
+    assert _count(hub) == 2 * 3  # seq 1 and 3 stored; seq 2 undone entirely (its points and its seq)
+    assert acks[-1] == 1  # seq 2 was not stored, so the ack stops before it and the agent resends it
+    monkeypatch.setattr(hub.telemetry, "ingest", real)
+    core.submit(session, _points(2), lambda m: acks.append(m.ack.seq))
+    assert core.ingest.wait_idle(10)
+    assert acks[-1] == 3 and _count(hub) == 3 * 3
+
+
+def test_refused_message_is_acked_and_skipped(hub: HubServices) -> None:
+    _enroll(hub, "a")
+    core = hub.control
+    session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    acks: list[int] = []
+
+    def refuse(device: str, status: agent_pb2.DeploymentStatus) -> None:
+        raise BadInput(f"service {status.service} is unknown")
+
+    core.deployments.record_status = refuse
+    status = agent_pb2.AgentMessage(seq=1, status=agent_pb2.DeploymentStatus(service="ghost", generation=1))
+    core.submit(session, status, lambda m: acks.append(m.ack.seq))
+    core.submit(session, _points(2), lambda m: acks.append(m.ack.seq))
+    assert core.ingest.wait_idle(10)
+    assert acks[-1] == 2 and _count(hub) == 3  # a refusal is final: a resend would be refused too
+
+
+def test_failed_commit_acks_nothing_and_the_resend_is_stored_once(tmp_path: Path) -> None:
+    hub = HubServices.open(tmp_path / "hub")
+    try:
+        _enroll(hub, "a")
+        core = hub.control
+        session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+        acks: list[int] = []
+        commit_fails = threading.Event()
+        commit_fails.set()
+        real_store = core._store
+
+        def store(s: Session, m: agent_pb2.AgentMessage) -> int | None:
+            acked = real_store(s, m)
+            if commit_fails.is_set() and m.seq == 2:
+                raise sqlite3.OperationalError("disk I/O error")  # fails the whole batch, like a failed COMMIT
+            return acked
+
+        writer = GroupCommit(hub.db, store, on_rollback=hub.fleet.forget_seqs)
+        with hub.db.transaction():
+            for seq in (1, 2):
+                writer.submit(session, _points(seq), lambda m: acks.append(m.ack.seq))
+        assert writer.wait_idle(10)
+        # seq 1 may have gone in an earlier batch of its own; seq 2's batch was rolled back and never acked
+        assert 2 not in acks and _count(hub) == 3 * len(acks) and writer.stats["failed_batches"] == 1
+        commit_fails.clear()
+        for seq in (1, 2):  # the agent resends what was never acked
+            writer.submit(session, _points(seq), lambda m: acks.append(m.ack.seq))
+        assert writer.wait_idle(10)
+        assert acks[-1] == 2 and _count(hub) == 2 * 3
+        writer.close()
+    finally:
+        hub.close()
+
+
+def test_close_stores_what_was_submitted(tmp_path: Path) -> None:
+    hub = HubServices.open(tmp_path / "hub")
+    _enroll(hub, "a")
+    session, _ = hub.control.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    for seq in range(1, 201):
+        hub.control.submit(session, _points(seq, 1), lambda m: None)
+    hub.close()  # stores the queue before releasing the database
+    again = HubServices.open(tmp_path / "hub")
+    try:
+        assert _count(again) == 200 and again.fleet.get("a")["acked_seq"] == 200
+    finally:
+        again.close()
