@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -15,6 +17,18 @@ from protos.edgeport.v1 import agent_pb2
 DEFAULT_RETENTION_S = 7 * 86400
 _PRUNE_EVERY_S = 300.0  # pruning is a range delete on an index: cheap, but no need per batch
 MAX_LIMIT = 10_000
+
+
+def _labels_json(labels: Mapping[str, str]) -> str:
+    # Most points carry no labels or the same few: skip building a dict and encoding it each time.
+    if not labels:
+        return "{}"
+    return _encode_labels(tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_labels(items: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(items))
 
 
 class TelemetryService:
@@ -30,14 +44,12 @@ class TelemetryService:
         """Store a batch's points (those inside the retention window); return how many."""
         floor = self._floor_ms()
         rows = [
-            {"device": device, "service": p.service, "metric": p.metric, "value": p.value, "at_ms": p.at_ms,
-             "labels": json.dumps(dict(p.labels))}
+            (device, p.service, p.metric, p.value, p.at_ms, _labels_json(p.labels))
             for p in batch.points
             if p.at_ms >= floor and p.metric
         ]
         if batch.dropped:
-            rows.append({"device": device, "service": "", "metric": "agent.outbox_dropped", "value": batch.dropped,
-                         "at_ms": int(time.time() * 1000), "labels": "{}"})
+            rows.append((device, "", "agent.outbox_dropped", float(batch.dropped), int(time.time() * 1000), "{}"))
         self.store.insert(rows)
         if time.monotonic() - self._pruned_at > _PRUNE_EVERY_S:
             self.prune()
