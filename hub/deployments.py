@@ -17,7 +17,7 @@ from typing import Any
 
 from hub.deployconfig import environment_digest, parse_deployment_config
 from hub.errors import BadInput, Conflict, NotFound
-from hub.fleet import FleetService
+from hub.fleet import FleetService, selects
 from hub.names import parse_labels, validate_fleet_name
 from hub.store.deployments import DeploymentStore
 from protos.edgeport.v1 import agent_pb2
@@ -272,38 +272,46 @@ class DeploymentService:
 
     # ---- desired state ----
 
-    def _services_for(self, device_id: str) -> list[dict[str, Any]]:
-        # One row per service, not the whole fleet: desired_state runs per device, so select() here was O(N^2).
-        return [s for s in self.store.active() if self.fleet.matches(device_id, s["target"])]
+    def _services_for(self, standing: dict[str, Any] | None) -> list[tuple[str, int]]:
+        """(service, generation) of every active service whose target selects this device row."""
+        if standing is None or standing["state"] != "enrolled":
+            return []
+        return [(name, generation) for name, generation, target in self.store.targets() if selects(standing, target)]
 
     def refresh(self, device_ids: list[str] | None = None) -> None:
-        """Recompute the devices' desired sets, bump revisions that changed, tell the fronts."""
-        ids = self.fleet.active_ids() if device_ids is None else device_ids
-        for device_id in ids:
-            self._revision(device_id, self._services_for(device_id))
-        if ids:
-            self.on_devices_changed(list(ids))
-
-    def _revision(self, device_id: str, services: list[dict[str, Any]]) -> int:
-        fingerprint = ",".join(f"{s['name']}:{s['generation']}" for s in services)
-        return self.fleet.set_desired(device_id, hashlib.sha256(fingerprint.encode()).hexdigest())
+        """Recompute the devices' desired sets, bump revisions that changed (one transaction), tell the fronts."""
+        wanted = None if device_ids is None else set(device_ids)
+        fingerprints = {
+            row["id"]: _fingerprint(self._services_for(row))
+            for row in self.fleet.store.standings()
+            if row["state"] != "revoked" and (wanted is None or row["id"] in wanted)
+        }
+        self.fleet.set_desired_many(fingerprints)
+        notify = list(fingerprints) if device_ids is None else list(device_ids)
+        if notify:
+            self.on_devices_changed(notify)
 
     def desired_state(self, device_id: str) -> agent_pb2.DesiredState:
         """The complete set of manifests for one device, with its current revision."""
-        services = self._services_for(device_id) if self.fleet.is_active(device_id) else []
-        state = agent_pb2.DesiredState(revision=self._revision(device_id, services))
-        for s in services:
-            blob = self.store.manifest(s["name"], s["generation"])
+        standing = self.fleet.standing(device_id)
+        services = self._services_for(standing)
+        fingerprint = _fingerprint(services)
+        if standing is not None and standing["desired_fingerprint"] == fingerprint:
+            revision = standing["desired_revision"]  # the usual case: refresh() already stored it
+        else:
+            revision = self.fleet.set_desired(device_id, fingerprint)
+        state = agent_pb2.DesiredState(revision=revision)
+        for name, generation in services:
+            blob = self.store.manifest(name, generation)
             if blob is not None:
-                state.services.append(agent_pb2.ServiceManifest.FromString(blob))
+                state.services.add().MergeFromString(blob)
         return state
 
     # ---- statuses ----
 
     def record_status(self, device_id: str, status: agent_pb2.DeploymentStatus) -> None:
         """Store a device's DeploymentStatus (older generations never overwrite newer ones)."""
-        service = self.store.get(status.service)
-        if service is None or service["state"] != "active" or status.phase == agent_pb2.REMOVED:
+        if self.store.state(status.service) != "active" or status.phase == agent_pb2.REMOVED:
             self.store.drop_statuses(status.service, [device_id])
             return
         self.store.put_status(
@@ -324,10 +332,9 @@ class DeploymentService:
 
     def record_report(self, device_id: str, report: agent_pb2.ServiceReport) -> None:
         """A Hello's summary of a running service: fills in what the hub may have missed."""
-        service = self.store.get(report.service)
-        if service is None or service["state"] != "active":
+        if self.store.state(report.service) != "active":
             return
-        old = self.store.statuses(report.service).get(device_id)
+        old = self.store.status(report.service, device_id)
         if old is not None and (
             old["generation"] > report.generation
             or (old["generation"] == report.generation and old["phase"] == report.phase)
@@ -445,6 +452,11 @@ class DeploymentService:
         """Whether `sources/<service>` names a service the hub has (the OCI endpoint serves its blobs)."""
         prefix, _, name = repository.partition("/")
         return prefix == "sources" and self.store.get(name) is not None
+
+
+def _fingerprint(services: list[tuple[str, int]]) -> str:
+    """What a device's desired revision stands for: its set of (service, generation)."""
+    return hashlib.sha256(",".join(f"{name}:{generation}" for name, generation in services).encode()).hexdigest()
 
 
 def _check_keys(where: str, data: Any, allowed: set[str]) -> None:

@@ -62,6 +62,28 @@ class DeploymentStore:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        # Read for every device on every desired-state sync: cached, and dropped on each services write.
+        self._targets: list[tuple[str, int, str]] | None = None
+        self._manifests: dict[tuple[str, int], bytes] = {}  # generations are immutable once written
+
+    def targets(self) -> list[tuple[str, int, str]]:
+        """(name, generation, target) of every active service, by name."""
+        targets = self._targets
+        if targets is None:
+            with self.database.read() as db:
+                rows = db.query("SELECT name, generation, target FROM services WHERE state = 'active' ORDER BY name")
+                targets = [(r["name"], r["generation"], r["target"]) for r in rows]
+            self._targets = targets
+        return targets
+
+    def state(self, name: str) -> str | None:
+        """'active' or 'deleted' (None if never created), without decoding the spec."""
+        for service, _, _ in self.targets():
+            if service == name:
+                return "active"
+        with self.database.read() as db:
+            rows = list(db.query("SELECT state FROM services WHERE name = ?", [name]))
+        return rows[0]["state"] if rows else None
 
     def get(self, name: str) -> dict[str, Any] | None:
         """One service row (spec and keys decoded), deleted ones included; None if never created."""
@@ -103,21 +125,31 @@ class DeploymentStore:
                 {"service": name, "generation": generation, "manifest": manifest, "models": json.dumps(models),
                  "created_at": now}
             )
+            self._targets = None
             return True
 
     def manifest(self, name: str, generation: int) -> bytes | None:
         """Serialized manifest of one generation."""
+        cached = self._manifests.get((name, generation))
+        if cached is not None:
+            return cached
         with self.database.read() as db:
             rows = list(
                 db.query("SELECT manifest FROM service_generations WHERE service = ? AND generation = ?",
                          [name, generation])
             )
-            return rows[0]["manifest"] if rows else None
+        if not rows:
+            return None
+        if len(self._manifests) > 1024:  # bounded: old generations stop being asked for
+            self._manifests.clear()
+        self._manifests[(name, generation)] = rows[0]["manifest"]
+        return rows[0]["manifest"]
 
     def mark_deleted(self, name: str) -> None:
         """Take the service out of desired state (its generation counter stays)."""
         with self.database.transaction() as db:
             db.execute("UPDATE services SET state = 'deleted', updated_at = ? WHERE name = ?", [time.time(), name])
+            self._targets = None
 
     def set_keys(self, name: str, keys: dict[str, str]) -> None:
         """Replace a service's auth keys."""
@@ -134,23 +166,36 @@ class DeploymentStore:
                 out[r["device"]] = r
             return out
 
+    def status(self, name: str, device: str) -> dict[str, Any] | None:
+        """One device's status row for one service, or None."""
+        with self.database.read() as db:
+            rows = list(db.query("SELECT * FROM service_status WHERE service = ? AND device = ?", [name, device]))
+        if not rows:
+            return None
+        rows[0]["log_tail"] = json.loads(rows[0]["log_tail"])
+        return rows[0]
+
     def device_statuses(self, device: str) -> list[dict[str, Any]]:
         """Status rows of every service on one device."""
         with self.database.read() as db:
             return list(db.query("SELECT * FROM service_status WHERE device = ? ORDER BY service", [device]))
 
     def put_status(self, row: dict[str, Any]) -> bool:
-        """Store a status unless one for a newer generation is already stored; True if written."""
-        with self.database.transaction() as db:
-            old = list(
-                db.query("SELECT generation FROM service_status WHERE service = ? AND device = ?",
-                         [row["service"], row["device"]])
-            )
-            if old and old[0]["generation"] > row["generation"]:
-                return False
-            db["service_status"].upsert({**row, "log_tail": json.dumps(row.get("log_tail", []))},
-                                        pk=("service", "device"))
-            return True
+        """Store a status unless one for a newer generation is already stored; True if written.
+
+        Columns left out of `row` keep their stored value (or their default on a first insert).
+        """
+        if "log_tail" in row:
+            row = {**row, "log_tail": json.dumps(row["log_tail"])}
+        cols = list(row)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in ("service", "device"))
+        sql = (
+            f"INSERT INTO service_status ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+            f" ON CONFLICT (service, device) DO UPDATE SET {sets}"
+            " WHERE excluded.generation >= service_status.generation"
+        )
+        with self.database.read() as db:  # one statement: atomic on its own
+            return db.conn.execute(sql, list(row.values())).rowcount == 1
 
     def drop_statuses(self, name: str, devices: list[str] | None = None) -> None:
         """Forget statuses of a service (all devices, or the given ones)."""
