@@ -38,6 +38,10 @@ class EnvironmentCache:
         self.root = Path(root)
         self._lock = threading.Lock()
 
+    def shared_python(self, env: agent_pb2.Environment) -> str | None:
+        """The agent's own interpreter when `env` needs no venv (no requirements), else None; never blocks."""
+        return None if any(r.strip() for r in env.pip_requirements) else sys.executable
+
     def python_for(self, env: agent_pb2.Environment) -> str:
         """The interpreter to run a runtime with for `env`, building its venv on first use (blocking)."""
         requirements = [r for r in env.pip_requirements if r.strip()]

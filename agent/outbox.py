@@ -18,40 +18,71 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class Outbox:
-    """The durable queue of unsent AgentMessages of one agent."""
+    """The durable queue of unsent AgentMessages of one agent.
+
+    The next seq, the oldest pending seq and the pending byte total are kept in memory (the state is this
+    agent's alone), so an append is one insert plus the next-seq row in one transaction and an ack one delete.
+    """
 
     def __init__(self, state: AgentState, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.state = state
         self.max_bytes = max_bytes
+        with state.lock:
+            low, high, total = state.conn.execute(
+                "SELECT MIN(seq), MAX(seq), COALESCE(SUM(size), 0) FROM outbox"
+            ).fetchone()
+        # The stored next seq, but never at or below a stored message (state restored from an odd copy).
+        self._next = max(int(state.get("next_seq", "1") or 1), (high or 0) + 1)
+        self._first = low if low is not None else self._next
+        self._bytes = int(total)
 
     def append(self, message: agent_pb2.AgentMessage) -> int:
         """Give `message` the next seq, store it, drop the oldest entries past the bound; return the seq."""
+        return self.append_many([message])[0]
+
+    def append_many(self, messages: list[agent_pb2.AgentMessage]) -> list[int]:
+        """`append` for several messages in one transaction (consecutive seqs, in list order)."""
+        if not messages:
+            return []
         with self.state.lock:
-            seq = self.next_seq()
-            message.seq = seq
-            if not message.sent_at_ms:
-                message.sent_at_ms = int(time.time() * 1000)
-            body = message.SerializeToString()
-            conn = self.state.conn
-            conn.execute("BEGIN IMMEDIATE")
+            seq = self._next
+            now = int(time.time() * 1000)
+            rows = []
+            for message in messages:
+                message.seq = seq
+                if not message.sent_at_ms:
+                    message.sent_at_ms = now
+                body = message.SerializeToString()
+                rows.append((seq, message.WhichOneof("body") or "", body, len(body)))
+                seq += 1
+            added = sum(r[3] for r in rows)
             try:
-                conn.execute(
-                    "INSERT INTO outbox (seq, kind, body, size) VALUES (?, ?, ?, ?)",
-                    (seq, message.WhichOneof("body") or "", body, len(body)),
-                )
-                conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('next_seq', ?)", (str(seq + 1),))
-                self._trim_to_bound()
-                conn.execute("COMMIT")
+                with self.state.transaction() as conn:
+                    conn.executemany("INSERT INTO outbox (seq, kind, body, size) VALUES (?, ?, ?, ?)", rows)
+                    self.state.put("next_seq", str(seq))
+                    self._bytes += added
+                    self._next = seq
+                    if self._bytes > self.max_bytes:
+                        self._trim_to_bound()
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._resync()
                 raise
-            return seq
+            if self._first > rows[0][0]:
+                self._first = rows[0][0]
+            return [r[0] for r in rows]
+
+    def _resync(self) -> None:
+        """Re-read the figures kept in memory (after a failed write)."""
+        low, high, total = self.state.conn.execute(
+            "SELECT MIN(seq), MAX(seq), COALESCE(SUM(size), 0) FROM outbox"
+        ).fetchone()
+        self._next = max(int(self.state.get("next_seq", "1") or 1), (high or 0) + 1)
+        self._first = low if low is not None else self._next
+        self._bytes = int(total)
 
     def _trim_to_bound(self) -> None:
         conn = self.state.conn
-        total = conn.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
-        if total <= self.max_bytes:
-            return
+        total = self._bytes
         dropped = 0
         # Oldest first; the newest entry always stays (a single oversize message is still sent).
         for seq, size in conn.execute("SELECT seq, size FROM outbox ORDER BY seq").fetchall()[:-1]:
@@ -60,24 +91,25 @@ class Outbox:
             conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             total -= size
             dropped += 1
+        self._bytes = total
         if dropped:
             before = int(self.state.get("outbox_dropped", "0") or 0)
-            conn.execute(
-                "INSERT OR REPLACE INTO kv (key, value) VALUES ('outbox_dropped', ?)", (str(before + dropped),)
-            )
+            self.state.put("outbox_dropped", str(before + dropped))
+            row = conn.execute("SELECT MIN(seq) FROM outbox").fetchone()
+            self._first = row[0] if row[0] is not None else self._next
 
     def next_seq(self) -> int:
         """The seq the next appended message will get (first one: 1)."""
-        return int(self.state.get("next_seq", "1") or 1)
+        return self._next
 
     def first_pending_seq(self) -> int:
         """Seq of the oldest unacknowledged message, or the next seq when nothing is pending."""
-        with self.state.lock:
-            row = self.state.conn.execute("SELECT MIN(seq) FROM outbox").fetchone()
-        return row[0] if row and row[0] is not None else self.next_seq()
+        return min(self._first, self._next)
 
     def pending(self, after: int = 0, limit: int = 256) -> list[agent_pb2.AgentMessage]:
         """Stored messages with seq > `after`, oldest first."""
+        if after + 1 >= self._next:  # nothing newer was appended: no need to ask SQLite
+            return []
         with self.state.lock:
             rows = self.state.conn.execute(
                 "SELECT body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
@@ -91,9 +123,15 @@ class Outbox:
         next seq beyond it, so new messages are never mistaken by the hub for ones it already has.
         """
         with self.state.lock:
-            if seq >= self.next_seq():
+            if seq >= self._next:
                 self.state.put("next_seq", str(seq + 1))
-            return self.state.conn.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+                self._next = seq + 1
+            if seq < self._first:  # already trimmed (a repeated or older ack): nothing to delete
+                return 0
+            sizes = self.state.conn.execute("DELETE FROM outbox WHERE seq <= ? RETURNING size", (seq,)).fetchall()
+            self._bytes -= sum(r[0] for r in sizes)
+            self._first = seq + 1
+            return len(sizes)
 
     def take_dropped(self) -> int:
         """How many messages the bound dropped since the last call (and reset the count)."""

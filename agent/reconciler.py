@@ -244,10 +244,7 @@ class Reconciler:
         return self.services_dir / name / str(generation)
 
     def _starting_markers(self) -> list[tuple[str, str]]:
-        with self.state.lock:
-            return self.state.conn.execute(
-                "SELECT key, value FROM kv WHERE key LIKE 'starting:%' AND value != ''"
-            ).fetchall()
+        return [(k, v) for k, v in self.state.keys("starting:") if v]
 
     def _spec_stub(self, info: dict) -> RuntimeSpec:
         return RuntimeSpec(service=info.get("service", ""), generation=0, python="", model_dir=Path("."), port=0,
@@ -305,7 +302,8 @@ class Reconciler:
                     )
                 )
         layout = await asyncio.to_thread(lay_out, self.cache, m, self._gen_dir(m.name, m.generation))
-        python = await asyncio.to_thread(self.envs.python_for, m.environment)
+        # No requirements: no venv to build, so no trip through the thread pool either.
+        python = self.envs.shared_python(m.environment) or await asyncio.to_thread(self.envs.python_for, m.environment)
         return layout, python
 
     async def _start_and_wait(self, spec: RuntimeSpec, timeout_s: float) -> RuntimeProcess:
@@ -328,8 +326,9 @@ class Reconciler:
         rec.port, rec.grpc_port = proc.spec.port, proc.spec.grpc_port
         rec.pid, rec.pid_start = proc.pid, proc.pid_start
         rec.phase, rec.message = agent_pb2.HEALTHY, ""
-        self.state.save_service(rec)
-        self.state.put(f"starting:{m.name}", "")
+        with self.state.transaction():  # the row and the cleared start marker in one commit
+            self.state.save_service(rec)
+            self.state.put(f"starting:{m.name}", "")
         self.procs[m.name] = proc
 
     # ---- the three kinds of work ----

@@ -9,9 +9,12 @@ imports numpy when it is installed, which alone would cost ~16 MiB of the agent'
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +78,12 @@ def _manifest(blob: bytes | None) -> agent_pb2.ServiceManifest | None:
 
 
 class AgentState:
-    """The agent's SQLite database (`DATA_DIR/agent.db`, WAL). Thread-safe: one connection, one lock."""
+    """The agent's SQLite database (`DATA_DIR/agent.db`, WAL). Thread-safe: one connection, one lock.
+
+    The key/value rows, the desired state and the service rows are also kept in memory (write-through):
+    this object is the only writer of its file (one agent per data dir, flock), and the reconciler and
+    the outbox read them on every pass and every message, so reads need not go to SQLite.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -86,6 +94,41 @@ class AgentState:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(_SCHEMA)
         self.lock = threading.RLock()
+        self._kv: dict[str, str] = dict(self.conn.execute("SELECT key, value FROM kv").fetchall())
+        self._desired: agent_pb2.DesiredState | None = None  # parsed on first use
+        self._services: dict[str, ServiceRecord] | None = None
+        self._depth = 0  # nesting of transaction()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction for several changes (fewer commits); nests: only the outermost commits.
+
+        The in-memory copies are dropped on a rollback, so they never show a change that was not stored.
+        """
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                self._reload()
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def _reload(self) -> None:
+        self._kv = dict(self.conn.execute("SELECT key, value FROM kv").fetchall())
+        self._desired, self._services = None, None
 
     def close(self) -> None:
         """Close the database."""
@@ -96,14 +139,20 @@ class AgentState:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """A stored value, or `default`."""
-        with self.lock:
-            row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+        return self._kv.get(key, default)
 
     def put(self, key: str, value: str) -> None:
-        """Store a value (replaces)."""
+        """Store a value (replaces); a value equal to the stored one is not written again."""
         with self.lock:
+            if self._kv.get(key) == value:
+                return
             self.conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+            self._kv[key] = value
+
+    def keys(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, value) of every stored key starting with `prefix`."""
+        with self.lock:
+            return [(k, v) for k, v in self._kv.items() if k.startswith(prefix)]
 
     # ---- identity ----
 
@@ -119,10 +168,13 @@ class AgentState:
     # ---- desired state ----
 
     def desired(self) -> agent_pb2.DesiredState:
-        """The last DesiredState applied (empty, revision 0, before the first)."""
+        """The last DesiredState applied (empty, revision 0, before the first). Callers must not modify it."""
         with self.lock:
-            row = self.conn.execute("SELECT value FROM kv WHERE key = 'desired'").fetchone()
-        return agent_pb2.DesiredState.FromString(bytes.fromhex(row[0])) if row else agent_pb2.DesiredState()
+            if self._desired is None:
+                raw = self._kv.get("desired")
+                desired = agent_pb2.DesiredState.FromString(bytes.fromhex(raw)) if raw else agent_pb2.DesiredState()
+                self._desired = desired
+            return self._desired
 
     def save_desired(self, desired: agent_pb2.DesiredState) -> bool:
         """Store `desired` unless it is older than the one applied; True when stored (revisions only grow)."""
@@ -130,17 +182,25 @@ class AgentState:
             if desired.revision < self.desired().revision:
                 return False
             self.put("desired", desired.SerializeToString().hex())
+            stored = agent_pb2.DesiredState()
+            stored.CopyFrom(desired)  # the caller keeps its message; ours must not change under us
+            self._desired = stored
             return True
 
     # ---- services ----
 
     def services(self) -> dict[str, ServiceRecord]:
-        """Every service with a row, by name."""
+        """Every service with a row, by name (copies: change one, then save_service it)."""
         with self.lock:
-            rows = self.conn.execute(
-                "SELECT name, generation, manifest, last_good_generation, last_good_manifest, failed_generation,"
-                " port, grpc_port, pid, pid_start, phase, message, restarts FROM services"
-            ).fetchall()
+            if self._services is None:
+                self._services = self._load_services()
+            return {name: copy.copy(rec) for name, rec in self._services.items()}
+
+    def _load_services(self) -> dict[str, ServiceRecord]:
+        rows = self.conn.execute(
+            "SELECT name, generation, manifest, last_good_generation, last_good_manifest, failed_generation,"
+            " port, grpc_port, pid, pid_start, phase, message, restarts FROM services"
+        ).fetchall()
         out = {}
         for r in rows:
             out[r[0]] = ServiceRecord(
@@ -151,8 +211,12 @@ class AgentState:
         return out
 
     def service(self, name: str) -> ServiceRecord | None:
-        """One service's row, or None."""
-        return self.services().get(name)
+        """One service's row (a copy), or None."""
+        with self.lock:
+            if self._services is None:
+                self._services = self._load_services()
+            rec = self._services.get(name)
+            return copy.copy(rec) if rec is not None else None
 
     def save_service(self, rec: ServiceRecord) -> None:
         """Insert or replace one service's row."""
@@ -169,8 +233,12 @@ class AgentState:
                     rec.restarts,
                 ),
             )  # fmt: skip
+            if self._services is not None:
+                self._services[rec.name] = copy.copy(rec)
 
     def delete_service(self, name: str) -> None:
         """Forget a service (after it was stopped and cleaned up)."""
         with self.lock:
             self.conn.execute("DELETE FROM services WHERE name = ?", (name,))
+            if self._services is not None:
+                self._services.pop(name, None)

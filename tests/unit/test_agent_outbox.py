@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from agent.outbox import Outbox
 from agent.state import AgentState, Identity, ServiceRecord
@@ -84,3 +87,53 @@ def test_ack_beyond_our_seq_moves_the_next_seq_past_it(tmp_path: Path) -> None:
     box.ack(40)  # the hub has seen seqs up to 40 from this device (state restored from an older copy)
     assert box.pending() == []
     assert box.append(_status("b")) == 41
+
+
+def test_append_many_is_one_ordered_batch_and_survives_restart(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    box = Outbox(state)
+    box.append(_status("first"))
+    assert box.append_many([_status("a"), _status("b"), _status("c")]) == [2, 3, 4]
+    assert box.append_many([]) == []
+    assert [(m.seq, m.status.service) for m in box.pending(after=1)] == [(2, "a"), (3, "b"), (4, "c")]
+    box.ack(4)
+    state.close()
+    box2 = Outbox(AgentState(tmp_path))  # the next seq is stored, not only known in memory
+    assert box2.next_seq() == 5 and box2.first_pending_seq() == 5 and box2.append(_status("d")) == 5
+
+
+def test_a_failed_append_leaves_memory_and_file_alike(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    box = Outbox(state)
+    box.append(_status("a"))
+    state.conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON outbox WHEN NEW.kind = 'status' AND "
+                       "length(NEW.body) > 30 BEGIN SELECT RAISE(ABORT, 'disk full'); END")  # fmt: skip
+    with pytest.raises(sqlite3.IntegrityError):
+        box.append_many([_status("b"), _status("c", message="x" * 40)])
+    assert box.next_seq() == 2 and state.get("next_seq") == "2" and box.size() == (1, box._bytes)
+    assert box.append(_status("d")) == 2
+
+
+def test_state_reads_come_from_memory_but_match_the_file(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    manifest = agent_pb2.ServiceManifest(name="svc", generation=2)
+    state.save_service(ServiceRecord(name="svc", generation=2, manifest=manifest))
+    rec = state.service("svc")
+    assert rec is not None
+    rec.generation = 9  # a caller's copy: changing it changes nothing stored
+    assert state.service("svc").generation == 2  # type: ignore[union-attr]
+    desired = agent_pb2.DesiredState(revision=3, services=[manifest])
+    state.save_desired(desired)
+    desired.revision = 99  # the caller's message is not the stored one
+    assert state.desired().revision == 3
+    with pytest.raises(RuntimeError), state.transaction():
+        state.put("k", "v")
+        state.delete_service("svc")
+        raise RuntimeError("crash mid-transaction")
+    assert state.get("k") is None and state.service("svc") is not None  # rolled back in memory too
+    with state.transaction(), state.transaction():  # nested: one commit
+        state.put("k", "v")
+    state.close()
+    again = AgentState(tmp_path)
+    assert again.get("k") == "v" and again.desired().revision == 3 and again.service("svc").generation == 2  # type: ignore[union-attr]
+    assert again.keys("k") == [("k", "v")]
