@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -25,6 +26,52 @@ CHUNK = 1024 * 1024
 DEFAULT_MAX_BYTES = 10 * 1024**3
 
 Progress = Callable[[int, int], None]  # (bytes so far, total)
+
+# Keep-alive connections to registries, shared by the pulls of this process: a new TCP connection per
+# blob costs both sides a handshake, and the hub's server its connection setup. Idle ones are reused for
+# at most POOL_IDLE_S (below uvicorn's 5 s keep-alive, so the server is not closing the one we pick).
+POOL_IDLE_S = 4.0
+POOL_MAX_IDLE = 8  # per registry
+_pool_lock = threading.Lock()
+_pool: dict[tuple[str, str], list[tuple[float, http.client.HTTPConnection]]] = {}
+
+
+def _connection(
+    scheme: str, netloc: str, timeout: float, fresh: bool = False
+) -> tuple[http.client.HTTPConnection, bool]:
+    """(a connection to `netloc`, whether it was reused from the pool); `fresh`: a new one, never a pooled one."""
+    now = time.monotonic()
+    with _pool_lock:
+        idle = _pool.get((scheme, netloc), [])
+        while idle and not fresh:
+            since, conn = idle.pop()
+            if now - since < POOL_IDLE_S:
+                conn.timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout)
+                return conn, True
+            conn.close()
+    conn_cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    return conn_cls(netloc, timeout=timeout), False
+
+
+def _release(scheme: str, netloc: str, conn: http.client.HTTPConnection) -> None:
+    """Give a connection whose last response was read to the end back to the pool."""
+    with _pool_lock:
+        idle = _pool.setdefault((scheme, netloc), [])
+        if len(idle) < POOL_MAX_IDLE:
+            idle.append((time.monotonic(), conn))
+            return
+    conn.close()
+
+
+def close_pool() -> None:
+    """Close every idle registry connection (tests; an agent leaves them to the process exit)."""
+    with _pool_lock:
+        conns = [conn for idle in _pool.values() for _, conn in idle]
+        _pool.clear()
+    for conn in conns:
+        conn.close()
 
 
 class CacheError(Exception):
@@ -127,13 +174,22 @@ class ArtifactCache:
         progress: Progress | None,
     ) -> tuple[hashlib._Hash, int]:
         url = urllib.parse.urlsplit(registry if "://" in registry else f"http://{registry}")
-        conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(url.netloc, timeout=self.timeout_s)
         path = f"{url.path.rstrip('/')}/v2/{repository}/blobs/{digest}"
         headers = {"Range": f"bytes={have}-"} if have else {}
+        conn, reused = _connection(url.scheme, url.netloc, self.timeout_s)
+        keep = False  # whether the connection goes back to the pool afterwards
         try:
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
+            try:
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException):
+                if not reused:
+                    raise
+                # The server closed the idle connection just as we picked it: one more try on a new one.
+                conn.close()
+                conn, reused = _connection(url.scheme, url.netloc, self.timeout_s, fresh=True)
+                conn.request("GET", path, headers=headers)
+                resp = conn.getresponse()
             if resp.status == 200 and have:  # server ignored the Range: start from zero
                 hasher, have = hashlib.sha256(), 0
                 mode = "wb"
@@ -155,11 +211,15 @@ class ArtifactCache:
                     have += len(chunk)
                     if progress:
                         progress(have, total)
+            keep = resp.isclosed() and not resp.will_close
         except (OSError, http.client.HTTPException) as exc:
             # What arrived stays in .partial: the next attempt resumes from there.
             raise CacheError(f"pull {registry}{path} interrupted after {have} bytes: {exc}", transient=True) from None
         finally:
-            conn.close()
+            if keep:
+                _release(url.scheme, url.netloc, conn)
+            else:
+                conn.close()
         return hasher, have
 
     def usage(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cache import ArtifactCache, CacheError
+import agent.cache as agent_cache
+from agent.cache import ArtifactCache, CacheError, _pool, _pool_lock, close_pool
 
 
 class _BlobServer(http.server.ThreadingHTTPServer):
@@ -157,3 +159,64 @@ def test_lru_eviction_keeps_what_is_in_use(tmp_path: Path, server: _BlobServer) 
     assert evicted == [digests[2], digests[3]]
     assert cache.has(digests[0]) and cache.has(digests[1])
     assert cache.usage() == 2000
+
+
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like uvicorn
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def keepalive_server() -> Iterator[_BlobServer]:
+    srv = _BlobServer(("127.0.0.1", 0), _KeepAliveHandler)
+    srv.blobs, srv.requests, srv.cut_after, srv.honour_range = {}, [], None, True
+    srv.connections = 0  # type: ignore[attr-defined]
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield srv
+    finally:
+        close_pool()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_pulls_reuse_one_keepalive_connection(tmp_path: Path, keepalive_server: _BlobServer) -> None:
+    close_pool()
+    digests = [_add(keepalive_server, os.urandom(5000 + i)) for i in range(5)]
+    caches = [ArtifactCache(tmp_path / f"c{i}") for i in range(2)]  # two agents of one process share the pool
+    for digest in digests:
+        for cache in caches:
+            assert hashlib.sha256(cache.fetch(_url(keepalive_server), "m", digest).read_bytes()).hexdigest() == (
+                digest.removeprefix("sha256:")
+            )
+    assert len(keepalive_server.requests) == 10
+    assert keepalive_server.connections == 1  # type: ignore[attr-defined]
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced(tmp_path: Path, keepalive_server: _BlobServer) -> None:
+    close_pool()
+    first, second = _add(keepalive_server, b"a" * 3000), _add(keepalive_server, b"b" * 3000)
+    cache = ArtifactCache(tmp_path / "c")
+    cache.fetch(_url(keepalive_server), "m", first)
+    with _pool_lock:  # the server side of the idle connection goes away (idle timeout, hub restart)
+        for _, conn in next(iter(_pool.values())):
+            assert conn.sock is not None
+            conn.sock.shutdown(socket.SHUT_RDWR)
+    assert cache.fetch(_url(keepalive_server), "m", second).read_bytes() == b"b" * 3000
+    assert keepalive_server.connections == 2  # type: ignore[attr-defined]
+
+
+def test_idle_connections_past_their_age_are_not_reused(
+    tmp_path: Path, keepalive_server: _BlobServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    close_pool()
+    monkeypatch.setattr(agent_cache, "POOL_IDLE_S", 0.0)
+    cache = ArtifactCache(tmp_path / "c")
+    for data in (b"x" * 100, b"y" * 100):
+        cache.fetch(_url(keepalive_server), "m", _add(keepalive_server, data))
+    assert keepalive_server.connections == 2  # type: ignore[attr-defined]
