@@ -34,12 +34,18 @@ from agent.profiler import profile_service
 from agent.reconciler import Reconciler
 from agent.state import AgentState, Identity
 from agent.supervisor import Supervisor, tail
-from agent.telemetry import TelemetryCollector
+from agent.telemetry import RuntimeStats, TelemetryCollector, rss_bytes, scrape
 from protos.edgeport.v1 import agent_pb2
 
 RECONNECT_MAX_S = 10.0  # short enough to be back soon after a hub restart; jitter spreads a fleet's retries
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_TELEMETRY_S = 15
+# A progress status (Pending, Pulling, Starting, Restarting) waits this long before it goes into the outbox; a
+# newer status of the same service in that time replaces it. The hub keeps only the latest status per device
+# and service, so a superseded one would only cost a message and a write on both sides. Settled phases
+# (Healthy, Failed, Rolled back, Removed) go at once and take the waiting ones with them, in order.
+DEFAULT_STATUS_LINGER_S = 1.0
+_SETTLED_PHASES = frozenset({agent_pb2.HEALTHY, agent_pb2.FAILED, agent_pb2.ROLLED_BACK, agent_pb2.REMOVED})
 INVENTORY_ENV = "_EDGEPORT_AGENT_INVENTORY"  # hands the probed inventory across the post-enrollment re-exec
 
 
@@ -76,6 +82,7 @@ class AgentConfig:
     owns_process: bool = False
     cache_max_bytes: int = CACHE_MAX_BYTES
     outbox_max_bytes: int = OUTBOX_MAX_BYTES
+    status_linger_s: float = DEFAULT_STATUS_LINGER_S  # 0: every status goes into the outbox at once
 
 
 def say(line: str) -> None:
@@ -88,12 +95,15 @@ class DaemonParts:
     """The seams a process embedding many agents (simulators/fleet.py) may swap; the CLI uses the defaults.
 
     `inventory` reads the hardware from a profile (or the machine), `supervisor` makes the one place that
-    starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout).
+    starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout), `scrape`
+    and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these).
     """
 
     inventory: Callable[[dict | None], agent_pb2.HardwareInventory] = inventory
     supervisor: Callable[[Path], Supervisor] = Supervisor
     say: Callable[[str], None] = say
+    scrape: Callable[[int], RuntimeStats | None] = scrape
+    rss: Callable[[int], int] = rss_bytes
 
 
 class AgentDaemon:
@@ -115,14 +125,19 @@ class AgentDaemon:
         self.reconciler: Reconciler | None = None
         self.identity: Identity | None = None
         self.hardware = agent_pb2.HardwareInventory()
-        self.telemetry = TelemetryCollector()
+        self.telemetry = TelemetryCollector(scrape=self.parts.scrape, rss=self.parts.rss)
         self._outbox_changed = asyncio.Event()
         self._phases: dict[str, tuple[int, int]] = {}
+        self._held: dict[str, agent_pb2.DeploymentStatus] = {}  # progress statuses waiting out the linger
+        self._held_flush: asyncio.TimerHandle | None = None
+        self._ack_to = 0  # the highest hub Ack not yet applied to the outbox (applied once per burst)
+        self._ack_pending = False
         self.heartbeat_s = config.heartbeat_s or DEFAULT_HEARTBEAT_S
         self.telemetry_s = config.telemetry_s or DEFAULT_TELEMETRY_S
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._lock_fd: int | None = None
+        self._closed = False  # the state database was closed (late callbacks must not touch it)
 
     # ---- start-up ----
 
@@ -203,10 +218,19 @@ class AgentDaemon:
     # ---- reports ----
 
     def _report(self, status: agent_pb2.DeploymentStatus) -> None:
-        """A service status from the reconciler: into the outbox, and one line when the phase changed."""
+        """A service status from the reconciler: into the outbox (progress ones after a linger, see
+        DEFAULT_STATUS_LINGER_S), and one line when the phase changed."""
         assert self.outbox is not None
-        self.outbox.append(agent_pb2.AgentMessage(status=status))
-        self._outbox_changed.set()
+        self._held.pop(status.service, None)  # re-inserted last: held statuses keep the order they were made in
+        self._held[status.service] = status
+        linger = self.config.status_linger_s
+        if status.phase in _SETTLED_PHASES or linger <= 0:
+            self.flush_statuses()
+        elif self._held_flush is None:
+            try:
+                self._held_flush = asyncio.get_running_loop().call_later(linger, self.flush_statuses)
+            except RuntimeError:  # no loop (a direct call): nothing could flush it later
+                self.flush_statuses()
         key = (status.generation, status.phase)
         if self._phases.get(status.service) != key or status.phase == agent_pb2.PULLING:
             self._phases[status.service] = key
@@ -215,6 +239,29 @@ class AgentDaemon:
             self.parts.say(
                 f"service {status.service} generation {status.generation}: {phase}{uri} {status.message}".rstrip()
             )
+
+    def flush_statuses(self) -> None:
+        """Put the held statuses into the outbox now, in one transaction."""
+        if self._held_flush is not None:
+            self._held_flush.cancel()
+            self._held_flush = None
+        if not self._held or self.outbox is None:
+            return
+        held, self._held = list(self._held.values()), {}
+        self.outbox.append_many([agent_pb2.AgentMessage(status=s) for s in held])
+        self._outbox_changed.set()
+
+    def _ack(self, seq: int) -> None:
+        """A hub Ack: applied to the outbox once per burst of Acks (one delete instead of one per message)."""
+        self._ack_to = max(self._ack_to, seq)
+        if not self._ack_pending:
+            self._ack_pending = True
+            asyncio.get_running_loop().call_soon(self._apply_acks)
+
+    def _apply_acks(self) -> None:
+        self._ack_pending = False
+        if self.outbox is not None and self.state is not None and not self._closed:
+            self.outbox.ack(self._ack_to)
 
     def queue(self, message: agent_pb2.AgentMessage) -> None:
         """Hand one message to the outbox; it goes to the hub, in order, whenever the link is up."""
@@ -308,7 +355,7 @@ class AgentDaemon:
                 revision = self.state.desired().revision
                 self.queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
             elif kind == "ack":
-                self.outbox.ack(message.ack.seq)
+                self._ack(message.ack.seq)
             elif kind == "log_request":
                 self.queue(agent_pb2.AgentMessage(logs=self._logs(message.log_request)))
             elif kind == "profile_request":
@@ -390,6 +437,8 @@ class AgentDaemon:
             if not self.config.keep_runtimes:
                 for name in await asyncio.to_thread(self.reconciler.stop_runtimes):
                     self.parts.say(f"service {name}: runtime stopped (agent shutting down)")
+            self.flush_statuses()  # what the reconciler said last reaches the hub after a restart
+            self._closed = True
             self.state.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

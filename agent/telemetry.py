@@ -13,6 +13,7 @@ import http.client
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protos.edgeport.v1 import agent_pb2
@@ -147,9 +148,15 @@ def scrape(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> RuntimeS
 class TelemetryCollector:
     """Builds TelemetryPoints: system figures every call, plus per-runtime deltas since the previous scrape."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        scrape: Callable[[int], RuntimeStats | None] = scrape,
+        rss: Callable[[int], int] = rss_bytes,
+    ) -> None:
         self._last_cpu = (time.monotonic(), _process_cpu_seconds(), *_system_cpu())
         self._last_stats: dict[str, RuntimeStats] = {}
+        self._scrape = scrape  # GET /metrics of the runtime on a port (a simulated fleet shares one)
+        self._rss = rss
 
     def system_points(self) -> list[agent_pb2.TelemetryPoint]:
         """Agent RSS, agent CPU % (of one core) and device CPU % since the previous call."""
@@ -172,8 +179,8 @@ class TelemetryCollector:
         points = []
         if pid:
             points.append(agent_pb2.TelemetryPoint(at_ms=now_ms, metric="runtime.rss_bytes",
-                                                   value=float(rss_bytes(pid)), service=service))  # fmt: skip
-        stats = scrape(port)
+                                                   value=float(self._rss(pid)), service=service))  # fmt: skip
+        stats = self._scrape(port)
         if stats is None:
             return points
         prev = self._last_stats.get(service)

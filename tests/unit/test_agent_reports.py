@@ -1,0 +1,104 @@
+"""The daemon's path from reconciler statuses and hub Acks to the outbox: progress statuses linger and are
+replaced by newer ones, settled ones go at once, a burst of Acks is applied once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from agent.daemon import AgentConfig, AgentDaemon
+from agent.outbox import Outbox
+from agent.state import AgentState
+from protos.edgeport.v1 import agent_pb2
+
+
+def _daemon(tmp_path: Path, linger: float) -> AgentDaemon:
+    daemon = AgentDaemon(AgentConfig(hub="127.0.0.1:1", data_dir=tmp_path, status_linger_s=linger))
+    daemon.parts.say = lambda line: None
+    daemon.state = AgentState(tmp_path)
+    daemon.outbox = Outbox(daemon.state)
+    return daemon
+
+
+def _st(service: str, phase: int, message: str = "") -> agent_pb2.DeploymentStatus:
+    return agent_pb2.DeploymentStatus(service=service, generation=1, phase=phase, message=message)
+
+
+def _sent(daemon: AgentDaemon) -> list[tuple[str, str]]:
+    assert daemon.outbox is not None
+    return [(m.status.service, agent_pb2.Phase.Name(m.status.phase)) for m in daemon.outbox.pending()]
+
+
+def test_progress_statuses_superseded_within_the_linger_are_not_sent(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=30.0)
+        for phase in (agent_pb2.PENDING, agent_pb2.PULLING, agent_pb2.STARTING):
+            daemon._report(_st("a", phase))
+        daemon._report(_st("b", agent_pb2.PULLING))
+        assert _sent(daemon) == []  # still lingering
+        daemon._report(_st("a", agent_pb2.HEALTHY))  # settled: goes at once, with b's waiting status before it
+        assert _sent(daemon) == [("b", "PULLING"), ("a", "HEALTHY")]
+        assert daemon._held_flush is None
+
+    asyncio.run(scenario())
+
+
+def test_a_lone_progress_status_goes_after_the_linger(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=0.05)
+        daemon._report(_st("a", agent_pb2.PULLING, "pulling 1 of 1 blobs"))
+        assert _sent(daemon) == []
+        await asyncio.sleep(0.2)
+        assert _sent(daemon) == [("a", "PULLING")]
+        assert daemon._outbox_changed.is_set()  # the sender is woken
+
+    asyncio.run(scenario())
+
+
+def test_no_linger_sends_every_status_and_settled_failures_are_immediate(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=0.0)
+        daemon._report(_st("a", agent_pb2.PENDING))
+        daemon._report(_st("a", agent_pb2.PULLING))
+        assert _sent(daemon) == [("a", "PENDING"), ("a", "PULLING")]
+        lingering = _daemon(tmp_path / "2", linger=30.0)
+        for phase in (agent_pb2.FAILED, agent_pb2.ROLLED_BACK, agent_pb2.REMOVED):
+            lingering._report(_st("x", phase))
+        assert _sent(lingering) == [("x", "FAILED"), ("x", "ROLLED_BACK"), ("x", "REMOVED")]
+
+    asyncio.run(scenario())
+
+
+def test_flush_statuses_empties_the_held_ones_in_one_batch(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=30.0)
+        daemon._report(_st("a", agent_pb2.STARTING))
+        daemon._report(_st("b", agent_pb2.RESTARTING))
+        daemon.flush_statuses()  # what the daemon does before it closes its state on stop
+        assert _sent(daemon) == [("a", "STARTING"), ("b", "RESTARTING")]
+        assert [m.seq for m in daemon.outbox.pending()] == [1, 2]  # type: ignore[union-attr]
+        daemon.flush_statuses()
+        assert len(_sent(daemon)) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_acks_is_applied_once_with_the_highest_seq(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=0.0)
+        assert daemon.outbox is not None
+        for i in range(5):
+            daemon.queue(agent_pb2.AgentMessage(status=_st(f"s{i}", agent_pb2.HEALTHY)))
+        calls: list[int] = []
+        real_ack = daemon.outbox.ack
+        daemon.outbox.ack = lambda seq: calls.append(seq) or real_ack(seq)  # type: ignore[method-assign]
+        for seq in (2, 4, 3):
+            daemon._ack(seq)
+        assert calls == []  # applied after the burst, on the next loop turn
+        await asyncio.sleep(0)
+        assert calls == [4] and [m.seq for m in daemon.outbox.pending()] == [5]
+        daemon._ack(5)
+        await asyncio.sleep(0)
+        assert calls == [4, 5] and daemon.outbox.pending() == []
+
+    asyncio.run(scenario())
