@@ -100,6 +100,13 @@ def _simulated_inventory(profile: dict | None) -> agent_pb2.HardwareInventory:
     return agent_pb2.HardwareInventory.FromString(_inventory_json(json.dumps(profile, sort_keys=True)))
 
 
+@functools.lru_cache(maxsize=4)
+def _load_template(count: int) -> agent_pb2.AgentMessage:
+    """A TelemetryBatch of `count` sim.load points, to be copied and numbered (never modified itself)."""
+    point = agent_pb2.TelemetryPoint(metric=LOAD_METRIC, labels={"simulated": "true"})
+    return agent_pb2.AgentMessage(telemetry=agent_pb2.TelemetryBatch(points=[point] * count))
+
+
 class SimulatedDevice:
     """One agent of the fleet, plus its simulated sensor."""
 
@@ -115,15 +122,13 @@ class SimulatedDevice:
         if self.daemon.outbox is None:
             return
         now = int(time.time() * 1000)
-        points = [
-            agent_pb2.TelemetryPoint(
-                at_ms=now, metric=LOAD_METRIC, value=float(self.load_sent + i + 1), labels={"simulated": "true"}
-            )
-            for i in range(count)
-        ]
+        message = agent_pb2.AgentMessage()
+        message.CopyFrom(_load_template(count))  # ~10x cheaper than building each point with its labels
+        for i, point in enumerate(message.telemetry.points, self.load_sent + 1):
+            point.at_ms, point.value = now, float(i)
         self.load_sent += count
         # The daemon's own telemetry loop uses this same path (outbox, then the link when it is up).
-        self.daemon.queue(agent_pb2.AgentMessage(telemetry=agent_pb2.TelemetryBatch(points=points)))
+        self.daemon.queue(message)
 
     @property
     def connected(self) -> bool:
@@ -150,9 +155,10 @@ class SimulatedFleet:
         self._load_task: asyncio.Task[None] | None = None
         self.parts = agent_daemon.DaemonParts(inventory=_simulated_inventory)
         if options.shared_runtime:
-            from simulators.shared_runtime import SharedRuntimeSupervisor
+            from simulators.shared_runtime import SharedRuntimeSupervisor, shared_rss, shared_scrape
 
             self.parts.supervisor = SharedRuntimeSupervisor  # see simulators/shared_runtime.py
+            self.parts.scrape, self.parts.rss = shared_scrape, shared_rss  # one runtime: one scrape for all
         if options.quiet:
             self.parts.say = lambda line: None  # thousands of agents, one stdout
         self.load_paused = options.telemetry_paused

@@ -7,15 +7,23 @@ session) through the real Supervisor; the others get a handle on that same proce
 healthy once it is, and the last one to stop it stops it. Everything else each agent does
 is its own (desired state, artifact pulls with digest checks, status reports). Benchmarks
 say so in their output.
+
+The figures of that one runtime are shared too (`shared_scrape`, `shared_rss`): one GET /metrics
+and one /proc read per runtime every SCRAPE_TTL_S serve every agent's telemetry, instead of every
+agent scraping the same process. Each agent still turns them into its own points and deltas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 from agent.supervisor import RuntimeProcess, RuntimeSpec, Supervisor
+from agent.telemetry import RuntimeStats, rss_bytes, scrape
+
+SCRAPE_TTL_S = 5.0  # under the telemetry interval (15 s), so every agent's points stay recent
 
 _lock = threading.Lock()
 _procs: dict[tuple[str, int], RuntimeProcess] = {}  # (service, generation) -> the one real runtime
@@ -71,3 +79,30 @@ class SharedRuntimeSupervisor(Supervisor):
             _healthy.discard(key)
             _probes.pop(key, None)
         super().stop(proc, grace_s)
+
+
+_figures_lock = threading.Lock()
+_scrapes: dict[int, tuple[float, RuntimeStats | None]] = {}  # port -> (when, what its /metrics said)
+_rss: dict[int, tuple[float, int]] = {}  # pid -> (when, bytes)
+
+
+def shared_scrape(port: int) -> RuntimeStats | None:
+    """`agent.telemetry.scrape`, once per SCRAPE_TTL_S per port for the whole process (one runtime, one scrape)."""
+    with _figures_lock:  # held while scraping: the agents asking meanwhile wait for this answer
+        hit = _scrapes.get(port)
+        if hit is not None and time.monotonic() - hit[0] < SCRAPE_TTL_S:
+            return hit[1]
+        stats = scrape(port)
+        _scrapes[port] = (time.monotonic(), stats)
+        return stats
+
+
+def shared_rss(pid: int) -> int:
+    """`agent.telemetry.rss_bytes` of a shared runtime, read once per SCRAPE_TTL_S per process."""
+    with _figures_lock:
+        hit = _rss.get(pid)
+        if hit is not None and time.monotonic() - hit[0] < SCRAPE_TTL_S:
+            return hit[1]
+        value = rss_bytes(pid)
+        _rss[pid] = (time.monotonic(), value)
+        return value
