@@ -88,11 +88,22 @@ class ArtifactService:
         self.repository_resolvers: list[KnowsRepository] = [registry.knows_repository]
         self.manifest_lookups: list[ManifestLookup] = [registry.manifest]
         self.tag_listers: list[TagLister] = [registry.tags]
+        self._seen: set[str] = set()
 
     def check_repository(self, repository: str) -> None:
         """Raise UnknownRepository unless some room serves this repository."""
+        if repository in self._seen:
+            return
         if not REPOSITORY_RE.fullmatch(repository) or not any(known(repository) for known in self.repository_resolvers):
             raise UnknownRepository(f"repository {repository!r} is not known to this hub")
+        # Resolvers answer "was it ever created" (a model or service name is never reused for
+        # something else), so a yes stays true: remember it and skip the query next time.
+        if len(self._seen) < 100_000:
+            self._seen.add(repository)
+
+    def repository_seen(self, repository: str) -> bool:
+        """Whether `check_repository` already accepted this repository (no database access)."""
+        return repository in self._seen
 
     def tags(self, repository: str) -> list[str]:
         """The tags of a known repository (empty when it has none)."""

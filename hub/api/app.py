@@ -7,6 +7,7 @@ from types import ModuleType
 from fastapi import FastAPI
 
 from hub.api import blobs, devices, enroll, models, oci, services
+from hub.api.blob_fastpath import BlobFastPath
 from hub.api.errors import install_error_handlers
 from hub.services import HubServices
 
@@ -26,4 +27,5 @@ def create_app(services: HubServices) -> FastAPI:
     install_error_handlers(app)
     for module in ROUTER_MODULES:
         app.include_router(module.router)
+    app.add_middleware(BlobFastPath, services=services)  # fleets pulling one model at once
     return app

@@ -14,6 +14,7 @@ from hub.artifacts import RangeNotSatisfiable, parse_range
 router = APIRouter(prefix="/v2", tags=["oci"])
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+SMALL_BLOB = 1024 * 1024  # served from memory in one piece; larger blobs stream
 
 
 @router.get("/", summary="OCI API version check")
@@ -63,6 +64,9 @@ def get_blob(name: str, digest: str, request: Request, services: Services) -> Re
     headers["Content-Length"] = str(length)
     if request.method == "HEAD":
         return Response(status_code=status, media_type="application/octet-stream", headers=headers)
+    if length <= SMALL_BLOB:  # models are often a few KB: one read, no per-chunk hops to the thread pool
+        body = b"".join(services.artifacts.blob_chunks(digest, byte_range))
+        return Response(content=body, status_code=status, media_type="application/octet-stream", headers=headers)
     return StreamingResponse(
         services.artifacts.blob_chunks(digest, byte_range),
         status_code=status,
