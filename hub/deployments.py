@@ -280,11 +280,10 @@ class DeploymentService:
 
     def refresh(self, device_ids: list[str] | None = None) -> None:
         """Recompute the devices' desired sets, bump revisions that changed (one transaction), tell the fronts."""
-        wanted = None if device_ids is None else set(device_ids)
         fingerprints = {
             row["id"]: _fingerprint(self._services_for(row))
-            for row in self.fleet.store.standings()
-            if row["state"] != "revoked" and (wanted is None or row["id"] in wanted)
+            for row in self.fleet.store.standings(device_ids)
+            if row["state"] != "revoked"
         }
         self.fleet.set_desired_many(fingerprints)
         notify = list(fingerprints) if device_ids is None else list(device_ids)

@@ -72,6 +72,11 @@ def _row(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
 _STANDING = "SELECT id, state, labels, desired_revision, desired_fingerprint FROM devices"
 
 
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    # SQLite caps the number of ? parameters per statement.
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 class FleetStore:
     """SQL for devices and their credentials; `FleetService` holds the rules."""
 
@@ -98,10 +103,15 @@ class FleetStore:
         rows[0]["labels"] = json.loads(rows[0]["labels"])
         return rows[0]
 
-    def standings(self) -> list[dict[str, Any]]:
-        """`standing` of every device, by name, in one query (label selectors over the whole fleet)."""
+    def standings(self, device_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """`standing` of every device (or of the given ones), by name, in as few queries as it takes."""
         with self.database.read() as db:
-            rows = list(db.query(_STANDING + " ORDER BY id"))
+            if device_ids is None:
+                rows = list(db.query(_STANDING + " ORDER BY id"))
+            else:
+                rows = [r for chunk in _chunks(device_ids) for r in db.query(
+                    f"{_STANDING} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)]
+                rows.sort(key=lambda r: r["id"])
         for r in rows:
             r["labels"] = json.loads(r["labels"])
         return rows
@@ -245,8 +255,12 @@ class FleetStore:
         with self.database.transaction() as db:
             current = {
                 r["id"]: (r["desired_revision"], r["desired_fingerprint"])
-                for r in db.query("SELECT id, desired_revision, desired_fingerprint FROM devices")
-                if r["id"] in fingerprints
+                for chunk in _chunks(list(fingerprints))
+                for r in db.query(
+                    f"SELECT id, desired_revision, desired_fingerprint FROM devices"
+                    f" WHERE id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
             }
             changed = []
             for device_id, (revision, old) in current.items():
