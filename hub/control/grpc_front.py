@@ -25,6 +25,7 @@ log = logging.getLogger("hub.control.grpc")
 
 DEVICE_HEADER = "x-edgeport-device"
 CREDENTIAL_HEADER = "x-edgeport-credential"
+MAX_PENDING_CALLS = 65_536  # Connect calls grpc core may hold before the servicer takes them (see below)
 # Agents ping to keep NAT mappings open and notice dead links; let them.
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -33,6 +34,12 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # A fleet (re)connecting at once opens thousands of Connect calls faster than grpc.aio hands them to the
+    # servicer. Past grpc core's default backlog (1,000 soft, 3,000 hard) it cancels new calls, and each
+    # cancelled agent redoes its TLS handshake after a backoff (5,000 agents: ~7,500 attempts, 15-22 s
+    # instead of 5,000 and ~8 s). A waiting call costs a few KiB; an agent gives up after 15 s on its own.
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
 ]
 
 _CHECK = object()  # queue item: look at the core for new desired state / requests / revocation
