@@ -20,7 +20,10 @@ from agent.link.base import LinkClosed
 from agent.state import Identity
 from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
 
-OPEN_TIMEOUT_S = 15.0
+# From dialing to the hub's Welcome. Generous because giving up costs more than waiting: when a whole fleet
+# (re)connects at once the hub works through thousands of TLS handshakes and Hellos, and an agent that
+# gives up and retries makes it do its handshake twice (5,000 agents, 15 s: 12,000 attempts, 50 s).
+OPEN_TIMEOUT_S = 60.0
 # Keepalives notice a silently dead network (NAT timeouts, pulled cables) within ~30 s.
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
@@ -75,9 +78,10 @@ class GrpcLink:
             ]
         stub = agent_pb2_grpc.AgentServiceStub(self._channel)
         try:
+            # Not wait_for_ready: a hub that refuses connections (down, restarting) fails the call at once,
+            # and the daemon's backoff decides when to try again.
             self._call = stub.Connect(metadata=metadata, wait_for_ready=False)
-            await self._call.write(agent_pb2.AgentMessage(seq=0, hello=hello))
-            first = await asyncio.wait_for(self._call.read(), OPEN_TIMEOUT_S)
+            first = await asyncio.wait_for(self._hello(self._call, hello), OPEN_TIMEOUT_S)
         except grpc.RpcError as exc:
             await self.close()
             if isinstance(exc, aio.AioRpcError) and exc.code() in (
@@ -93,6 +97,11 @@ class GrpcLink:
             await self.close()
             raise LinkClosed(f"gRPC {self.identity.grpc_address}: the hub did not answer Hello with a Welcome")
         return first.welcome
+
+    @staticmethod
+    async def _hello(call: aio.StreamStreamCall, hello: agent_pb2.Hello) -> object:
+        await call.write(agent_pb2.AgentMessage(seq=0, hello=hello))
+        return await call.read()
 
     async def send(self, message: agent_pb2.AgentMessage) -> None:
         """Send one message; raises LinkClosed when the session is gone."""
