@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from grpc import aio
@@ -46,11 +46,51 @@ _CHECK = object()  # queue item: look at the core for new desired state / reques
 _END = object()  # queue item: the agent closed its side
 
 
+class StreamRegistry:
+    """The front's open streams by device, and its one core listener that wakes just the device's stream.
+
+    One listener for the whole front, not one per stream: `core.notify` calls every listener for every
+    device change, so per-stream listeners made a deploy to 10,000 connected devices 10^8 calls.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        # device -> the queues of its open streams (almost always one; two while a reconnect replaces one)
+        self._queues: dict[str, list[asyncio.Queue[object]]] = {}
+
+    def add(self, device: str, queue: asyncio.Queue[object]) -> Callable[[], None]:
+        """Route the device's notifications to `queue` (event-loop thread); returns the removal."""
+        self._queues.setdefault(device, []).append(queue)
+
+        def remove() -> None:
+            queues = self._queues.get(device)
+            if queues is not None and queue in queues:
+                queues.remove(queue)
+                if not queues:
+                    del self._queues[device]
+
+        return remove
+
+    def changed(self, device_id: str) -> None:
+        """The core listener (any thread): wake the device's streams, if it has any here."""
+        # A dict read is atomic under the GIL; a stream added after it still looks at the core once on start.
+        if device_id in self._queues:
+            self.loop.call_soon_threadsafe(self._wake, device_id)
+
+    def _wake(self, device_id: str) -> None:
+        for queue in self._queues.get(device_id, ()):
+            queue.put_nowait(_CHECK)
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """One Connect stream per agent, driven by the transport-independent core."""
 
-    def __init__(self, core: ControlCore, *, insecure: bool) -> None:
+    def __init__(self, core: ControlCore, streams: StreamRegistry, *, insecure: bool) -> None:
         self.core = core
+        self.streams = streams
         self.insecure = insecure
 
     async def _device(self, context: aio.ServicerContext) -> str:
@@ -84,14 +124,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on a stream must be a Hello")
         session, welcome = self.core.open_session(device, first.hello, transport="grpc")
         log.info("device %s connected (%s)", device, context.peer())
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def changed(device_id: str) -> None:  # any thread
-            if device_id == device:
-                loop.call_soon_threadsafe(queue.put_nowait, _CHECK)
-
-        unsubscribe = self.core.add_listener(changed)
+        unsubscribe = self.streams.add(device, queue)
         reader = asyncio.create_task(self._read(session, request_iterator, queue))
         try:
             yield agent_pb2.HubMessage(welcome=welcome)
@@ -153,11 +187,15 @@ class GrpcFront:
         self.port = port
         self.insecure = insecure
         self._server: aio.Server | None = None
+        self.streams: StreamRegistry | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     async def start(self) -> int:
         """Bind and serve; return the bound port (useful with port 0)."""
         server = aio.server(options=SERVER_OPTIONS)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(self.core, insecure=self.insecure), server)
+        self.streams = StreamRegistry(asyncio.get_running_loop())
+        servicer = AgentServicer(self.core, self.streams, insecure=self.insecure)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self.port}"
         if self.insecure:
             bound = server.add_insecure_port(address)
@@ -169,6 +207,7 @@ class GrpcFront:
         if not bound:
             raise OSError(f"cannot listen on {address} for the agents' gRPC channel (port in use?)")
         await server.start()
+        self._unlisten = self.core.add_listener(self.streams.changed)
         self._server = server
         self.port = bound
         log.info("agent channel (gRPC, %s) on %s:%d", "insecure" if self.insecure else "mutual TLS", self.host, bound)
@@ -179,3 +218,6 @@ class GrpcFront:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None

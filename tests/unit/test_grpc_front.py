@@ -1,0 +1,110 @@
+"""The gRPC front's one core listener: a device change wakes only that device's stream (real grpc.aio, fake core)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable
+
+import grpc
+from grpc import aio
+
+from hub.control.core import Session
+from hub.control.grpc_front import CREDENTIAL_HEADER, DEVICE_HEADER, GrpcFront
+from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
+
+
+class FakeCore:
+    """Just what the front calls: any credential passes, desired state is a revision per device."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Callable[[str], None]] = []
+        self.revisions: dict[str, int] = {}
+        self.closed: list[str] = []
+        self._ids = itertools.count(1)
+
+    def authenticate_credential(self, device_id: str, credential: str) -> str:
+        return device_id
+
+    def open_session(self, device_id: str, hello: agent_pb2.Hello, transport: str) -> tuple[Session, agent_pb2.Welcome]:
+        self.revisions.setdefault(device_id, 1)
+        return Session(device_id, transport, next(self._ids)), agent_pb2.Welcome(device_id=device_id)
+
+    def add_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    def notify(self, device_id: str) -> None:
+        for listener in list(self.listeners):
+            listener(device_id)
+
+    def is_allowed(self, session: Session) -> bool:
+        return True
+
+    def outgoing(self, session: Session) -> list[agent_pb2.HubMessage]:
+        revision = self.revisions[session.device_id]
+        if revision == session.sent_revision:
+            return []
+        session.sent_revision = revision
+        return [agent_pb2.HubMessage(desired=agent_pb2.DesiredState(revision=revision))]
+
+    def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Callable[..., None]) -> None:
+        pass
+
+    def congested(self) -> bool:
+        return False
+
+    def close_session(self, session: Session) -> None:
+        self.closed.append(session.device_id)
+
+
+async def _open(port: int, device: str) -> tuple[aio.Channel, aio.StreamStreamCall]:
+    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+    metadata = [(DEVICE_HEADER, device), (CREDENTIAL_HEADER, "x")]
+    call = agent_pb2_grpc.AgentServiceStub(channel).Connect(metadata=metadata)
+    await call.write(agent_pb2.AgentMessage(hello=agent_pb2.Hello(device_id=device)))
+    assert (await call.read()).HasField("welcome")
+    assert (await call.read()).desired.revision == 1  # the state at connect
+    return channel, call
+
+
+def test_one_listener_wakes_only_the_changed_devices_stream() -> None:
+    async def scenario() -> None:
+        core = FakeCore()
+        front = GrpcFront(core, None, port=0, insecure=True)  # type: ignore[arg-type]
+        port = await front.start()
+        try:
+            (chan_a, a), (chan_b, b) = await _open(port, "dev-a"), await _open(port, "dev-b")
+            assert len(core.listeners) == 1 and front.streams is not None and len(front.streams) == 2
+
+            core.revisions["dev-a"] = 2
+            notifier = threading.Thread(target=core.notify, args=("dev-a",))  # the core calls from any thread
+            notifier.start()
+            notifier.join()
+            assert (await asyncio.wait_for(a.read(), 5)).desired.revision == 2
+
+            # dev-b was not woken: its stream has nothing to read (and a wake would not yield: same revision).
+            core.revisions["dev-b"] = 3
+            read_b = asyncio.ensure_future(b.read())
+            done, _ = await asyncio.wait([read_b], timeout=0.5)
+            assert not done
+            core.notify("dev-b")
+            assert (await asyncio.wait_for(read_b, 5)).desired.revision == 3
+
+            await a.done_writing()
+            assert await asyncio.wait_for(a.code(), 5) == grpc.StatusCode.OK
+            for _ in range(50):  # the server ends the stream, then unregisters it
+                if len(front.streams) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(front.streams) == 1 and core.closed == ["dev-a"]
+            core.notify("dev-a")  # a device with no stream here: nothing to wake, nothing breaks
+            b.cancel()
+            await chan_a.close()
+            await chan_b.close()
+        finally:
+            await front.stop(0)
+        assert core.listeners == []
+
+    asyncio.run(scenario())
