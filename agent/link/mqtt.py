@@ -64,6 +64,7 @@ class _LoopDriver:
         self.loop = loop
         self.clients: set[mqtt.Client] = set()
         self._tick: asyncio.Task[None] | None = None
+        self._writing: set[mqtt.Client] = set()  # clients with a write already scheduled on the loop
 
     def attach(self, client: mqtt.Client) -> None:
         client.on_socket_open = self._on_open
@@ -85,7 +86,20 @@ class _LoopDriver:
         self.loop.remove_writer(sock)
 
     def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.add_writer(sock, client.loop_write)
+        # The socket is almost always writable: write on the next loop turn (every packet queued meanwhile in
+        # one go) and watch the socket only when the kernel buffer is full, rather than an epoll add and
+        # remove for every publish and PUBACK.
+        if client not in self._writing:
+            self._writing.add(client)
+            self.loop.call_soon(self._write, client, sock)
+
+    def _write(self, client: mqtt.Client, sock: Any) -> None:
+        self._writing.discard(client)
+        if client.socket() is not sock:  # closed (or reconnected) meanwhile
+            return
+        client.loop_write()
+        if client.socket() is sock and client.want_write():  # the kernel buffer is full: wait until writable
+            self.loop.add_writer(sock, client.loop_write)
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self.loop.remove_writer(sock)
