@@ -10,11 +10,13 @@ oldest entries are dropped and counted; the count travels in the next TelemetryB
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 from agent.state import AgentState
 from protos.edgeport.v1 import agent_pb2
 
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+RECENT = 64  # newest appended messages kept in memory: the sender reads them back without SQLite or parsing
 
 
 class Outbox:
@@ -35,13 +37,17 @@ class Outbox:
         self._next = max(int(state.get("next_seq", "1") or 1), (high or 0) + 1)
         self._first = low if low is not None else self._next
         self._bytes = int(total)
+        self._recent: OrderedDict[int, agent_pb2.AgentMessage] = OrderedDict()  # seq -> message, as stored
 
     def append(self, message: agent_pb2.AgentMessage) -> int:
         """Give `message` the next seq, store it, drop the oldest entries past the bound; return the seq."""
         return self.append_many([message])[0]
 
     def append_many(self, messages: list[agent_pb2.AgentMessage]) -> list[int]:
-        """`append` for several messages in one transaction (consecutive seqs, in list order)."""
+        """`append` for several messages in one transaction (consecutive seqs, in list order).
+
+        The outbox keeps the message objects (their seq set): callers must not change them afterwards.
+        """
         if not messages:
             return []
         with self.state.lock:
@@ -69,6 +75,10 @@ class Outbox:
                 raise
             if self._first > rows[0][0]:
                 self._first = rows[0][0]
+            for message in messages:
+                self._recent[message.seq] = message
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
             return [r[0] for r in rows]
 
     def _resync(self) -> None:
@@ -92,6 +102,7 @@ class Outbox:
             total -= size
             dropped += 1
         self._bytes = total
+        self._recent.clear()  # what was dropped must not be sent from memory either
         if dropped:
             before = int(self.state.get("outbox_dropped", "0") or 0)
             self.state.put("outbox_dropped", str(before + dropped))
@@ -111,6 +122,9 @@ class Outbox:
         if after + 1 >= self._next:  # nothing newer was appended: no need to ask SQLite
             return []
         with self.state.lock:
+            start = max(after + 1, self._first)
+            if start in self._recent:  # the newest ones, contiguous to the end: straight from memory
+                return [self._recent[s] for s in range(start, min(self._next, start + limit))]
             rows = self.state.conn.execute(
                 "SELECT body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
             ).fetchall()
@@ -131,6 +145,8 @@ class Outbox:
             sizes = self.state.conn.execute("DELETE FROM outbox WHERE seq <= ? RETURNING size", (seq,)).fetchall()
             self._bytes -= sum(r[0] for r in sizes)
             self._first = seq + 1
+            while self._recent and next(iter(self._recent)) <= seq:
+                self._recent.popitem(last=False)
             return len(sizes)
 
     def take_dropped(self) -> int:

@@ -291,8 +291,13 @@ class Reconciler:
             self.report(_status(m, m.name, agent_pb2.PULLING, f"pulling {len(missing)} of {len(refs)} blobs"))
         done_bytes = 0
         last_report = time.monotonic()
+        gen_dir = self._gen_dir(m.name, m.generation)
+        layout: Layout | None = None
         for i, (repo, ref) in enumerate(missing, 1):
-            await asyncio.to_thread(self.cache.fetch, registry, repo, ref.digest, ref.size)
+            if i < len(missing):
+                await asyncio.to_thread(self.cache.fetch, registry, repo, ref.digest, ref.size)
+            else:  # the last pull and the layout in one trip through the thread pool
+                layout = await asyncio.to_thread(self._fetch_and_lay_out, registry, repo, ref, m, gen_dir)
             done_bytes += ref.size
             if time.monotonic() - last_report > 2 or i == len(missing):
                 last_report = time.monotonic()
@@ -301,10 +306,17 @@ class Reconciler:
                         m, m.name, agent_pb2.PULLING, f"pulled {i}/{len(missing)} blobs ({done_bytes}/{total} bytes)"
                     )
                 )
-        layout = await asyncio.to_thread(lay_out, self.cache, m, self._gen_dir(m.name, m.generation))
+        if layout is None:
+            layout = await asyncio.to_thread(lay_out, self.cache, m, gen_dir)
         # No requirements: no venv to build, so no trip through the thread pool either.
         python = self.envs.shared_python(m.environment) or await asyncio.to_thread(self.envs.python_for, m.environment)
         return layout, python
+
+    def _fetch_and_lay_out(
+        self, registry: str, repo: str, ref: agent_pb2.FileRef, m: agent_pb2.ServiceManifest, gen_dir: Path
+    ) -> Layout:
+        self.cache.fetch(registry, repo, ref.digest, ref.size)
+        return lay_out(self.cache, m, gen_dir)
 
     async def _start_and_wait(self, spec: RuntimeSpec, timeout_s: float) -> RuntimeProcess:
         """Start a runtime and wait for health; on failure it is stopped and RuntimeUnhealthy raised."""

@@ -137,3 +137,19 @@ def test_state_reads_come_from_memory_but_match_the_file(tmp_path: Path) -> None
     again = AgentState(tmp_path)
     assert again.get("k") == "v" and again.desired().revision == 3 and again.service("svc").generation == 2  # type: ignore[union-attr]
     assert again.keys("k") == [("k", "v")]
+
+
+def test_pending_from_memory_matches_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = AgentState(tmp_path)
+    box = Outbox(state, max_bytes=2000)
+    for i in range(100):  # more than RECENT, and past the byte bound (trimmed)
+        box.append(_status(f"s{i}", message="y" * 10))
+        box.ack(i - 3) if i % 7 == 0 else None
+    fresh = Outbox(AgentState(tmp_path))  # nothing in memory: every read goes to SQLite
+    for after in (0, 50, 90, 97, 99, 100):
+        for limit in (1, 3, 256):
+            assert [m.SerializeToString() for m in box.pending(after, limit)] == [
+                m.SerializeToString() for m in fresh.pending(after, limit)
+            ]
+    monkeypatch.setattr(state, "conn", None)  # the newest ones need no database at all
+    assert [m.status.service for m in box.pending(after=97)] == ["s97", "s98", "s99"]
