@@ -7,8 +7,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
 from hub.services import HubServices
@@ -31,54 +31,67 @@ def _register(hub: HubServices, tmp_path: Path, name: str, content: bytes) -> st
     return digest
 
 
-def _headers(response) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _headers(response: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k not in ("date", "server")}
 
 
-def test_fast_path_answers_like_the_regular_route(hub: HubServices, tmp_path: Path) -> None:
+def _client(hub: HubServices) -> httpx.AsyncClient:
+    # In process, through the app's whole middleware stack (the fast path is a middleware).
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub")
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_fast_path_answers_like_the_regular_route(hub: HubServices, tmp_path: Path) -> None:
     content = os.urandom(5000)
     digest = _register(hub, tmp_path, "m", content)
-    client = TestClient(create_app(hub))
+    client = _client(hub)
     url = f"/v2/models/m/blobs/{digest}"
-    first = client.get(url)  # repository not seen yet: the regular route answers (and records it)
+    first = await client.get(url)  # repository not seen yet: the regular route answers (and records it)
     assert hub.artifacts.repository_seen("models/m")
-    second = client.get(url)  # now the fast path
+    second = await client.get(url)  # now the fast path
     assert first.status_code == second.status_code == 200
     assert first.content == second.content == content
     assert _headers(first) == _headers(second)
-    ranged = client.get(url, headers={"Range": "bytes=10-19"})  # ranges stay on the regular route
+    ranged = await client.get(url, headers={"Range": "bytes=10-19"})  # ranges stay on the regular route
     assert ranged.status_code == 206 and ranged.content == content[10:20]
 
 
-def test_changed_blob_file_is_never_served_from_memory(hub: HubServices, tmp_path: Path) -> None:
+async def test_changed_blob_file_is_never_served_from_memory(hub: HubServices, tmp_path: Path) -> None:
     content = os.urandom(4000)
     digest = _register(hub, tmp_path, "m", content)
-    client = TestClient(create_app(hub), raise_server_exceptions=False)
+    client = _client(hub)
     url = f"/v2/models/m/blobs/{digest}"
-    assert client.get(url).content == content
-    assert client.get(url).content == content  # cached in memory now
+    assert (await client.get(url)).content == content
+    assert (await client.get(url)).content == content  # cached in memory now
     path = hub.blobs.path(digest)
     os.chmod(path, 0o644)
     path.write_bytes(os.urandom(4000))  # same size, other bytes: the cache must notice the file changed
-    r = client.get(url)
+    r = await client.get(url)
     assert r.status_code == 500 and "is corrupt on disk" in r.json()["errors"][0]["message"]
     assert hashlib.sha256(r.content).hexdigest() != digest.split(":")[1]
 
 
-def test_unknown_repository_and_blob_get_oci_errors(hub: HubServices, tmp_path: Path) -> None:
+async def test_unknown_repository_and_blob_get_oci_errors(hub: HubServices, tmp_path: Path) -> None:
     digest = _register(hub, tmp_path, "m", b"x" * 100)
-    client = TestClient(create_app(hub))
-    assert client.get(f"/v2/models/m/blobs/{digest}").status_code == 200
-    r = client.get(f"/v2/models/other/blobs/{digest}")
+    client = _client(hub)
+    assert (await client.get(f"/v2/models/m/blobs/{digest}")).status_code == 200
+    r = await client.get(f"/v2/models/other/blobs/{digest}")
     assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
-    r = client.get(f"/v2/models/m/blobs/sha256:{'0' * 64}")
+    r = await client.get(f"/v2/models/m/blobs/sha256:{'0' * 64}")
     assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
 
 
-def test_big_blobs_stream_through_the_regular_route(hub: HubServices, tmp_path: Path) -> None:
+async def test_big_blobs_stream_through_the_regular_route(hub: HubServices, tmp_path: Path) -> None:
     content = os.urandom(3 * 1024 * 1024)
     digest = _register(hub, tmp_path, "big", content)
-    client = TestClient(create_app(hub))
+    client = _client(hub)
     for _ in range(2):
-        r = client.get(f"/v2/models/big/blobs/{digest}")
+        r = await client.get(f"/v2/models/big/blobs/{digest}")
         assert r.status_code == 200 and r.content == content
