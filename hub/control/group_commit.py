@@ -36,7 +36,7 @@ StoreOne = Callable[["Session", agent_pb2.AgentMessage], "int | None"]
 # Bounds how long one transaction holds the database (~15 ms): the API and the gRPC front's
 # event loop wait on it. Past a few hundred, bigger batches save little more.
 DEFAULT_MAX_BATCH = 500
-DEFAULT_HIGH_WATER = 50_000  # queued messages past which fronts are asked to slow down (backlog())
+DEFAULT_HIGH_WATER = 10_000  # queued messages past which fronts stop reading (bounds memory: ~1 KB each)
 
 
 @dataclass(slots=True)
