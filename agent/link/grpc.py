@@ -31,6 +31,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # TLS records of at most 4 KiB: grpc keeps a buffer this size per connection (a simulated fleet holds
+    # thousands of connections in one process) and agent messages are small.
+    ("grpc.tsi.max_frame_size", 4096),
 ]
 
 
