@@ -56,6 +56,15 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def raise_fd_limit() -> None:
     """Soft open-files limit up to the hard one (each stream is a socket)."""
     import resource
@@ -214,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
         rss_before = rss_bytes(hub.pid)
         folders = [devices_dir / f"bench-{i:05d}" for i in range(args.streams)]
         slices = [folders[i :: args.procs] for i in range(args.procs)]
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), cpu_seconds(hub.pid)
         for part in slices:
             workers.append(subprocess.Popen(
                 [PY, __file__, "--worker", f"127.0.0.1:{grpc_port}", "--hold", str(args.timeout + 60),
@@ -240,16 +249,22 @@ def run(args: argparse.Namespace) -> dict:
                 if w.poll() is not None and i not in done:
                     raise RuntimeError(f"worker {i} exited with {w.returncode}")
         connect_s = time.monotonic() - start if len(done) == len(workers) else float("nan")
+        hub_cpu_s = cpu_seconds(hub.pid) - cpu_start
         up = sum(m.get("done", m.get("up", 0)) for m in {**last, **done}.values())
         time.sleep(args.settle)  # let the hub finish writing what the Hellos caused
         rss_after = rss_bytes(hub.pid)
         peak = max(peak, rss_after)
+        for w in workers:  # every agent goes away: what does the hub keep?
+            _kill(w)
+        time.sleep(5)
+        rss_gone = rss_bytes(hub.pid)
         result = {
             "streams": args.streams, "procs": args.procs, "up": up, "connect_s": round(connect_s, 2),
             "attempts": sum(m.get("attempts", 0) for m in {**last, **done}.values()),
+            "hub_cpu_s": round(hub_cpu_s, 1), "hub_cpu_ms_per_stream": round(1000 * hub_cpu_s / max(up, 1), 2),
             "failures": [m.get("failures", {}) for m in done.values()],
             "hub_rss_before_mib": round(rss_before / 2**20, 1), "hub_rss_after_mib": round(rss_after / 2**20, 1),
-            "hub_rss_peak_mib": round(peak / 2**20, 1),
+            "hub_rss_peak_mib": round(peak / 2**20, 1), "hub_rss_disconnected_mib": round(rss_gone / 2**20, 1),
             "hub_kib_per_stream": round((rss_after - rss_before) / 1024 / max(up, 1), 1),
             "worker_kib_per_stream": round(sum(m.get("rss", 0) for m in done.values()) / 1024 / max(up, 1), 1),
             "tls": not args.insecure, "label": args.label, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
