@@ -127,6 +127,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if first.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on a stream must be a Hello")
         session, welcome = self.core.open_session(device, first.hello, transport="grpc")
+        del first  # the Hello (inventory, service reports) would otherwise live as long as the stream
         log.info("device %s connected (%s)", device, context.peer())
         queue: asyncio.Queue[object] = asyncio.Queue()
         unsubscribe = self.streams.add(device, queue)
