@@ -96,8 +96,15 @@ def _hex(digest: str) -> str:
 class ArtifactCache:
     """Content-addressed blob cache of one agent (`DATA_DIR/cache`)."""
 
-    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout_s: float = 30.0,
+        sync: Callable[[int], None] = os.fsync,
+    ) -> None:
         self.root = Path(root)
+        self.sync = sync  # makes a written file's bytes durable (fd); a simulated fleet shares one syncfs
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.blob_dir = self.root / "blobs" / "sha256"
@@ -156,8 +163,8 @@ class ArtifactCache:
             partial.unlink(missing_ok=True)
             got = hasher.hexdigest()
             raise CacheError(f"blob {digest} from {repository} is corrupt: its bytes hash to sha256:{got}")
-        with open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
+        with open(partial, "rb") as fh:  # durable before the rename: a blob in blobs/ is never half-written
+            self.sync(fh.fileno())
         os.chmod(partial, 0o444)  # runtimes see hardlinks of cached blobs: keep them from editing the cache
         os.replace(partial, final)
         return final

@@ -96,7 +96,9 @@ class DaemonParts:
 
     `inventory` reads the hardware from a profile (or the machine), `supervisor` makes the one place that
     starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout), `scrape`
-    and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these).
+    and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these),
+    `sync_file` makes a pulled blob durable before it enters the cache (fsync; thousands of agents on one
+    filesystem share syncfs calls instead).
     """
 
     inventory: Callable[[dict | None], agent_pb2.HardwareInventory] = inventory
@@ -104,6 +106,7 @@ class DaemonParts:
     say: Callable[[str], None] = say
     scrape: Callable[[int], RuntimeStats | None] = scrape
     rss: Callable[[int], int] = rss_bytes
+    sync_file: Callable[[int], None] = os.fsync
 
 
 class AgentDaemon:
@@ -179,7 +182,7 @@ class AgentDaemon:
         hub = self.identity.hub
         self.reconciler = Reconciler(
             self.state,
-            ArtifactCache(self.data_dir / "cache", self.config.cache_max_bytes),
+            ArtifactCache(self.data_dir / "cache", self.config.cache_max_bytes, sync=self.parts.sync_file),
             EnvironmentCache(self.data_dir / "envs"),
             self.parts.supervisor(self.data_dir / "logs"),
             self._report,
