@@ -9,13 +9,14 @@ streams from --procs worker processes, all at once (a fleet starting together), 
 with the agent daemon's backoff. Reports the seconds until every stream has its Welcome and
 the hub's RSS before and after (total and per stream), prints the figures and writes JSON to
 benchmarks/results/grpc_streams-<time>.json. Every process it starts is in its own session
-and is killed (process group) on exit. --insecure measures the same without TLS.
+and is killed (process group) on exit. --insecure measures the same without TLS; --bare sends
+the streams to a bare grpc.aio server with the hub front's options and TLS setup instead (the floor).
 
-Measured 2026-11-24 (2 cores shared with other benchmarks, load 2-8): 10,000 streams from 4
-processes all up in 22 s with no retries, hub 1,016 MiB (94 KiB per stream, 1.6-1.8 ms of hub
-CPU per stream). The floor is grpc core's mutual TLS: a bare grpc.aio server holds ~83-89 KiB
-and spends ~0.75 ms per TLS stream (plain text: ~26 KiB, ~0.2 ms), so 10,000 mutual-TLS
-streams cannot fit 600 MiB in one grpc.aio process.
+Measured 2026-11-24 (2 cores shared with other benchmarks, load 2-8), 5,000 streams, 2 processes:
+bare grpc.aio plain text 2.4 s, 25.6 KiB and 0.23 ms of server CPU per stream; bare grpc.aio
+mutual TLS 9.4 s, 85.5 KiB, 0.76 ms; the hub (mutual TLS) 10.7 s, 92.5 KiB, 1.8 ms. 10,000 streams
+from 4 processes: all up in 22 s with no retries, hub 1,016 MiB (94 KiB per stream). grpc core's
+mutual TLS alone puts 10,000 streams past 600 MiB in one process.
 """
 
 from __future__ import annotations
@@ -188,6 +189,38 @@ async def _worker(grpc_address: str, folders: list[Path], hold_s: float, heartbe
     await asyncio.gather(*(link.close() for link in links))
 
 
+# ---- bare server: grpc.aio with the hub front's options and TLS setup, and nothing else ----
+
+
+async def _bare_server(port: int, pki: Path, insecure: bool) -> None:
+    """What grpc.aio alone costs per stream: Hello in, Welcome out, then read until the agent goes."""
+    import grpc
+    from grpc import aio
+
+    from hub.control.grpc_front import SERVER_OPTIONS
+    from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
+
+    class Bare(agent_pb2_grpc.AgentServiceServicer):
+        async def Connect(self, requests, context):  # type: ignore[no-untyped-def]
+            await anext(aiter(requests))
+            yield agent_pb2.HubMessage(welcome=agent_pb2.Welcome())
+            async for _ in requests:
+                pass
+
+    raise_fd_limit()
+    server = aio.server(options=SERVER_OPTIONS)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(Bare(), server)
+    if insecure:
+        server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        key, cert, ca = ((pki / n).read_bytes() for n in ("server.key", "server.crt", "ca.crt"))
+        creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+        server.add_secure_port(f"127.0.0.1:{port}", creds)
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+
 # ---- parent ----
 
 
@@ -225,11 +258,23 @@ def run(args: argparse.Namespace) -> dict:
         enrolled = enroll_missing(f"127.0.0.1:{port}", devices_dir, args.streams)
         if enrolled:
             print(f"enrolled {enrolled} device(s) in {time.monotonic() - t0:.1f}s", flush=True)
+        server = hub  # the process the agents' streams go to, measured
+        if args.bare:
+            grpc_port = free_port()
+            server = subprocess.Popen(
+                [PY, __file__, "--bare-server", str(grpc_port), "--pki", str(cache / "hub" / "pki"),
+                 *(["--insecure"] if args.insecure else [])],
+                stdout=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+            )  # fmt: skip
+            workers.append(server)  # killed with them
+            assert server.stdout is not None
+            if server.stdout.readline().strip() != "ready":
+                raise RuntimeError("the bare gRPC server did not start")
         time.sleep(1.0)
-        rss_before = rss_bytes(hub.pid)
+        rss_before = rss_bytes(server.pid)
         folders = [devices_dir / f"bench-{i:05d}" for i in range(args.streams)]
         slices = [folders[i :: args.procs] for i in range(args.procs)]
-        start, cpu_start = time.monotonic(), cpu_seconds(hub.pid)
+        start, cpu_start = time.monotonic(), cpu_seconds(server.pid)
         for part in slices:
             workers.append(subprocess.Popen(
                 [PY, __file__, "--worker", f"127.0.0.1:{grpc_port}", "--hold", str(args.timeout + 60),
@@ -242,10 +287,12 @@ def run(args: argparse.Namespace) -> dict:
         for w in workers:
             assert w.stdout is not None
             os.set_blocking(w.stdout.fileno(), False)
-        while len(done) < len(workers) and time.monotonic() - start < args.timeout:
+        while len(done) < len(slices) and time.monotonic() - start < args.timeout:
             time.sleep(0.2)
-            peak = max(peak, rss_bytes(hub.pid))
+            peak = max(peak, rss_bytes(server.pid))
             for i, w in enumerate(workers):
+                if w is server:
+                    continue
                 assert w.stdout is not None
                 for line in w.stdout.readlines():
                     msg = json.loads(line)
@@ -254,16 +301,17 @@ def run(args: argparse.Namespace) -> dict:
                         done[i] = msg
                 if w.poll() is not None and i not in done:
                     raise RuntimeError(f"worker {i} exited with {w.returncode}")
-        connect_s = time.monotonic() - start if len(done) == len(workers) else float("nan")
-        hub_cpu_s = cpu_seconds(hub.pid) - cpu_start
+        connect_s = time.monotonic() - start if len(done) == len(slices) else float("nan")
+        hub_cpu_s = cpu_seconds(server.pid) - cpu_start
         up = sum(m.get("done", m.get("up", 0)) for m in {**last, **done}.values())
         time.sleep(args.settle)  # let the hub finish writing what the Hellos caused
-        rss_after = rss_bytes(hub.pid)
+        rss_after = rss_bytes(server.pid)
         peak = max(peak, rss_after)
         for w in workers:  # every agent goes away: what does the hub keep?
-            _kill(w)
+            if w is not server:
+                _kill(w)
         time.sleep(5)
-        rss_gone = rss_bytes(hub.pid)
+        rss_gone = rss_bytes(server.pid)
         result = {
             "streams": args.streams, "procs": args.procs, "up": up, "connect_s": round(connect_s, 2),
             "attempts": sum(m.get("attempts", 0) for m in {**last, **done}.values()),
@@ -273,7 +321,7 @@ def run(args: argparse.Namespace) -> dict:
             "hub_rss_peak_mib": round(peak / 2**20, 1), "hub_rss_disconnected_mib": round(rss_gone / 2**20, 1),
             "hub_kib_per_stream": round((rss_after - rss_before) / 1024 / max(up, 1), 1),
             "worker_kib_per_stream": round(sum(m.get("rss", 0) for m in done.values()) / 1024 / max(up, 1), 1),
-            "tls": not args.insecure, "label": args.label, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "tls": not args.insecure, "bare": args.bare, "label": args.label, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }  # fmt: skip
         return result
     finally:
@@ -294,10 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs (the median is reported)")
     ap.add_argument("--label", default="", help="a note stored with the result")
     ap.add_argument("--cache", default=str(RESULTS / "grpc_streams_cache"), help="hub data + enrolled identities")
+    ap.add_argument("--bare", action="store_true", help="streams to a bare grpc.aio server (same options), not the hub")
     ap.add_argument("--worker", metavar="GRPC_ADDRESS", help=argparse.SUPPRESS)
+    ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    ap.add_argument("--pki", help=argparse.SUPPRESS)
     ap.add_argument("--hold", type=float, default=60.0, help=argparse.SUPPRESS)
     ap.add_argument("folders", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.bare_server:
+        asyncio.run(_bare_server(args.bare_server, Path(args.pki), args.insecure))
+        return 0
     if args.worker:
         folders = [Path(f) for f in args.folders]
         asyncio.run(_worker(args.worker, folders, args.hold, args.heartbeat, args.insecure))
