@@ -6,7 +6,7 @@ credentials), then drives one `Session` per connection:
     session, welcome = core.open_session(device_id, hello, transport="grpc")
     send(welcome); for m in core.outgoing(session): send(m)     # desired state at once
     on every AgentMessage:  core.submit(session, msg, send)      # stored in a batch; send(ack) after commit
-                            (slow down reading while core.congested())
+                            while core.congested(): stop reading until core.on_drained fires
     on core listener(device_id) (any thread): if not core.is_allowed(session): close
                                               else: for m in core.outgoing(session): send(m)
     on disconnect:          core.close_session(session)
@@ -153,8 +153,12 @@ class ControlCore:
         self.ingest.submit(session, message, reply)
 
     def congested(self) -> bool:
-        """Whether so many messages wait to be stored that fronts should stop reading for a moment."""
+        """Whether so many messages wait to be stored that fronts should stop reading until `on_drained`."""
         return self.ingest.congested()
+
+    def on_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (any thread) whenever a congestion ends."""
+        self.ingest.on_drained(callback)
 
     def close(self) -> None:
         """Store every message already submitted (hub shutdown)."""

@@ -68,6 +68,8 @@ class GroupCommit:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._busy = False  # the writer holds a batch taken off the queue
+        self._congested = False  # past high water; cleared once the backlog is down to half of it
+        self._drained: list[Callable[[], None]] = []
         self.stats = {"messages": 0, "batches": 0, "failed_batches": 0}
 
     def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Reply) -> None:
@@ -79,14 +81,20 @@ class GroupCommit:
             self._queue.append(_Item(session, message, reply))
             if len(self._queue) == 1:
                 self._cond.notify()
+            elif len(self._queue) > self.high_water:
+                self._congested = True
 
     def backlog(self) -> int:
         """Messages queued and not yet stored."""
         return len(self._queue)
 
     def congested(self) -> bool:
-        """True while the backlog is past the high-water mark: fronts should stop reading for a moment."""
-        return len(self._queue) > self.high_water
+        """True from when the backlog passed the high-water mark until it is back to half of it."""
+        return self._congested
+
+    def on_drained(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (writer thread) each time a congestion ends, so fronts can wait for it, not poll."""
+        self._drained.append(callback)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until everything submitted so far is stored and acked (tests, shutdown)."""
@@ -124,6 +132,15 @@ class GroupCommit:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
+                    drained = self._congested and len(self._queue) <= self.high_water // 2
+                    if drained:
+                        self._congested = False
+                if drained:
+                    for callback in self._drained:
+                        try:
+                            callback()
+                        except Exception:  # a front that went away; the writer must live on
+                            log.debug("a drain callback failed", exc_info=True)
 
     def _store(self, batch: list[_Item]) -> None:
         acks: dict[int, tuple[_Item, int]] = {}  # session id -> (its last item, cumulative ack)

@@ -10,6 +10,7 @@ certificate's CN names, checked against the revocation list on every Connect. Wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -96,6 +97,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.core = core
         self.streams = streams
         self.insecure = insecure
+        self.flowing = asyncio.Event()  # cleared while the core is congested; readers wait on it
+        self.flowing.set()
 
     async def _device(self, context: aio.ServicerContext) -> str:
         try:
@@ -166,7 +169,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 # reading so gRPC flow control slows the agent instead of the backlog growing.
                 self.core.submit(session, message, send_ack)
                 while self.core.congested():
-                    await asyncio.sleep(0.01)
+                    # One event for every stream, set when the backlog has drained: no polling from
+                    # thousands of streams. The timeout only guards against a missed wake-up.
+                    self.flowing.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.flowing.wait(), 1.0)
         except (aio.AioRpcError, asyncio.CancelledError):
             pass
         except Exception:  # never let one agent's stream error go unnoticed
@@ -200,6 +207,13 @@ class GrpcFront:
         server = aio.server(options=SERVER_OPTIONS)
         self.streams = StreamRegistry(asyncio.get_running_loop())
         servicer = AgentServicer(self.core, self.streams, insecure=self.insecure)
+        loop = asyncio.get_running_loop()
+
+        def drained() -> None:  # group-commit writer thread
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(servicer.flowing.set)
+
+        self.core.on_drained(drained)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
         address = f"{self.host}:{self.port}"
         if self.insecure:

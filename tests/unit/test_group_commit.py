@@ -197,3 +197,19 @@ def test_close_stores_what_was_submitted(tmp_path: Path) -> None:
         assert _count(again) == 200 and again.fleet.get("a")["acked_seq"] == 200
     finally:
         again.close()
+
+
+def test_congestion_is_flagged_past_high_water_and_drain_is_announced(hub: HubServices) -> None:
+    _enroll(hub, "a")
+    session, _ = hub.control.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    writer = GroupCommit(hub.db, hub.control._store, on_rollback=hub.fleet.forget_seqs, max_batch=5, high_water=10)
+    drained = threading.Event()
+    writer.on_drained(drained.set)
+    with hub.db.transaction():  # the writer cannot store anything meanwhile
+        for seq in range(1, 31):
+            writer.submit(session, _points(seq, 1), lambda m: None)
+        assert writer.congested() and not drained.is_set()
+    assert drained.wait(10)
+    assert writer.wait_idle(10) and not writer.congested()
+    assert _count(hub) == 30
+    writer.close()

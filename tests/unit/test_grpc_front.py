@@ -55,6 +55,9 @@ class FakeCore:
     def congested(self) -> bool:
         return False
 
+    def on_drained(self, callback: Callable[[], None]) -> None:
+        pass
+
     def close_session(self, session: Session) -> None:
         self.closed.append(session.device_id)
 
