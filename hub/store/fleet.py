@@ -69,7 +69,7 @@ def _row(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
     return row
 
 
-_STANDING = "SELECT id, state, labels, desired_revision, desired_fingerprint FROM devices"
+_STANDING = "SELECT id, state, labels, cert_serial, cert_sha256, desired_revision, desired_fingerprint FROM devices"
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
@@ -92,7 +92,7 @@ class FleetStore:
             return _row(db, device_id)
 
     def standing(self, device_id: str) -> dict[str, Any] | None:
-        """The cheap part of a device row (state, labels, desired revision and fingerprint), or None.
+        """The cheap part of a device row (state, labels, certificate, desired revision), or None.
 
         What the control channel reads per device and message; `get` also decodes the hardware inventory.
         """
