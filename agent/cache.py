@@ -104,7 +104,7 @@ class ArtifactCache:
         sync: Callable[[int], None] = os.fsync,
     ) -> None:
         self.root = Path(root)
-        self.sync = sync  # makes a written file's bytes durable (fd); a simulated fleet shares one syncfs
+        self.sync = sync  # makes a written file's bytes durable (given its fd)
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.blob_dir = self.root / "blobs" / "sha256"

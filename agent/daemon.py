@@ -97,8 +97,7 @@ class DaemonParts:
     `inventory` reads the hardware from a profile (or the machine), `supervisor` makes the one place that
     starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout), `scrape`
     and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these),
-    `sync_file` makes a pulled blob durable before it enters the cache (fsync; thousands of agents on one
-    filesystem share syncfs calls instead).
+    `sync_file` makes a pulled blob durable before it enters the cache (fsync).
     """
 
     inventory: Callable[[dict | None], agent_pb2.HardwareInventory] = inventory

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import functools
 import json
 import os
 import resource
 import signal
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -106,51 +104,6 @@ def _simulated_inventory(profile: dict | None) -> agent_pb2.HardwareInventory:
     return agent_pb2.HardwareInventory.FromString(_inventory_json(json.dumps(profile, sort_keys=True)))
 
 
-class GroupSync:
-    """`fsync` for the thousands of agents of one fleet process, whose data dirs share one filesystem.
-
-    A caller returns once a syncfs(2) that started after it arrived has finished, so its file's bytes are
-    on disk before its rename, as with fsync; one syncfs serves every file written before it started. A
-    fleet's agents each fsyncing their own blob made one journal commit per agent, and every mkdir, rename
-    and link of the others waited behind those commits.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._started = 0  # syncfs calls begun
-        self._done = 0  # the newest one that finished
-        self._running = False
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._syncfs = getattr(libc, "syncfs", None)
-
-    def __call__(self, fd: int) -> None:
-        """Return when the data written to `fd` so far is durable."""
-        if self._syncfs is None:  # not Linux: one fsync each
-            os.fsync(fd)
-            return
-        with self._cond:
-            wanted = self._started + 1  # one that starts from now on (a running one may predate our write)
-            while self._done < wanted:
-                if self._running:
-                    self._cond.wait()
-                    continue
-                self._running = True
-                self._started += 1
-                mine = self._started
-                self._cond.release()
-                try:
-                    failed = self._syncfs(fd) != 0
-                    err = ctypes.get_errno()
-                finally:
-                    self._cond.acquire()
-                    self._running = False
-                    if not failed:
-                        self._done = mine
-                    self._cond.notify_all()
-                if failed:
-                    raise OSError(err, f"syncfs: {os.strerror(err)}")
-
-
 @functools.lru_cache(maxsize=4)
 def _load_template(count: int) -> agent_pb2.AgentMessage:
     """A TelemetryBatch of `count` sim.load points, to be copied and numbered (never modified itself)."""
@@ -204,7 +157,7 @@ class SimulatedFleet:
         self.root = Path(options.root)
         self.devices: list[SimulatedDevice] = []
         self._load_task: asyncio.Task[None] | None = None
-        self.parts = agent_daemon.DaemonParts(inventory=_simulated_inventory, sync_file=GroupSync())
+        self.parts = agent_daemon.DaemonParts(inventory=_simulated_inventory)
         if options.shared_runtime:
             from simulators.shared_runtime import SharedRuntimeSupervisor, shared_rss, shared_scrape
 

@@ -4,7 +4,6 @@ each agent's own (its numbered sensor points)."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from agent.outbox import Outbox
 from agent.state import AgentState
 from agent.telemetry import RuntimeStats, TelemetryCollector
 from simulators import shared_runtime
-from simulators.fleet import LOAD_METRIC, FleetOptions, GroupSync, SimulatedDevice, SimulatedFleet
+from simulators.fleet import LOAD_METRIC, FleetOptions, SimulatedDevice, SimulatedFleet
 
 
 def test_one_scrape_per_runtime_serves_every_agent(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,44 +59,3 @@ def test_sensor_points_are_numbered_per_device_without_gaps(tmp_path: Path) -> N
         points = [p for m in device.daemon.outbox.pending() for p in m.telemetry.points]
         assert [p.value for p in points] == expected and device.load_sent == len(expected)
         assert all(p.metric == LOAD_METRIC and p.labels["simulated"] == "true" and p.at_ms > 0 for p in points)
-
-
-def test_group_sync_covers_every_caller_with_a_syncfs_that_started_after_it(tmp_path: Path) -> None:
-    sync = GroupSync()
-    calls: list[tuple[float, float]] = []  # (start, end) of each syncfs
-
-    def fake_syncfs(fd: int) -> int:
-        start = time.monotonic()
-        time.sleep(0.02)
-        calls.append((start, time.monotonic()))
-        return 0
-
-    sync._syncfs = fake_syncfs
-    arrivals: dict[int, tuple[float, float]] = {}
-
-    def agent(i: int) -> None:
-        with open(tmp_path / f"f{i}", "wb") as fh:
-            fh.write(b"x")
-            arrived = time.monotonic()
-            sync(fh.fileno())
-            arrivals[i] = (arrived, time.monotonic())
-
-    threads = [threading.Thread(target=agent, args=(i,)) for i in range(40)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(arrivals) == 40 and len(calls) < 10  # shared, not one each
-    for arrived, returned in arrivals.values():
-        assert any(arrived <= start and end <= returned for start, end in calls)
-
-
-def test_group_sync_really_syncs_and_reports_failure(tmp_path: Path) -> None:
-    sync = GroupSync()
-    with open(tmp_path / "f", "wb") as fh:
-        fh.write(b"x")
-        sync(fh.fileno())  # the real syncfs (or fsync off Linux)
-    if sync._syncfs is not None:
-        sync._syncfs = lambda fd: -1
-        with pytest.raises(OSError), open(tmp_path / "f", "rb") as fh:
-            sync(fh.fileno())
