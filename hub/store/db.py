@@ -60,6 +60,14 @@ class Database:
             with self._mutex:
                 for fn in _SCHEMAS:
                     fn(self.db)
+            # A second, read-only connection for the control plane's hot reads: in WAL mode it sees
+            # the last commit and never waits for the writer's open transaction (group commit).
+            reader = sqlite3.connect(self.data_dir / "hub.db", check_same_thread=False, isolation_level=None)
+            reader.execute("PRAGMA query_only=ON")
+            reader.execute("PRAGMA busy_timeout=5000")
+            self._reader = sqlite_utils.Database(reader)
+            self._reader_mutex = threading.Lock()
+            self._owner = 0  # thread id holding the open transaction (with _depth > 0)
         except sqlite3.DatabaseError as exc:
             self._release_dir_lock()
             raise StorageError(f"{self.data_dir / 'hub.db'} is not a usable hub database: {exc}") from None
@@ -95,7 +103,7 @@ class Database:
                 yield from self._savepoint(conn)
                 return
             conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
+            self._depth, self._owner = 1, threading.get_ident()
             try:
                 yield self.db
                 conn.execute("COMMIT")
@@ -132,10 +140,26 @@ class Database:
         with self._mutex:
             yield self.db
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite_utils.Database]:
+        """Read-only access that does not wait for an open transaction: it sees the last commit.
+
+        Inside this thread's own transaction it reads through that transaction instead, so a
+        caller always sees its own writes.
+        """
+        if self._depth and self._owner == threading.get_ident():
+            with self._mutex:
+                yield self.db
+            return
+        with self._reader_mutex:
+            yield self._reader
+
     def close(self) -> None:
         """Close the connection and release the data-dir lock."""
         with self._mutex:
             self.db.conn.close()
+        with self._reader_mutex:
+            self._reader.conn.close()
         self._release_dir_lock()
 
     def _release_dir_lock(self) -> None:

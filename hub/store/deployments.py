@@ -64,24 +64,32 @@ class DeploymentStore:
         self.database = database
         # Read for every device on every desired-state sync: cached, and dropped on each services write.
         self._targets: list[tuple[str, int, str]] | None = None
+        self._version = 0  # bumped after each committed services write
         self._manifests: dict[tuple[str, int], bytes] = {}  # generations are immutable once written
 
     def targets(self) -> list[tuple[str, int, str]]:
         """(name, generation, target) of every active service, by name."""
         targets = self._targets
         if targets is None:
-            with self.database.read() as db:
+            version = self._version
+            with self.database.snapshot() as db:
                 rows = db.query("SELECT name, generation, target FROM services WHERE state = 'active' ORDER BY name")
                 targets = [(r["name"], r["generation"], r["target"]) for r in rows]
-            self._targets = targets
+            if version == self._version:  # no write committed meanwhile: the rows are current
+                self._targets = targets
         return targets
+
+    def _services_changed(self) -> None:
+        # Called after the commit: a snapshot read before it must not be cached (see targets()).
+        self._version += 1
+        self._targets = None
 
     def state(self, name: str) -> str | None:
         """'active' or 'deleted' (None if never created), without decoding the spec."""
         for service, _, _ in self.targets():
             if service == name:
                 return "active"
-        with self.database.read() as db:
+        with self.database.snapshot() as db:
             rows = list(db.query("SELECT state FROM services WHERE name = ?", [name]))
         return rows[0]["state"] if rows else None
 
@@ -125,15 +133,15 @@ class DeploymentStore:
                 {"service": name, "generation": generation, "manifest": manifest, "models": json.dumps(models),
                  "created_at": now}
             )
-            self._targets = None
-            return True
+        self._services_changed()
+        return True
 
     def manifest(self, name: str, generation: int) -> bytes | None:
         """Serialized manifest of one generation."""
         cached = self._manifests.get((name, generation))
         if cached is not None:
             return cached
-        with self.database.read() as db:
+        with self.database.snapshot() as db:
             rows = list(
                 db.query("SELECT manifest FROM service_generations WHERE service = ? AND generation = ?",
                          [name, generation])
@@ -149,7 +157,7 @@ class DeploymentStore:
         """Take the service out of desired state (its generation counter stays)."""
         with self.database.transaction() as db:
             db.execute("UPDATE services SET state = 'deleted', updated_at = ? WHERE name = ?", [time.time(), name])
-            self._targets = None
+        self._services_changed()
 
     def set_keys(self, name: str, keys: dict[str, str]) -> None:
         """Replace a service's auth keys."""
@@ -168,7 +176,7 @@ class DeploymentStore:
 
     def status(self, name: str, device: str) -> dict[str, Any] | None:
         """One device's status row for one service, or None."""
-        with self.database.read() as db:
+        with self.database.snapshot() as db:
             rows = list(db.query("SELECT * FROM service_status WHERE service = ? AND device = ?", [name, device]))
         if not rows:
             return None

@@ -96,7 +96,7 @@ class FleetStore:
 
         What the control channel reads per device and message; `get` also decodes the hardware inventory.
         """
-        with self.database.read() as db:
+        with self.database.snapshot() as db:
             rows = list(db.query(_STANDING + " WHERE id = ?", [device_id]))
         if not rows:
             return None
@@ -105,7 +105,7 @@ class FleetStore:
 
     def standings(self, device_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """`standing` of every device (or of the given ones), by name, in as few queries as it takes."""
-        with self.database.read() as db:
+        with self.database.snapshot() as db:
             if device_ids is None:
                 rows = list(db.query(_STANDING + " ORDER BY id"))
             else:
@@ -194,7 +194,7 @@ class FleetStore:
 
     def is_serial_revoked(self, serial: str) -> bool:
         """Whether a certificate serial is on the revocation list."""
-        with self.database.read() as db:
+        with self.database.snapshot() as db:
             return bool(list(db.query("SELECT 1 FROM revoked_certificates WHERE serial = ?", [serial])))
 
     def update(self, device_id: str, **fields: Any) -> None:

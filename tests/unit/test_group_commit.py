@@ -80,6 +80,34 @@ def test_nested_transaction_is_a_savepoint(tmp_path: Path) -> None:
         database.close()
 
 
+def test_snapshot_reads_do_not_wait_for_an_open_transaction(tmp_path: Path) -> None:
+    database = Database(tmp_path / "d")
+    try:
+        with database.transaction() as db:
+            db.execute("CREATE TABLE t (x INTEGER)")
+            db.execute("INSERT INTO t VALUES (1)")
+        seen: list[list[int]] = []
+        with database.transaction() as db:
+            db.execute("INSERT INTO t VALUES (2)")
+            with database.snapshot() as own:  # this thread's transaction: its own writes are visible
+                assert [r[0] for r in own.execute("SELECT x FROM t ORDER BY x")] == [1, 2]
+
+            def other_thread() -> None:
+                with database.snapshot() as snap:  # must not block on the writer's open transaction
+                    seen.append([r[0] for r in snap.execute("SELECT x FROM t ORDER BY x")])
+
+            reader = threading.Thread(target=other_thread)
+            reader.start()
+            reader.join(5)
+            assert not reader.is_alive() and seen == [[1]]  # the last commit, not the open transaction
+        with database.snapshot() as snap:
+            assert [r[0] for r in snap.execute("SELECT x FROM t ORDER BY x")] == [1, 2]
+            with pytest.raises(sqlite3.OperationalError):  # read-only
+                snap.execute("INSERT INTO t VALUES (3)")
+    finally:
+        database.close()
+
+
 def test_batch_is_stored_in_one_commit_and_each_session_acked_once(hub: HubServices) -> None:
     for name in ("a", "b"):
         _enroll(hub, name)
