@@ -82,8 +82,12 @@ class MqttFront:
 
     # ---- lifecycle ----
 
-    def start(self, timeout: float = 15.0) -> None:
-        """Connect (blocking up to `timeout`), subscribe, and start syncing desired states; HubError if refused."""
+    def start(self, timeout: float = 60.0) -> None:
+        """Connect (blocking up to `timeout`), subscribe, and start syncing desired states; HubError if refused.
+
+        The wait is long because a broker busy with a fleet (10,000 sessions reconnecting or expiring
+        after a hub restart) can take tens of seconds to answer one more CONNECT.
+        """
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         try:
