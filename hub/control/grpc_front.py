@@ -10,7 +10,6 @@ certificate's CN names, checked against the revocation list on every Connect. Wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -169,11 +168,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 # reading so gRPC flow control slows the agent instead of the backlog growing.
                 self.core.submit(session, message, send_ack)
                 while self.core.congested():
-                    # One event for every stream, set when the backlog has drained: no polling from
-                    # thousands of streams. The timeout only guards against a missed wake-up.
+                    # One event for every stream, set when the backlog has drained (and by the front's
+                    # watchdog, should a wake-up be missed): no timer or poll per stream, since
+                    # thousands of streams waiting with their own timeouts kept the event loop busy.
                     self.flowing.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.flowing.wait(), 1.0)
+                    await self.flowing.wait()
         except (aio.AioRpcError, asyncio.CancelledError):
             pass
         except Exception:  # never let one agent's stream error go unnoticed
@@ -201,6 +200,7 @@ class GrpcFront:
         self._server: aio.Server | None = None
         self.streams: StreamRegistry | None = None
         self._unlisten: Callable[[], None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind and serve; return the bound port (useful with port 0)."""
@@ -227,13 +227,24 @@ class GrpcFront:
             raise OSError(f"cannot listen on {address} for the agents' gRPC channel (port in use?)")
         await server.start()
         self._unlisten = self.core.add_listener(self.streams.changed)
+        self._watchdog = asyncio.create_task(self._keep_flowing(servicer))
         self._server = server
         self.port = bound
         log.info("agent channel (gRPC, %s) on %s:%d", "insecure" if self.insecure else "mutual TLS", self.host, bound)
         return bound
 
+    async def _keep_flowing(self, servicer: AgentServicer) -> None:
+        """Wake readers paused for congestion once it is over, in case the drain callback was missed."""
+        while True:
+            await asyncio.sleep(0.5)
+            if not servicer.flowing.is_set() and not self.core.congested():
+                servicer.flowing.set()
+
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting, give streams `grace` seconds, then close."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

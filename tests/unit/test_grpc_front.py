@@ -22,6 +22,8 @@ class FakeCore:
         self.listeners: list[Callable[[str], None]] = []
         self.revisions: dict[str, int] = {}
         self.closed: list[str] = []
+        self.submitted: list[int] = []
+        self.backlogged = False
         self._ids = itertools.count(1)
 
     def authenticate_credential(self, device_id: str, credential: str) -> str:
@@ -50,10 +52,10 @@ class FakeCore:
         return [agent_pb2.HubMessage(desired=agent_pb2.DesiredState(revision=revision))]
 
     def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Callable[..., None]) -> None:
-        pass
+        self.submitted.append(message.seq)
 
     def congested(self) -> bool:
-        return False
+        return self.backlogged
 
     def on_drained(self, callback: Callable[[], None]) -> None:
         pass
@@ -109,5 +111,31 @@ def test_one_listener_wakes_only_the_changed_devices_stream() -> None:
         finally:
             await front.stop(0)
         assert core.listeners == []
+
+    asyncio.run(scenario())
+
+
+def test_a_congested_core_pauses_reading_until_it_drains() -> None:
+    async def scenario() -> None:
+        core = FakeCore()
+        front = GrpcFront(core, None, port=0, insecure=True)  # type: ignore[arg-type]
+        port = await front.start()
+        try:
+            channel, call = await _open(port, "dev-a")
+            core.backlogged = True
+            for seq in (1, 2, 3):
+                await call.write(agent_pb2.AgentMessage(seq=seq, heartbeat=agent_pb2.Heartbeat()))
+            await asyncio.sleep(0.8)
+            assert core.submitted == [1]  # read one, saw the congestion, stopped reading
+            core.backlogged = False  # drained; no callback fired, so the front's watchdog must notice
+            for _ in range(40):
+                if core.submitted == [1, 2, 3]:
+                    break
+                await asyncio.sleep(0.05)
+            assert core.submitted == [1, 2, 3]
+            call.cancel()
+            await channel.close()
+        finally:
+            await front.stop(0)
 
     asyncio.run(scenario())
