@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -347,6 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     print("* connect time includes enrolling every device (first transport of a size)")
     print("runtime: the agents of each fleet process share one runtime process per service generation "
           "(one onnxruntime session); their scoring URIs name ports nobody serves")
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    setup = {"per_process": args.per_process, "offered_points_per_s": args.points_per_s, "batch": args.batch,
+             "heartbeat_s": args.heartbeat_s, "window_s": args.window, "cpus": os.cpu_count(),
+             "runtime": "agents of a fleet process share one runtime process per service generation"}
+    runs = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(r).items()} for r in results]
+    (out / "fleet.json").write_text(json.dumps({"benchmark": "benchmarks/fleet.py", "setup": setup, "runs": runs},
+                                               indent=2) + "\n")
+    print(f"wrote {out / 'fleet.json'}")
     return 0
 
 
