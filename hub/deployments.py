@@ -282,7 +282,7 @@ class DeploymentService:
         """Recompute the devices' desired sets, bump revisions that changed (one transaction), tell the fronts."""
         fingerprints = {
             row["id"]: _fingerprint(self._services_for(row))
-            for row in self.fleet.store.standings(device_ids)
+            for row in self.fleet.standings(device_ids)
             if row["state"] != "revoked"
         }
         self.fleet.set_desired_many(fingerprints)

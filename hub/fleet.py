@@ -166,6 +166,10 @@ class FleetService:
         """State, labels and desired revision/fingerprint of one device (None if unknown)."""
         return self.store.standing(device_id)
 
+    def standings(self, device_ids: list[str] | None = None) -> list[dict[str, Any]]:
+        """`standing` of every device, or of the given ones (unknown ids are left out)."""
+        return self.store.standings(device_ids)
+
     # ---- presence (control core) ----
 
     def device_connected(self, device_id: str, hello: agent_pb2.Hello, transport: str) -> int:
