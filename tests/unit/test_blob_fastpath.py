@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,15 +11,6 @@ import pytest
 
 from hub.api.app import create_app
 from hub.services import HubServices
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServices]:
-    services = HubServices.open(tmp_path / "hub")
-    try:
-        yield services
-    finally:
-        services.close()
 
 
 def _register(hub: HubServices, tmp_path: Path, name: str, content: bytes) -> str:

@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from hub.control.plane import attach_control_plane
 from hub.deployconfig import parse_deployment_config, parse_inference_config, requirements_from_conda
 from hub.errors import BadInput, Conflict, NotFound, Unauthorized
 from hub.pki import CertificateAuthority
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServices]:
-    services = HubServices.open(tmp_path / "hub")
-    if services.fleet is None:  # until HubServices.open wires the control plane itself
-        attach_control_plane(services)
-    try:
-        yield services
-    finally:
-        services.close()
-
-
-def _csr() -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "whatever-the-device-claims")])
-    return x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256()).public_bytes(
-        serialization.Encoding.PEM
-    )
-
-
-def _request(token: str, csr: bytes | None = None) -> agent_pb2.EnrollRequest:
-    _, token_id, secret, _ = token.split(".")
-    csr = csr or _csr()
-    proof = hmac.new(secret.encode(), csr, hashlib.sha256).digest()
-    return agent_pb2.EnrollRequest(token_id=token_id, csr_pem=csr, proof=proof, agent_version="test")
-
-
-def _enroll(hub: HubServices, name: str, labels: list[str]) -> agent_pb2.EnrollResponse:
-    token = hub.fleet.create_token(name, labels)["token"]
-    return hub.fleet.enroll(_request(token))
+from tests.unit.enrollment import enroll, enroll_request, new_csr
 
 
 def _register(hub: HubServices, tmp_path: Path, name: str, content: bytes) -> int:
@@ -69,7 +35,7 @@ def test_enrollment_issues_certificate_pinned_to_ca(hub: HubServices) -> None:
     out = hub.fleet.create_token("dev-1", ["zone=a"])
     assert out["device"] == "dev-1" and out["token"].startswith("ep1.")
     pin = out["token"].split(".")[3]
-    response = hub.fleet.enroll(_request(out["token"]))
+    response = hub.fleet.enroll(enroll_request(out["token"]))
     ca = x509.load_pem_x509_certificate(response.ca_pem)
     assert hashlib.sha256(ca.public_bytes(serialization.Encoding.DER)).hexdigest() == pin
     cert = x509.load_pem_x509_certificate(response.certificate_pem)
@@ -82,21 +48,21 @@ def test_enrollment_issues_certificate_pinned_to_ca(hub: HubServices) -> None:
 
 def test_reused_token_is_refused(hub: HubServices) -> None:
     token = hub.fleet.create_token("dev-1", [])["token"]
-    hub.fleet.enroll(_request(token))
+    hub.fleet.enroll(enroll_request(token))
     with pytest.raises(Unauthorized, match="already used"):
-        hub.fleet.enroll(_request(token))
+        hub.fleet.enroll(enroll_request(token))
 
 
 def test_expired_token_is_refused(hub: HubServices) -> None:
     token = hub.fleet.create_token("dev-1", [], ttl_s=1)["token"]
     hub.db.db.execute("UPDATE enrollment_tokens SET expires_at = ?", [time.time() - 5])
     with pytest.raises(Unauthorized, match="expired"):
-        hub.fleet.enroll(_request(token))
+        hub.fleet.enroll(enroll_request(token))
 
 
 def test_wrong_proof_is_refused(hub: HubServices) -> None:
     token = hub.fleet.create_token("dev-1", [])["token"]
-    request = _request(token)
+    request = enroll_request(token)
     request.proof = b"x" * 32
     with pytest.raises(Unauthorized, match="proof"):
         hub.fleet.enroll(request)
@@ -104,11 +70,11 @@ def test_wrong_proof_is_refused(hub: HubServices) -> None:
 
 
 def test_revoked_device_and_foreign_certificate_are_refused(hub: HubServices, tmp_path: Path) -> None:
-    response = _enroll(hub, "dev-1", [])
+    response = enroll(hub, "dev-1", [])
     hub.fleet.revoke("dev-1")
     with pytest.raises(Unauthorized, match="revoked"):
         hub.fleet.authenticate_certificate(response.certificate_pem)
-    other = CertificateAuthority(tmp_path / "other-pki").sign_csr(_csr(), "dev-1")
+    other = CertificateAuthority(tmp_path / "other-pki").sign_csr(new_csr(), "dev-1")
     with pytest.raises(Unauthorized, match="not issued by this hub"):
         hub.fleet.authenticate_certificate(other.pem)
 
@@ -118,7 +84,7 @@ def test_bad_enrollment_inputs(hub: HubServices) -> None:
         hub.fleet.create_token("bad name!", [])
     with pytest.raises(BadInput, match="invalid label"):
         hub.fleet.create_token("dev-1", ["novalue"])
-    _enroll(hub, "dev-1", [])
+    enroll(hub, "dev-1", [])
     with pytest.raises(Conflict, match="already enrolled"):
         hub.fleet.create_token("dev-1", [])
     with pytest.raises(NotFound):
@@ -174,7 +140,7 @@ def test_conda_file_gives_pip_requirements(tmp_path: Path) -> None:
 
 def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_path: Path) -> None:
     for name, zone in (("a", "x"), ("b", "x"), ("c", "y")):
-        _enroll(hub, name, [f"zone={zone}"])
+        enroll(hub, name, [f"zone={zone}"])
     v1 = _register(hub, tmp_path, "digits", b"one")
     view = hub.deployments.create({"name": "svc", "models": [f"digits:{v1}"], "target": "zone=x",
                                    "deployment": {"authEnabled": True}})
@@ -205,7 +171,7 @@ def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_pa
 
 
 def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
-    _enroll(hub, "a", ["zone=x"])
+    enroll(hub, "a", ["zone=x"])
     v1 = _register(hub, tmp_path, "digits", b"one")
     with pytest.raises(NotFound, match="model 'nope' not found"):
         hub.deployments.create({"name": "s", "models": ["nope:1"], "target": "a"})
@@ -233,8 +199,8 @@ def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
 
 
 def test_update_target_moves_the_service_between_devices(hub: HubServices, tmp_path: Path) -> None:
-    _enroll(hub, "a", ["zone=x"])
-    _enroll(hub, "c", ["zone=y"])
+    enroll(hub, "a", ["zone=x"])
+    enroll(hub, "c", ["zone=y"])
     v1 = _register(hub, tmp_path, "digits", b"one")
     hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "zone=x"})
     rev_a, rev_c = hub.control.desired_state("a").revision, hub.control.desired_state("c").revision
@@ -249,7 +215,7 @@ def test_update_target_moves_the_service_between_devices(hub: HubServices, tmp_p
 
 
 def test_deleting_a_model_in_use_names_the_service(hub: HubServices, tmp_path: Path) -> None:
-    _enroll(hub, "a", [])
+    enroll(hub, "a", [])
     v1 = _register(hub, tmp_path, "digits", b"one")
     hub.deployments.create({"name": "scorer", "models": [f"digits:{v1}"], "target": "a"})
     with pytest.raises(Conflict, match="used by service scorer"):
@@ -259,7 +225,7 @@ def test_deleting_a_model_in_use_names_the_service(hub: HubServices, tmp_path: P
 
 
 def test_old_generation_status_never_overwrites_newer(hub: HubServices, tmp_path: Path) -> None:
-    _enroll(hub, "a", [])
+    enroll(hub, "a", [])
     v1 = _register(hub, tmp_path, "digits", b"one")
     hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
     hub.deployments.update("s", {"deployment": {"port": 0, "healthTimeoutSeconds": 5}})
@@ -275,7 +241,7 @@ def test_old_generation_status_never_overwrites_newer(hub: HubServices, tmp_path
 
 
 def test_core_dedups_by_seq_and_acks_cumulatively(hub: HubServices, tmp_path: Path) -> None:
-    _enroll(hub, "a", [])
+    enroll(hub, "a", [])
     core = hub.control
     session, welcome = core.open_session("a", agent_pb2.Hello(device_id="a", next_seq=1), transport="test")
     assert welcome.acked_seq == 0 and core.is_online("a")

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hub.control.core import Session
 from hub.control.group_commit import GroupCommit
@@ -22,26 +15,7 @@ from hub.errors import BadInput
 from hub.services import HubServices
 from hub.store.db import Database
 from protos.edgeport.v1 import agent_pb2
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubServices]:
-    services = HubServices.open(tmp_path / "hub")
-    try:
-        yield services
-    finally:
-        services.close()
-
-
-def _enroll(hub: HubServices, name: str) -> None:
-    token = hub.fleet.create_token(name, [])["token"]
-    _, token_id, secret, _ = token.split(".")
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    pem = csr.public_bytes(serialization.Encoding.PEM)
-    proof = hmac.new(secret.encode(), pem, hashlib.sha256).digest()
-    hub.fleet.enroll(agent_pb2.EnrollRequest(token_id=token_id, csr_pem=pem, proof=proof, agent_version="t"))
+from tests.unit.enrollment import enroll
 
 
 def _points(seq: int, n: int = 3) -> agent_pb2.AgentMessage:
@@ -110,7 +84,7 @@ def test_snapshot_reads_do_not_wait_for_an_open_transaction(tmp_path: Path) -> N
 
 def test_batch_is_stored_in_one_commit_and_each_session_acked_once(hub: HubServices) -> None:
     for name in ("a", "b"):
-        _enroll(hub, name)
+        enroll(hub, name)
     core = hub.control
     sa, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
     sb, _ = core.open_session("b", agent_pb2.Hello(device_id="b"), transport="test")
@@ -137,7 +111,7 @@ def test_batch_is_stored_in_one_commit_and_each_session_acked_once(hub: HubServi
 
 
 def test_a_failing_message_undoes_only_itself(hub: HubServices, monkeypatch: pytest.MonkeyPatch) -> None:
-    _enroll(hub, "a")
+    enroll(hub, "a")
     core = hub.control
     session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
     real = hub.telemetry.ingest
@@ -163,7 +137,7 @@ def test_a_failing_message_undoes_only_itself(hub: HubServices, monkeypatch: pyt
 
 
 def test_refused_message_is_acked_and_skipped(hub: HubServices) -> None:
-    _enroll(hub, "a")
+    enroll(hub, "a")
     core = hub.control
     session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
     acks: list[int] = []
@@ -182,7 +156,7 @@ def test_refused_message_is_acked_and_skipped(hub: HubServices) -> None:
 def test_failed_commit_acks_nothing_and_the_resend_is_stored_once(tmp_path: Path) -> None:
     hub = HubServices.open(tmp_path / "hub")
     try:
-        _enroll(hub, "a")
+        enroll(hub, "a")
         core = hub.control
         session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
         acks: list[int] = []
@@ -215,7 +189,7 @@ def test_failed_commit_acks_nothing_and_the_resend_is_stored_once(tmp_path: Path
 
 def test_close_stores_what_was_submitted(tmp_path: Path) -> None:
     hub = HubServices.open(tmp_path / "hub")
-    _enroll(hub, "a")
+    enroll(hub, "a")
     session, _ = hub.control.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
     for seq in range(1, 201):
         hub.control.submit(session, _points(seq, 1), lambda m: None)
@@ -228,7 +202,7 @@ def test_close_stores_what_was_submitted(tmp_path: Path) -> None:
 
 
 def test_congestion_is_flagged_past_high_water_and_drain_is_announced(hub: HubServices) -> None:
-    _enroll(hub, "a")
+    enroll(hub, "a")
     session, _ = hub.control.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
     writer = GroupCommit(hub.db, hub.control._store, on_rollback=hub.fleet.forget_seqs, max_batch=5, high_water=10)
     drained = threading.Event()
