@@ -56,8 +56,8 @@ class SmallBlobCache:
         if cached is not None and cached[0] == size:
             return cached[1]
         try:
-            data = self.blobs.path(digest).read_bytes()
-        except OSError:
+            data = b"".join(self.blobs.open_verified(digest))
+        except (HubError, OSError):
             return None
         if len(data) != size:
             return None
