@@ -36,9 +36,12 @@ StoreOne = Callable[["Session", agent_pb2.AgentMessage], "int | None"]
 # Bounds how long one transaction holds the database (~15 ms): the API and the gRPC front's
 # event loop wait on it. Past a few hundred, bigger batches save little more.
 DEFAULT_MAX_BATCH = 500
-# Queued messages past which fronts stop reading: ~0.15 s of work, and it bounds the hub's memory (a
-# parsed 50-point telemetry message holds ~10 KiB; 10,000 queued ones took the MQTT hub to 374 MiB).
+# Queued messages past which fronts stop reading: ~0.15 s of work. It also bounds the hub's memory, but
+# a message count alone bounds it loosely: a parsed telemetry point holds ~0.5 KiB in protobuf's native
+# arena (never seen by Python's allocator), so 2,000 queued 50-point messages grew one malloc arena of a
+# 10,000-agent MQTT hub by 50 MiB. Queued points therefore have their own mark, ~5 MiB of them.
 DEFAULT_HIGH_WATER = 2_000
+DEFAULT_HIGH_WATER_POINTS = 10_000
 
 
 @dataclass(slots=True)
@@ -46,6 +49,11 @@ class _Item:
     session: Session
     message: agent_pb2.AgentMessage
     reply: Reply
+    points: int  # telemetry points the message carries (what its parsed form's size grows with)
+
+
+def _points(message: agent_pb2.AgentMessage) -> int:
+    return len(message.telemetry.points) if message.WhichOneof("body") == "telemetry" else 0
 
 
 class GroupCommit:
@@ -59,13 +67,16 @@ class GroupCommit:
         on_rollback: Callable[[set[str]], None] = lambda devices: None,
         max_batch: int = DEFAULT_MAX_BATCH,
         high_water: int = DEFAULT_HIGH_WATER,
+        high_water_points: int = DEFAULT_HIGH_WATER_POINTS,
     ) -> None:
         self.database = database
         self.store_one = store_one
         self.on_rollback = on_rollback
         self.max_batch = max_batch
         self.high_water = high_water
+        self.high_water_points = high_water_points
         self._queue: deque[_Item] = deque()
+        self._queued_points = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -80,10 +91,12 @@ class GroupCommit:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hub-group-commit", daemon=True)
                 self._thread.start()
-            self._queue.append(_Item(session, message, reply))
+            item = _Item(session, message, reply, _points(message))
+            self._queue.append(item)
+            self._queued_points += item.points
             if len(self._queue) == 1:
                 self._cond.notify()
-            elif len(self._queue) > self.high_water:
+            if len(self._queue) > self.high_water or self._queued_points > self.high_water_points:
                 self._congested = True
 
     def backlog(self) -> int:
@@ -91,7 +104,7 @@ class GroupCommit:
         return len(self._queue)
 
     def congested(self) -> bool:
-        """True from when the backlog passed the high-water mark until it is back to half of it."""
+        """True from when the backlog passed a high-water mark (messages or points) until it is back to half of both."""
         return self._congested
 
     def on_drained(self, callback: Callable[[], None]) -> None:
@@ -127,6 +140,7 @@ class GroupCommit:
                     return
                 n = min(len(self._queue), self.max_batch)
                 batch = [self._queue.popleft() for _ in range(n)]
+                self._queued_points -= sum(item.points for item in batch)
                 self._busy = True
             try:
                 self._store(batch)
@@ -134,7 +148,11 @@ class GroupCommit:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
-                    drained = self._congested and len(self._queue) <= self.high_water // 2
+                    drained = (
+                        self._congested
+                        and len(self._queue) <= self.high_water // 2
+                        and self._queued_points <= self.high_water_points // 2
+                    )
                     if drained:
                         self._congested = False
                 if drained:

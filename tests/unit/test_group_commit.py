@@ -215,3 +215,26 @@ def test_congestion_is_flagged_past_high_water_and_drain_is_announced(hub: HubSe
     assert writer.wait_idle(10) and not writer.congested()
     assert _count(hub) == 30
     writer.close()
+
+
+def test_queued_telemetry_points_have_their_own_high_water(hub: HubServices) -> None:
+    # A few big telemetry messages hold as much memory as thousands of small ones: points count too.
+    enroll(hub, "a")
+    session, _ = hub.control.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    writer = GroupCommit(
+        hub.db, hub.control._store, on_rollback=hub.fleet.forget_seqs, max_batch=5, high_water=1000,
+        high_water_points=100,
+    )  # fmt: skip
+    drained = threading.Event()
+    writer.on_drained(drained.set)
+    with hub.db.transaction():  # the writer cannot store anything meanwhile
+        for seq in range(1, 3):
+            writer.submit(session, _points(seq, 50), lambda m: None)
+        assert not writer.congested()  # at most 100 points queued: at the mark, not past it
+        for seq in range(3, 5):  # the writer may have taken the first one off the queue
+            writer.submit(session, _points(seq, 50), lambda m: None)
+        assert writer.congested() and writer.backlog() <= 4
+    assert drained.wait(10)
+    assert writer.wait_idle(10) and not writer.congested()
+    assert _count(hub) == 200
+    writer.close()
