@@ -152,9 +152,12 @@ class ControlCore:
         """
         self.ingest.submit(session, message, reply)
 
-    def congested(self) -> bool:
-        """Whether so many messages wait to be stored that fronts should stop reading until `on_drained`."""
-        return self.ingest.congested()
+    def congested(self, points: bool = True) -> bool:
+        """Whether so many messages wait to be stored that fronts should stop reading until `on_drained`.
+
+        `points=False` leaves out the queued-telemetry-points mark (see GroupCommit.congested).
+        """
+        return self.ingest.congested(points)
 
     def on_drained(self, callback: Callable[[], None]) -> None:
         """Call `callback()` (any thread) whenever a congestion ends."""

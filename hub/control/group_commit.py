@@ -82,6 +82,7 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._busy = False  # the writer holds a batch taken off the queue
         self._congested = False  # past high water; cleared once the backlog is down to half of it
+        self._congested_messages = False  # the same for the message mark alone
         self._drained: list[Callable[[], None]] = []
         self.stats = {"messages": 0, "batches": 0, "failed_batches": 0}
 
@@ -96,16 +97,22 @@ class GroupCommit:
             self._queued_points += item.points
             if len(self._queue) == 1:
                 self._cond.notify()
-            if len(self._queue) > self.high_water or self._queued_points > self.high_water_points:
+            if len(self._queue) > self.high_water:
+                self._congested = self._congested_messages = True
+            elif self._queued_points > self.high_water_points:
                 self._congested = True
 
     def backlog(self) -> int:
         """Messages queued and not yet stored."""
         return len(self._queue)
 
-    def congested(self) -> bool:
-        """True from when the backlog passed a high-water mark (messages or points) until it is back to half of both."""
-        return self._congested
+    def congested(self, points: bool = True) -> bool:
+        """True from when the backlog passed a high-water mark (messages or points) until it is back to half of both.
+
+        `points=False`: the message mark alone, for a front that wakes every paused reader at each drain
+        and so pays for each pause (the gRPC front: the points mark paused it 10x as often).
+        """
+        return self._congested if points else self._congested_messages
 
     def on_drained(self, callback: Callable[[], None]) -> None:
         """Call `callback()` (writer thread) each time a congestion ends, so fronts can wait for it, not poll."""
@@ -155,6 +162,9 @@ class GroupCommit:
                     )
                     if drained:
                         self._congested = False
+                    if self._congested_messages and len(self._queue) <= self.high_water // 2:
+                        self._congested_messages = False
+                        drained = True  # a front pausing on the message mark alone may go on
                 if drained:
                     for callback in self._drained:
                         try:

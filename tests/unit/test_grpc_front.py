@@ -54,7 +54,7 @@ class FakeCore:
     def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Callable[..., None]) -> None:
         self.submitted.append(message.seq)
 
-    def congested(self) -> bool:
+    def congested(self, points: bool = True) -> bool:
         return self.backlogged
 
     def on_drained(self, callback: Callable[[], None]) -> None:
