@@ -110,7 +110,7 @@ class GroupCommit:
         """True from when the backlog passed a high-water mark (messages or points) until it is back to half of both.
 
         `points=False`: the message mark alone, for a front that wakes every paused reader at each drain
-        and so pays for each pause (the gRPC front: the points mark paused it 10x as often).
+        and so pays for each pause (the gRPC front).
         """
         return self._congested if points else self._congested_messages
 

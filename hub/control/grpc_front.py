@@ -167,8 +167,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 # Stored by group commit (the ack follows the commit); while the hub is behind, stop
                 # reading so gRPC flow control slows the agent instead of the backlog growing.
                 self.core.submit(session, message, send_ack)
-                # The message mark only: each drain wakes every paused stream, and the finer points mark
-                # paused them so often that 10,000 streams stored half the telemetry (24-39k points/s).
+                # The message mark only: each drain wakes every paused stream, so pauses should be rare;
+                # the finer points mark (for the MQTT hub's memory) would pause them far more often.
                 while self.core.congested(points=False):
                     # One event for every stream, set when the backlog has drained (and by the front's
                     # watchdog, should a wake-up be missed): no timer or poll per stream, since
