@@ -1,4 +1,4 @@
-"""The MQTT Link: the same protobuf messages as the gRPC stream, through a broker (MQTT 5, paho-mqtt).
+"""The MQTT Link: the same protobuf messages as the gRPC stream, through a broker (MQTT 5).
 
 Topics, under the prefix the hub gave at enrollment (the hub's hub/control/mqtt_topics.py
 is the other half of this contract; a test keeps the two equal):
@@ -12,26 +12,21 @@ Everything is QoS 1 on a persistent session (clean start off, long session expir
 what the hub sends while the device is away is queued by the broker. `open` publishes
 Hello and waits for the hub's Welcome on the inbox, like the gRPC stream's first exchange.
 
-paho is driven from the asyncio loop (socket readiness -> loop_read/loop_write, one shared
-1 s tick -> loop_misc for keep-alives), not from a thread per client, so a simulated fleet
-can run thousands of links on one loop.
+The connection is agent/link/mqtt_connection.py, an asyncio Protocol (no thread, no paho):
+a simulated fleet runs thousands of links on one loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from agent.link.base import LinkClosed
+from agent.link.mqtt_codec import Message, Will, reason_name
+from agent.link.mqtt_connection import MqttConnection
 from agent.state import Identity
 from protos.edgeport.v1 import agent_pb2
 
@@ -57,72 +52,6 @@ def topic(prefix: str, device: str, kind: str) -> str:
     return f"{prefix}/{device}/{kind}"
 
 
-class _LoopDriver:
-    """Runs paho clients on one asyncio loop: readers/writers on their sockets plus a shared misc tick."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.clients: set[mqtt.Client] = set()
-        self._tick: asyncio.Task[None] | None = None
-        self._writing: set[mqtt.Client] = set()  # clients with a write already scheduled on the loop
-
-    def attach(self, client: mqtt.Client) -> None:
-        client.on_socket_open = self._on_open
-        client.on_socket_close = self._on_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        self.clients.add(client)
-        if self._tick is None or self._tick.done():
-            self._tick = self.loop.create_task(self._misc())
-
-    def detach(self, client: mqtt.Client) -> None:
-        self.clients.discard(client)
-
-    def _on_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.add_reader(sock, client.loop_read)
-
-    def _on_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.remove_reader(sock)
-        self.loop.remove_writer(sock)
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        # The socket is almost always writable: write on the next loop turn (every packet queued meanwhile in
-        # one go) and watch the socket only when the kernel buffer is full, rather than an epoll add and
-        # remove for every publish and PUBACK.
-        if client not in self._writing:
-            self._writing.add(client)
-            self.loop.call_soon(self._write, client, sock)
-
-    def _write(self, client: mqtt.Client, sock: Any) -> None:
-        self._writing.discard(client)
-        if client.socket() is not sock:  # closed (or reconnected) meanwhile
-            return
-        client.loop_write()
-        if client.socket() is sock and client.want_write():  # the kernel buffer is full: wait until writable
-            self.loop.add_writer(sock, client.loop_write)
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.remove_writer(sock)
-
-    async def _misc(self) -> None:
-        while self.clients:
-            for client in list(self.clients):
-                client.loop_misc()  # keep-alive pings, and noticing a silent broker
-            await asyncio.sleep(1.0)
-
-
-_drivers: dict[asyncio.AbstractEventLoop, _LoopDriver] = {}
-
-
-def _driver() -> _LoopDriver:
-    loop = asyncio.get_running_loop()
-    for old in [lp for lp in _drivers if lp.is_closed()]:
-        del _drivers[old]
-    if loop not in _drivers:
-        _drivers[loop] = _LoopDriver(loop)
-    return _drivers[loop]
-
-
 def _parse_url(url: str) -> tuple[str, int]:
     parts = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
@@ -140,11 +69,9 @@ class MqttLink:
         self.prefix = self.mqtt.get("topic_prefix") or "edgeport"
         self.keepalive_s = keepalive_s or DEFAULT_KEEPALIVE_S
         self.refused = False  # the broker keeps refusing our credentials: reconnecting will not help
-        self._client: mqtt.Client | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connack: asyncio.Future[int] | None = None
+        self._conn: MqttConnection | None = None
         self._queue: asyncio.Queue[agent_pb2.HubMessage | None] = asyncio.Queue()
-        self._unacked: set[int] = set()
+        self._window = MAX_UNACKED_PUBLISHES
         self._drained = asyncio.Event()
         self._drained.set()
         self._connected = False
@@ -153,31 +80,23 @@ class MqttLink:
     def _topic(self, kind: str) -> str:
         return topic(self.prefix, self.identity.device_id, kind)
 
-    # ---- paho callbacks (all on the loop: the driver calls loop_read/loop_write/loop_misc there) ----
+    # ---- connection callbacks (on the loop) ----
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if self._connack is not None and not self._connack.done():
-            self._connack.set_result(int(reason.value) if hasattr(reason, "value") else int(reason))
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+    def _on_close(self, reason: str) -> None:
         self._connected = False
-        self._closed_reason = str(reason)
-        if self._connack is not None and not self._connack.done():
-            self._connack.set_result(int(reason.value) if hasattr(reason, "value") and reason.value else 0x80)
+        self._closed_reason = reason
         self._queue.put_nowait(None)  # wakes incoming()
-        self._unacked.clear()
         self._drained.set()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
         try:
             hub_message = agent_pb2.HubMessage.FromString(message.payload)
         except Exception:  # DecodeError: not ours; a broken message must not end the session
             return
         self._queue.put_nowait(hub_message)
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self._unacked.discard(mid)
-        if len(self._unacked) < MAX_UNACKED_PUBLISHES // 2:
+    def _on_puback(self, packet_id: int, reason: int) -> None:
+        if self._conn is not None and len(self._conn.unacked) < self._window // 2:
             self._drained.set()
 
     # ---- Link ----
@@ -191,46 +110,40 @@ class MqttLink:
         if not self.broker:
             raise LinkClosed("no MQTT broker URL (give --broker)")
         host, port = _parse_url(self.broker)
-        self._loop = asyncio.get_running_loop()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device, protocol=mqtt.MQTTv5)
-        client.username_pw_set(self.mqtt["username"], self.mqtt.get("password", ""))
-        client.will_set(self._topic(ONLINE), OFFLINE_PAYLOAD, qos=1, retain=True)
-        client.max_queued_messages_set(0)
-        client.max_inflight_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
-        client.connect_timeout = 5.0
-        self._client = client
-        driver = _driver()
-        driver.attach(client)
-        self._connack = self._loop.create_future()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        conn = MqttConnection(self._on_message, self._on_puback, self._on_close)
+        self._conn = conn
         try:
-            client.connect(host, port, keepalive=self.keepalive_s, clean_start=False, properties=props)
-            code = await asyncio.wait_for(self._connack, OPEN_TIMEOUT_S)
+            connack = await conn.open(
+                host, port, client_id=device, keepalive_s=self.keepalive_s, username=self.mqtt["username"],
+                password=self.mqtt.get("password", ""), will=Will(self._topic(ONLINE), OFFLINE_PAYLOAD),
+                clean_start=False, session_expiry_s=SESSION_EXPIRY_S, timeout_s=OPEN_TIMEOUT_S,
+            )  # fmt: skip
         except (OSError, TimeoutError) as exc:
             await self.close()
             raise LinkClosed(
                 f"MQTT broker {host}:{port}: {getattr(exc, 'strerror', None) or exc or 'timed out'}"
             ) from None
-        if code != 0:
+        if connack.reason != 0:
             await self.close()
-            if code in _AUTH_FAILURES:
+            if connack.reason in _AUTH_FAILURES:
                 first = _refusals.setdefault(device, time.monotonic())
                 self.refused = time.monotonic() - first >= REFUSED_GIVE_UP_S
-            reason = mqtt.ReasonCode(PacketTypes.CONNACK, identifier=code)
-            raise LinkClosed(f"MQTT broker {host}:{port} refused the connection: {reason}")
+            raise LinkClosed(f"MQTT broker {host}:{port} refused the connection: {reason_name(connack.reason)}")
         _refusals.pop(device, None)
         self._connected = True
-        client.subscribe([(self._topic(DESIRED), 1), (self._topic(INBOX), 1)])
-        client.publish(self._topic(ONLINE), ONLINE_PAYLOAD, qos=1, retain=True)
-        client.publish(self._topic(REPORTED), agent_pb2.AgentMessage(seq=0, hello=hello).SerializeToString(), qos=1)
+        self._window = min(MAX_UNACKED_PUBLISHES, conn.receive_maximum)
         early: list[agent_pb2.HubMessage] = []  # e.g. the retained desired state, arriving before the Welcome
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
+                wanted = [self._topic(DESIRED), self._topic(INBOX)]
+                # Subscribed before Hello goes out, so the Welcome cannot miss us.
+                granted = await conn.subscribe([(t, 1) for t in wanted])
+                refused = [(t, code) for t, code in zip(wanted, granted, strict=False) if code >= 0x80]
+                if refused:
+                    raise LinkClosed(f"MQTT broker refused the subscription to {refused[0][0]}: "
+                                     f"{reason_name(refused[0][1])}")  # fmt: skip
+                conn.publish(self._topic(ONLINE), ONLINE_PAYLOAD, qos=1, retain=True)
+                conn.publish(self._topic(REPORTED), agent_pb2.AgentMessage(seq=0, hello=hello).SerializeToString())
                 while True:
                     message = await self._queue.get()
                     if message is None:
@@ -243,24 +156,25 @@ class MqttLink:
             raise LinkClosed(
                 f"no Welcome from the hub within {OPEN_TIMEOUT_S:g}s (is the hub's MQTT bridge up?)"
             ) from None
-        except LinkClosed:
+        except (LinkClosed, ConnectionError) as exc:
             await self.close()
-            raise
+            raise LinkClosed(str(exc) if isinstance(exc, LinkClosed) else f"MQTT session ended: {exc}") from None
         for m in early:
             self._queue.put_nowait(m)
         return message.welcome
 
     async def send(self, message: agent_pb2.AgentMessage) -> None:
         """Publish one AgentMessage (QoS 1); waits while too many await PUBACK; LinkClosed when disconnected."""
-        while self._connected and len(self._unacked) >= MAX_UNACKED_PUBLISHES:
+        conn = self._conn
+        while self._connected and conn is not None and len(conn.unacked) >= self._window:
             self._drained.clear()
             await self._drained.wait()
-        if not self._connected or self._client is None:
+        if not self._connected or conn is None:
             raise LinkClosed(f"MQTT session ended: {self._closed_reason or 'not open'}")
-        info = self._client.publish(self._topic(REPORTED), message.SerializeToString(), qos=1)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise LinkClosed(f"MQTT publish failed: {mqtt.error_string(info.rc)}")
-        self._unacked.add(info.mid)
+        try:
+            conn.publish(self._topic(REPORTED), message.SerializeToString(), qos=1)
+        except ConnectionError as exc:
+            raise LinkClosed(f"MQTT session ended: {exc}") from None
 
     async def incoming(self) -> AsyncIterator[agent_pb2.HubMessage]:
         """HubMessages as they arrive; raises LinkClosed when the session ends."""
@@ -274,17 +188,11 @@ class MqttLink:
 
     async def close(self) -> None:
         """Say 'offline' (retained) and disconnect cleanly, so no Last Will fires; idempotent."""
-        client, self._client = self._client, None
-        if client is None:
+        conn, self._conn = self._conn, None
+        if conn is None:
             return
-        if self._connected:
-            client.publish(self._topic(ONLINE), OFFLINE_PAYLOAD, qos=1, retain=True)
-        if client.socket() is not None:
-            client.disconnect()  # paho writes DISCONNECT after the queued publishes, then closes the socket
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    while client.socket() is not None:
-                        await asyncio.sleep(0.02)
+        if self._connected and conn.is_open:
+            conn.publish(self._topic(ONLINE), OFFLINE_PAYLOAD, qos=1, retain=True)
+        await conn.close()  # DISCONNECT goes after the queued publishes
         self._connected = False
-        _driver().detach(client)
         self._queue.put_nowait(None)
