@@ -292,18 +292,39 @@ class DeploymentService:
 
     def desired_state(self, device_id: str) -> agent_pb2.DesiredState:
         """The complete set of manifests for one device, with its current revision."""
-        standing = self.fleet.standing(device_id)
+        return self._desired(device_id, self.fleet.standing(device_id), {})
+
+    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.DesiredState]:
+        """`desired_state` of every enrolled device among `device_ids` (others are left out), reading the
+        devices' rows in one pass and building each distinct set of services once: a rollout to 10,000
+        devices asks for all of them at once."""
+        built: dict[tuple[tuple[str, int], ...], bytes] = {}
+        return {
+            row["id"]: self._desired(row["id"], row, built)
+            for row in self.fleet.standings(device_ids)
+            if row["state"] == "enrolled"
+        }
+
+    def _desired(
+        self, device_id: str, standing: dict[str, Any] | None, built: dict[tuple[tuple[str, int], ...], bytes]
+    ) -> agent_pb2.DesiredState:
         services = self._services_for(standing)
         fingerprint = _fingerprint(services)
         if standing is not None and standing["desired_fingerprint"] == fingerprint:
             revision = standing["desired_revision"]  # the usual case: refresh() already stored it
         else:
             revision = self.fleet.set_desired(device_id, fingerprint)
+        key = tuple(services)
+        body = built.get(key)
+        if body is None:  # the services part, serialized once per distinct set
+            part = agent_pb2.DesiredState()
+            for name, generation in services:
+                blob = self.store.manifest(name, generation)
+                if blob is not None:
+                    part.services.add().MergeFromString(blob)
+            body = built[key] = part.SerializeToString()
         state = agent_pb2.DesiredState(revision=revision)
-        for name, generation in services:
-            blob = self.store.manifest(name, generation)
-            if blob is not None:
-                state.services.add().MergeFromString(blob)
+        state.MergeFromString(body)
         return state
 
     # ---- statuses ----
@@ -368,11 +389,12 @@ class DeploymentService:
         statuses = self.store.statuses(name)
         devices = []
         # The devices the target selects now; statuses of devices that left it are on their way out.
-        for device_id in self.fleet.select(row["target"]):
+        for standing in self.fleet.select_standings(row["target"]):  # one read, not one per device
+            device_id = standing["id"]
             st = statuses.get(device_id)
             current = st is not None and st["generation"] == generation
             phase = PHASES.get(st["phase"], "Pending") if current else "Pending"
-            online = self.fleet.is_online(device_id)
+            online = bool(standing["online"])
             waiting = "waiting for the device" + ("" if online else " (offline: it gets this when it connects)")
             devices.append(
                 {

@@ -228,7 +228,11 @@ class FleetService:
 
     def select(self, selector: str) -> list[str]:
         """Non-revoked devices a target selects: a device name, or `k=v[,k=v...]` (all must match)."""
-        return [r["id"] for r in self.store.standings() if selects(r, selector)]
+        return [r["id"] for r in self.select_standings(selector)]
+
+    def select_standings(self, selector: str) -> list[dict[str, Any]]:
+        """`standing` (with `online`) of every device `select(selector)` names, in one read."""
+        return [r for r in self.store.standings() if selects(r, selector)]
 
     def matches(self, device_id: str, selector: str) -> bool:
         """Whether `select(selector)` would include `device_id`, reading only that device's row."""

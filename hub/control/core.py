@@ -216,10 +216,18 @@ class ControlCore:
         """The complete DesiredState the device should run now (all services targeting it)."""
         return self.deployments.desired_state(device_id)
 
-    def outgoing(self, session: Session) -> list[agent_pb2.HubMessage]:
-        """Messages this session should send now: a newer DesiredState, then queued one-shot requests."""
+    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.DesiredState]:
+        """`desired_state` of many devices at once; a device left out is not active (revoked, unknown)."""
+        return self.deployments.desired_states(device_ids)
+
+    def outgoing(self, session: Session, desired: agent_pb2.DesiredState | None = None) -> list[agent_pb2.HubMessage]:
+        """Messages this session should send now: a newer DesiredState, then queued one-shot requests.
+
+        `desired`: the device's DesiredState when the caller already has it (from `desired_states`).
+        """
         out: list[agent_pb2.HubMessage] = []
-        desired = self.desired_state(session.device_id)
+        if desired is None:
+            desired = self.desired_state(session.device_id)
         if desired.revision != session.sent_revision:
             session.sent_revision = desired.revision
             out.append(agent_pb2.HubMessage(sent_at_ms=_now_ms(), desired=desired))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
 from grpc import aio
@@ -48,19 +50,37 @@ SERVER_OPTIONS = [
 
 _CHECK = object()  # queue item: look at the core for new desired state / requests / revocation
 _END = object()  # queue item: the agent closed its side
+CHECK_CHUNK = 500  # devices whose desired state the registry reads in one go
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """Queue item: the device's desired state, read for many devices at once (None: no longer active)."""
+
+    desired: agent_pb2.DesiredState | None
 
 
 class StreamRegistry:
-    """The front's open streams by device, and its one core listener that wakes just the device's stream.
+    """The front's open streams by device, and its one core listener that wakes just the changed devices' streams.
 
     One listener for the whole front, not one per stream: `core.notify` calls every listener for every
-    device change, so per-stream listeners made a deploy to 10,000 connected devices 10^8 calls.
+    device change, so per-stream listeners made a deploy to 10,000 connected devices 10^8 calls. Changes
+    are collected and their desired states read in chunks in a worker thread (`desired_states`), rather
+    than each stream reading its own device's rows on the event loop: a rollout changes thousands at once.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        desired_states: Callable[[list[str]], dict[str, agent_pb2.DesiredState]] | None = None,
+    ) -> None:
         self.loop = loop
+        self.desired_states = desired_states
         # device -> the queues of its open streams (almost always one; two while a reconnect replaces one)
         self._queues: dict[str, list[asyncio.Queue[object]]] = {}
+        self._lock = threading.Lock()
+        self._changed: set[str] = set()  # devices changed since the last read (any thread adds)
+        self._reading = False  # a _read_changed task runs (event-loop thread)
 
     def add(self, device: str, queue: asyncio.Queue[object]) -> Callable[[], None]:
         """Route the device's notifications to `queue` (event-loop thread); returns the removal."""
@@ -78,12 +98,47 @@ class StreamRegistry:
     def changed(self, device_id: str) -> None:
         """The core listener (any thread): wake the device's streams, if it has any here."""
         # A dict read is atomic under the GIL; a stream added after it still looks at the core once on start.
-        if device_id in self._queues:
+        if device_id not in self._queues:
+            return
+        if self.desired_states is None:
             self.loop.call_soon_threadsafe(self._wake, device_id)
+            return
+        with self._lock:
+            first = not self._changed
+            self._changed.add(device_id)
+        if first:  # one wake-up of the loop per burst of changes, not one per device
+            self.loop.call_soon_threadsafe(self._start_reading)
 
-    def _wake(self, device_id: str) -> None:
+    def _wake(self, device_id: str, item: object = _CHECK) -> None:
         for queue in self._queues.get(device_id, ()):
-            queue.put_nowait(_CHECK)
+            queue.put_nowait(item)
+
+    def _start_reading(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self.loop.create_task(self._read_changed())
+
+    async def _read_changed(self) -> None:
+        assert self.desired_states is not None
+        try:
+            while True:
+                with self._lock:
+                    devices, self._changed = sorted(self._changed), set()
+                if not devices:
+                    return
+                for i in range(0, len(devices), CHECK_CHUNK):
+                    chunk = devices[i : i + CHECK_CHUNK]
+                    try:
+                        desired = await self.loop.run_in_executor(None, self.desired_states, chunk)
+                    except Exception:  # the streams look for themselves instead
+                        log.exception("reading the desired state of %d device(s) failed", len(chunk))
+                        for device in chunk:
+                            self._wake(device)
+                        continue
+                    for device in chunk:
+                        self._wake(device, _Checked(desired.get(device)))
+        finally:
+            self._reading = False
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
@@ -141,10 +196,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 item = await queue.get()
                 if item is _END:
                     break
-                if item is _CHECK:
-                    if not self.core.is_allowed(session):
+                if item is _CHECK or isinstance(item, _Checked):
+                    desired = item.desired if isinstance(item, _Checked) else None
+                    allowed = desired is not None if isinstance(item, _Checked) else self.core.is_allowed(session)
+                    if not allowed:
                         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"device {device} is revoked")
-                    for message in self.core.outgoing(session):
+                    for message in self.core.outgoing(session, desired):
                         yield message
                 elif isinstance(item, agent_pb2.HubMessage):
                     yield item
@@ -191,7 +248,12 @@ class GrpcFront:
     """The AgentService server: start on (host, port), stop gracefully."""
 
     def __init__(
-        self, core: ControlCore, ca: CertificateAuthority, *, host: str = "127.0.0.1", port: int = 7071,
+        self,
+        core: ControlCore,
+        ca: CertificateAuthority,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 7071,
         insecure: bool = False,
     ) -> None:
         self.core = core
@@ -207,7 +269,7 @@ class GrpcFront:
     async def start(self) -> int:
         """Bind and serve; return the bound port (useful with port 0)."""
         server = aio.server(options=SERVER_OPTIONS)
-        self.streams = StreamRegistry(asyncio.get_running_loop())
+        self.streams = StreamRegistry(asyncio.get_running_loop(), self.core.desired_states)
         servicer = AgentServicer(self.core, self.streams, insecure=self.insecure)
         loop = asyncio.get_running_loop()
 
@@ -222,8 +284,9 @@ class GrpcFront:
             bound = server.add_insecure_port(address)
         else:
             key, cert = self.ca.server_credentials([self.host])
-            creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=self.ca.ca_pem,
-                                                require_client_auth=True)
+            creds = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=self.ca.ca_pem, require_client_auth=True
+            )
             bound = server.add_secure_port(address, creds)
         if not bound:
             raise OSError(f"cannot listen on {address} for the agents' gRPC channel (port in use?)")

@@ -35,6 +35,7 @@ log = logging.getLogger("hub.control.mqtt")
 
 HUB_CLIENT_ID = "_edgeport-hub"
 SESSION_EXPIRY_S = 7 * 24 * 3600
+SYNC_CHUNK = 500  # devices whose desired state is read and published per pass of the sync worker
 
 
 class MqttFront:
@@ -97,8 +98,9 @@ class MqttFront:
         self.client.loop_start()
         if not self._connected.wait(timeout) or self._connack_error:
             self.client.loop_stop()
-            raise HubError(f"MQTT broker {self.host}:{self.port} did not accept the hub: "
-                           f"{self._connack_error or 'no CONNACK'}")
+            raise HubError(
+                f"MQTT broker {self.host}:{self.port} did not accept the hub: {self._connack_error or 'no CONNACK'}"
+            )
         self._unsubscribe = self.core.add_listener(self.mark_dirty)
         self._worker = threading.Thread(target=self._sync_loop, name="mqtt-desired", daemon=True)
         self._worker.start()
@@ -127,8 +129,12 @@ class MqttFront:
             return
         # Subscribed on every (re)connect; with a persistent session the broker also kept them.
         client.subscribe([(self.topics.all(REPORTED), 1), (self.topics.all(ONLINE), 1)])
-        log.info("MQTT bridge connected to %s:%d (session present: %s)", self.host, self.port,
-                 getattr(flags, "session_present", "?"))
+        log.info(
+            "MQTT bridge connected to %s:%d (session present: %s)",
+            self.host,
+            self.port,
+            getattr(flags, "session_present", "?"),
+        )
         self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -224,29 +230,46 @@ class MqttFront:
                 if self._stopping:
                     return
                 batch, self._dirty = self._dirty, set()
-            for device in batch:
+            devices = sorted(batch)
+            # In chunks: the first devices of a 10,000-device rollout get theirs before the last are built.
+            for i in range(0, len(devices), SYNC_CHUNK):
+                chunk = devices[i : i + SYNC_CHUNK]
                 try:
-                    self._sync(device)
-                except Exception:  # keep syncing the others; the next change retries this one
-                    log.exception("publishing desired state of device %s failed", device)
+                    self._sync_many(chunk)
+                except Exception:  # keep syncing the others; the next change retries these
+                    log.exception("publishing desired states of %d device(s) failed", len(chunk))
 
     def _sync(self, device: str) -> None:
         """Publish what the device should have now: retained DesiredState, queued requests; or revoke it."""
-        if not self.is_active(device):
-            with self._lock:
-                session = self._sessions.pop(device, None)
-                self._published.pop(device, None)
-            if session is not None:
-                self.core.close_session(session)
-            self.client.publish(self.topics.desired(device), b"", qos=1, retain=True)  # clears the retained state
-            self.on_revoked(device)
-            return
+        self._sync_many([device])
+
+    def _sync_many(self, devices: list[str]) -> None:
+        desired = self.core.desired_states(devices)  # one read for all; a device left out is not active
+        for device in devices:
+            state = desired.get(device)
+            try:
+                if state is None:
+                    self._revoke(device)
+                else:
+                    self._publish(device, state)
+            except Exception:  # keep syncing the others; the next change retries this one
+                log.exception("publishing desired state of device %s failed", device)
+
+    def _revoke(self, device: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(device, None)
+            self._published.pop(device, None)
+        if session is not None:
+            self.core.close_session(session)
+        self.client.publish(self.topics.desired(device), b"", qos=1, retain=True)  # clears the retained state
+        self.on_revoked(device)
+
+    def _publish(self, device: str, desired: agent_pb2.DesiredState) -> None:
         with self._lock:
             session = self._sessions.get(device)
         if session is not None:
-            messages = self.core.outgoing(session)
+            messages = self.core.outgoing(session, desired)
         else:
-            desired = self.core.desired_state(device)
             messages = [agent_pb2.HubMessage(sent_at_ms=_now_ms(), desired=desired)]
         for message in messages:
             if message.HasField("desired"):
@@ -263,4 +286,3 @@ class MqttFront:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-

@@ -69,7 +69,9 @@ def _row(db: sqlite_utils.Database, device_id: str) -> dict[str, Any] | None:
     return row
 
 
-_STANDING = "SELECT id, state, labels, cert_serial, cert_sha256, desired_revision, desired_fingerprint FROM devices"
+_STANDING = (
+    "SELECT id, state, labels, cert_serial, cert_sha256, desired_revision, desired_fingerprint, online FROM devices"
+)
 
 
 def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
@@ -109,8 +111,11 @@ class FleetStore:
             if device_ids is None:
                 rows = list(db.query(_STANDING + " ORDER BY id"))
             else:
-                rows = [r for chunk in _chunks(device_ids) for r in db.query(
-                    f"{_STANDING} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)]
+                rows = [
+                    r
+                    for chunk in _chunks(device_ids)
+                    for r in db.query(f"{_STANDING} WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+                ]
                 rows.sort(key=lambda r: r["id"])
         for r in rows:
             r["labels"] = json.loads(r["labels"])

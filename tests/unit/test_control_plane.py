@@ -142,8 +142,9 @@ def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_pa
     for name, zone in (("a", "x"), ("b", "x"), ("c", "y")):
         enroll(hub, name, [f"zone={zone}"])
     v1 = _register(hub, tmp_path, "digits", b"one")
-    view = hub.deployments.create({"name": "svc", "models": [f"digits:{v1}"], "target": "zone=x",
-                                   "deployment": {"authEnabled": True}})
+    view = hub.deployments.create(
+        {"name": "svc", "models": [f"digits:{v1}"], "target": "zone=x", "deployment": {"authEnabled": True}}
+    )
     assert view["generation"] == 1 and [d["device"] for d in view["devices"]] == ["a", "b"]
     state = hub.control.desired_state("a")
     assert [m.name for m in state.services] == ["svc"]
@@ -170,6 +171,23 @@ def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_pa
     assert again["generation"] == 4
 
 
+def test_desired_states_of_many_devices_match_one_at_a_time_and_leave_out_inactive_ones(
+    hub: HubServices, tmp_path: Path
+) -> None:
+    for name, zone in (("a", "x"), ("b", "x"), ("c", "y"), ("d", "x")):
+        enroll(hub, name, [f"zone={zone}"])
+    v1 = _register(hub, tmp_path, "digits", b"one")
+    hub.deployments.create({"name": "svc", "models": [f"digits:{v1}"], "target": "zone=x"})
+    hub.deployments.create({"name": "other", "models": [f"digits:{v1}"], "target": "a"})
+    hub.fleet.revoke("d")
+    many = hub.control.desired_states(["a", "b", "c", "d", "nobody"])
+    assert sorted(many) == ["a", "b", "c"]  # revoked and unknown devices are not active
+    for device in ("a", "b", "c"):
+        assert many[device] == hub.control.desired_state(device)
+    assert [m.name for m in many["a"].services] == ["other", "svc"] and [m.name for m in many["b"].services] == ["svc"]
+    assert many["c"].services == []
+
+
 def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
     enroll(hub, "a", ["zone=x"])
     v1 = _register(hub, tmp_path, "digits", b"one")
@@ -184,9 +202,17 @@ def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="unknown key 'replicas'"):
         hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a", "deployment": {"replicas": 2}})
     with pytest.raises(BadInput, match="was not uploaded"):
-        hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a", "inference": {
-            "entry_script": "score.py", "source_files": [{"path": "score.py", "digest": "sha256:" + "0" * 64,
-                                                          "size": 1}]}})
+        hub.deployments.create(
+            {
+                "name": "s",
+                "models": [f"digits:{v1}"],
+                "target": "a",
+                "inference": {
+                    "entry_script": "score.py",
+                    "source_files": [{"path": "score.py", "digest": "sha256:" + "0" * 64, "size": 1}],
+                },
+            }
+        )
     assert hub.deployments.list() == []  # nothing half-made
     hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "a"})
     with pytest.raises(Conflict, match="already exists"):
@@ -270,10 +296,12 @@ def test_core_dedups_by_seq_and_acks_cumulatively(hub: HubServices, tmp_path: Pa
 def test_telemetry_retention(hub: HubServices) -> None:
     old = int((time.time() - 8 * 86400) * 1000)
     now = int(time.time() * 1000)
-    batch = agent_pb2.TelemetryBatch(points=[
-        agent_pb2.TelemetryPoint(at_ms=old, metric="m", value=1),
-        agent_pb2.TelemetryPoint(at_ms=now, metric="m", value=2),
-    ])
+    batch = agent_pb2.TelemetryBatch(
+        points=[
+            agent_pb2.TelemetryPoint(at_ms=old, metric="m", value=1),
+            agent_pb2.TelemetryPoint(at_ms=now, metric="m", value=2),
+        ]
+    )
     assert hub.telemetry.ingest("a", batch) == 1  # the 8-day-old point is past the 7-day retention
     assert [p["value"] for p in hub.telemetry.query(device="a")] == [2.0]
     with pytest.raises(BadInput, match="limit"):

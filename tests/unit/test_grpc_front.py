@@ -24,6 +24,8 @@ class FakeCore:
         self.closed: list[str] = []
         self.submitted: list[int] = []
         self.backlogged = False
+        self.revoked: set[str] = set()
+        self.reads: list[list[str]] = []  # each desired_states call: the devices it was asked for
         self._ids = itertools.count(1)
 
     def authenticate_credential(self, device_id: str, credential: str) -> str:
@@ -44,8 +46,12 @@ class FakeCore:
     def is_allowed(self, session: Session) -> bool:
         return True
 
-    def outgoing(self, session: Session) -> list[agent_pb2.HubMessage]:
-        revision = self.revisions[session.device_id]
+    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.DesiredState]:
+        self.reads.append(list(device_ids))
+        return {d: agent_pb2.DesiredState(revision=self.revisions[d]) for d in device_ids if d not in self.revoked}
+
+    def outgoing(self, session: Session, desired: agent_pb2.DesiredState | None = None) -> list[agent_pb2.HubMessage]:
+        revision = desired.revision if desired is not None else self.revisions[session.device_id]
         if revision == session.sent_revision:
             return []
         session.sent_revision = revision
@@ -111,6 +117,37 @@ def test_one_listener_wakes_only_the_changed_devices_stream() -> None:
         finally:
             await front.stop(0)
         assert core.listeners == []
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_changes_is_read_in_one_batch_and_a_revoked_device_is_cut_off() -> None:
+    async def scenario() -> None:
+        core = FakeCore()
+        front = GrpcFront(core, None, port=0, insecure=True)  # type: ignore[arg-type]
+        port = await front.start()
+        devices = [f"dev-{i}" for i in range(20)]
+        try:
+            opened = [await _open(port, d) for d in devices]
+            core.reads.clear()
+            for d in devices:
+                core.revisions[d] = 2
+            core.revoked.add("dev-0")
+            notifier = threading.Thread(target=lambda: [core.notify(d) for d in devices])  # a rollout's burst
+            notifier.start()
+            notifier.join()
+            for _, call in opened[1:]:
+                assert (await asyncio.wait_for(call.read(), 5)).desired.revision == 2
+            # The whole burst was read in a batch or two (the first change may start a read on its own), not
+            # one read per stream.
+            assert 1 <= len(core.reads) <= 2 and sorted(d for r in core.reads for d in r) == sorted(devices)
+            revoked = opened[0][1]
+            assert await asyncio.wait_for(revoked.code(), 5) == grpc.StatusCode.UNAUTHENTICATED
+            for channel, call in opened:
+                call.cancel()
+                await channel.close()
+        finally:
+            await front.stop(0)
 
     asyncio.run(scenario())
 
