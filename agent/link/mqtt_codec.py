@@ -186,7 +186,7 @@ class PacketReader:
         self._buffer = bytearray()
         self.max_packet_bytes = max_packet_bytes
 
-    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, bytes]]:
         """Every packet completed by `data`, in order; ProtocolError on bytes that cannot be a packet."""
         buf = self._buffer
         buf += data

@@ -70,6 +70,10 @@ def test_retained_desired_state_qos1_both_ways_and_acl_refusals(mosquitto: Mosqu
             cam.conn.publish(TOPICS.reported("cam-a"), f"report {i}".encode(), qos=1)
         received = [await hub.next() for _ in range(50)]
         assert [m.payload for m in received] == [f"report {i}".encode() for i in range(50)]
+        # A packet larger than the shared read buffer arrives over several reads, whole.
+        big = bytes(range(256)) * 1024
+        cam.conn.publish(TOPICS.reported("cam-a"), big, qos=1)
+        assert (await hub.next()).payload == big
         for _ in range(50):
             if not cam.conn.unacked:
                 break
