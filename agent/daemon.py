@@ -342,9 +342,8 @@ class AgentDaemon:
             for message in batch:
                 await link.send(message)
                 sent = message.seq
-            if not batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_changed.wait(), 5.0)
+            if not batch:  # an append sets the event (also one made between clear() and here): no timeout needed
+                await self._outbox_changed.wait()
 
     async def _receiver(self, link: Link) -> None:
         assert self.outbox is not None and self.reconciler is not None and self.state is not None
