@@ -9,7 +9,8 @@ is the other half of this contract; a test keeps the two equal):
     {prefix}/{device}/online    out  "online" retained; Last Will "offline", retained
 
 Everything is QoS 1 on a persistent session (clean start off, long session expiry), so
-what the hub sends while the device is away is queued by the broker. `open` publishes
+what the hub sends while the device is away is queued by the broker; only the hub's
+cumulative Acks go at QoS 0 (a lost one is covered by the next, or the Welcome's acked_seq). `open` publishes
 Hello and waits for the hub's Welcome on the inbox, like the gRPC stream's first exchange.
 
 The connection is agent/link/mqtt_connection.py, an asyncio Protocol (no thread, no paho):

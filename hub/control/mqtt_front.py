@@ -2,7 +2,7 @@
 
     device publishes Hello on {prefix}/{d}/reported  -> core.open_session; Welcome on {prefix}/{d}/inbox
     any other AgentMessage on .../reported           -> core.submit (group commit, dedup by (device, seq));
-                                                        after the commit, a cumulative Ack on .../inbox
+                                                        after the commit, a cumulative Ack on .../inbox (QoS 0)
     core says device d changed (any thread)          -> its DesiredState retained (QoS 1) on .../desired
     "offline" on .../online (Last Will or goodbye)   -> core.close_session (device offline)
 
@@ -178,7 +178,10 @@ class MqttFront:
 
         def send_ack(ack: agent_pb2.HubMessage) -> None:  # group-commit writer thread, after the commit
             self.stats["acks"] += 1
-            self.client.publish(inbox, ack.SerializeToString(), qos=1)
+            # QoS 0: an ack is cumulative, so a lost one is covered by the next, or by the Welcome's acked_seq
+            # after a reconnect (the outbox resends what is unacked; the hub stores it once). At QoS 1 every
+            # ack cost two PUBACKs and paho held it, with a lock of its own, until the broker had acked it.
+            self.client.publish(inbox, ack.SerializeToString(), qos=0)
 
         self.core.submit(session, message, send_ack)
         # While the hub is behind, stop reading: the broker holds the rest (TCP backpressure, QoS 1).
