@@ -96,8 +96,9 @@ class DaemonParts:
 
     `inventory` reads the hardware from a profile (or the machine), `supervisor` makes the one place that
     starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout), `scrape`
-    and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these),
-    `sync_file` makes a pulled blob durable before it enters the cache (fsync).
+    and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these;
+    `figures_in_memory` says they answer without blocking), `sync_file` makes a pulled blob durable before
+    it enters the cache (fsync).
     """
 
     inventory: Callable[[dict | None], agent_pb2.HardwareInventory] = inventory
@@ -106,6 +107,9 @@ class DaemonParts:
     scrape: Callable[[int], RuntimeStats | None] = scrape
     rss: Callable[[int], int] = rss_bytes
     sync_file: Callable[[int], None] = os.fsync
+    # Whether `scrape` and `rss` answer from memory (a fleet's shared figures, read for real once every few
+    # seconds): then telemetry calls them on the event loop, not through the thread pool per agent and interval.
+    figures_in_memory: bool = False
 
 
 class AgentDaemon:
@@ -393,7 +397,10 @@ class AgentDaemon:
             points = self.telemetry.system_points()
             for name, proc in list(self.reconciler.procs.items()):
                 if proc.alive():
-                    points += await asyncio.to_thread(self.telemetry.runtime_points, name, proc.spec.port, proc.pid)
+                    if self.parts.figures_in_memory:
+                        points += self.telemetry.runtime_points(name, proc.spec.port, proc.pid)
+                    else:  # a scrape is an HTTP request: off the loop
+                        points += await asyncio.to_thread(self.telemetry.runtime_points, name, proc.spec.port, proc.pid)
             for p in points:
                 p.labels.update(self.config.labels)
             batch = agent_pb2.TelemetryBatch(points=points, dropped=self.outbox.take_dropped())

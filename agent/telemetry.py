@@ -40,8 +40,24 @@ def _process_cpu_seconds() -> float:
     return t.user + t.system
 
 
-def _system_cpu() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs since boot."""
+# Figures of this process and machine, read at most once per PROCESS_FIGURES_TTL_S: an agent asks every
+# telemetry interval, but a simulated fleet's thousands of agents in one process would each read the same
+# /proc files (two opens and reads per agent per interval).
+PROCESS_FIGURES_TTL_S = 1.0
+_figures: dict[str, tuple[float, object]] = {}
+
+
+def _cached(key: str, read: Callable[[], object]) -> object:
+    now = time.monotonic()
+    hit = _figures.get(key)
+    if hit is not None and now - hit[0] < PROCESS_FIGURES_TTL_S:
+        return hit[1]
+    value = read()
+    _figures[key] = (now, value)
+    return value
+
+
+def _read_system_cpu() -> tuple[float, float]:
     try:
         with open("/proc/stat") as fh:
             fields = [float(x) for x in fh.readline().split()[1:]]
@@ -49,6 +65,15 @@ def _system_cpu() -> tuple[float, float]:
         return 0.0, 0.0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
     return sum(fields) - idle, sum(fields)
+
+
+def _system_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs since boot (read at most once a second per process)."""
+    return _cached("system_cpu", _read_system_cpu)  # type: ignore[return-value]
+
+
+def _own_rss() -> int:
+    return _cached("rss", rss_bytes)  # type: ignore[return-value]
 
 
 def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -168,7 +193,7 @@ class TelemetryCollector:
         agent_cpu = 100.0 * (proc - last_proc) / max(mono - last_mono, 1e-6)
         device_cpu = 100.0 * (busy - last_busy) / (total - last_total) if total > last_total else 0.0
         return [
-            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="agent.rss_bytes", value=float(rss_bytes())),
+            agent_pb2.TelemetryPoint(at_ms=now_ms, metric="agent.rss_bytes", value=float(_own_rss())),
             agent_pb2.TelemetryPoint(at_ms=now_ms, metric="agent.cpu_percent", value=round(agent_cpu, 2)),
             agent_pb2.TelemetryPoint(at_ms=now_ms, metric="device.cpu_percent", value=round(device_cpu, 2)),
         ]

@@ -172,6 +172,8 @@ class SimulatedFleet:
 
             self.parts.supervisor = SharedRuntimeSupervisor  # see simulators/shared_runtime.py
             self.parts.scrape, self.parts.rss = shared_scrape, shared_rss  # one runtime: one scrape for all
+            # Cached for the process (one real read per runtime every few seconds): called on the loop.
+            self.parts.figures_in_memory = True
         if options.quiet:
             self.parts.say = lambda line: None  # thousands of agents, one stdout
         self.load_paused = options.telemetry_paused

@@ -48,3 +48,18 @@ def test_system_points_report_the_agents_rss() -> None:
     assert points["agent.rss_bytes"] == rss_bytes() or abs(points["agent.rss_bytes"] - rss_bytes()) < 5 * 2**20
     assert points["agent.rss_bytes"] > 10 * 2**20
     assert 0 <= points["device.cpu_percent"] <= 100
+
+
+def test_process_figures_are_read_once_per_interval_however_many_agents_ask(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from agent import telemetry
+
+    reads: list[str] = []
+    monkeypatch.setattr(telemetry, "_figures", {})
+    monkeypatch.setattr(telemetry, "_read_system_cpu", lambda: reads.append("stat") or (1.0, 2.0))
+    collectors = [TelemetryCollector() for _ in range(50)]  # agents of one fleet process
+    for c in collectors:
+        c.system_points()
+    assert reads == ["stat"]  # one /proc/stat read for all of them within the second
+    monkeypatch.setattr(telemetry, "PROCESS_FIGURES_TTL_S", 0.0)
+    collectors[0].system_points()
+    assert reads == ["stat", "stat"]  # and a fresh one once the interval has passed
