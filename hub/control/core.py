@@ -138,6 +138,12 @@ class ControlCore:
         """False once the device was revoked (or deleted): the front must end the session."""
         return self.fleet.is_active(session.device_id)
 
+    def transport_of(self, device_id: str) -> str | None:
+        """The transport of the device's live session ("grpc", "mqtt"), None when it has none."""
+        with self._lock:
+            session = self._sessions.get(device_id)
+        return session.transport if session is not None else None
+
     def is_online(self, device_id: str) -> bool:
         """Whether some front holds a live session for the device."""
         with self._lock:

@@ -1,0 +1,86 @@
+"""The hub's MQTT front publishing desired states, in process on a real data dir, against a real mosquitto:
+a rollout larger than its PUBACK window reaches every device, a device connected over gRPC is left to the
+gRPC front, and a device that was on gRPC gets its state once it comes over MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from agent.link.mqtt_codec import Message
+from agent.link.mqtt_connection import MqttConnection
+from hub.control import mqtt_front
+from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
+from hub.control.mqtt_broker import MosquittoBroker
+from hub.control.mqtt_front import MqttFront
+from hub.control.mqtt_topics import Topics
+from hub.services import HubServices
+from protos.edgeport.v1 import agent_pb2
+from tests.support import wait_for
+from tests.unit.enrollment import enroll
+
+TOPICS = Topics("edgeport")
+
+
+def _retained_desired(broker: MosquittoBroker, password: str, expect: int) -> dict[str, int]:
+    """Device -> revision of every retained desired state on the broker (a fresh subscriber gets them all)."""
+
+    async def collect() -> dict[str, int]:
+        got: dict[str, int] = {}
+
+        def on_message(m: Message) -> None:
+            got[m.topic.split("/")[1]] = agent_pb2.HubMessage.FromString(m.payload).desired.revision
+
+        conn = MqttConnection(on_message)
+        await conn.open("127.0.0.1", broker.port, client_id="checker", keepalive_s=10, username=HUB_USERNAME,
+                        password=password, clean_start=True)  # fmt: skip
+        await conn.subscribe([(TOPICS.all("desired"), 1)])
+        deadline = time.monotonic() + 10
+        while len(got) < expect and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # and nothing more than expected
+        await conn.close()
+        return got
+
+    return asyncio.run(collect())
+
+
+def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_front(
+    mosquitto: MosquittoBroker, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(mqtt_front, "PUBLISH_WINDOW", 10)  # a rollout of 60 is six windows
+    hub = HubServices.open(tmp_path / "hub")
+    names = [f"dev-{i:02d}" for i in range(60)]
+    for name in names:
+        enroll(hub, name, ["zone=a"])
+    auth = BrokerAuth(mosquitto.dir, TOPICS)
+    auth.set_devices({})
+    auth.write()
+    assert auth.reload()
+    time.sleep(0.3)
+    front = MqttFront(hub.control, TOPICS, host="127.0.0.1", port=mosquitto.port, username=HUB_USERNAME,
+                      password=auth.hub_password, is_active=hub.fleet.is_active)  # fmt: skip
+    front.start()
+    try:
+        on_grpc, _ = hub.control.open_session("dev-00", agent_pb2.Hello(), transport="grpc")
+        model = tmp_path / "model.onnx"
+        model.write_bytes(b"model")
+        digest = hub.blobs.put_file(model)
+        version = hub.registry.register("m", [{"path": "model.onnx", "digest": digest, "size": 5}]).version
+        hub.deployments.create({"name": "svc", "models": [f"m:{version}"], "target": "zone=a"})
+        revisions = {n: hub.fleet.standing(n)["desired_revision"] for n in names}  # type: ignore[index]
+        wait_for(lambda: front.stats["desired_published"] >= 59, timeout=15, what="59 desired states published")
+        retained = _retained_desired(mosquitto, auth.hub_password, 59)
+        assert sorted(retained) == names[1:]  # every MQTT-side device, none for the one on gRPC
+        assert all(retained[n] == revisions[n] for n in names[1:])
+        assert len(front._awaiting_puback) <= mqtt_front.PUBLISH_WINDOW
+
+        # dev-00 leaves gRPC and comes over MQTT: the front publishes its state then.
+        hub.control.close_session(on_grpc)
+        front._open("dev-00", agent_pb2.Hello())
+        retained = _retained_desired(mosquitto, auth.hub_password, 60)
+        assert retained.get("dev-00") == revisions["dev-00"]
+    finally:
+        front.stop()
+        hub.close()
