@@ -152,11 +152,6 @@ class FleetService:
             raise Unauthorized(f"certificate of device {device_id} was superseded by a newer enrollment")
         return row
 
-    def is_online(self, device_id: str) -> bool:
-        """Whether the device holds a live session (as recorded by the control fronts)."""
-        row = self.store.get(device_id)
-        return bool(row and row["online"])
-
     def is_active(self, device_id: str) -> bool:
         """Enrolled and not revoked."""
         row = self.store.standing(device_id)
