@@ -57,10 +57,17 @@ class SharedRuntimeSupervisor(Supervisor):
             return
         probe = _probes.get(key)
         if probe is None or (probe.done() and (probe.cancelled() or probe.exception() is not None)):
-            probe = asyncio.ensure_future(super().wait_healthy(proc, timeout_s))
+            probe = asyncio.ensure_future(self._first_wait(proc, timeout_s))
             _probes[key] = probe
         await asyncio.shield(probe)
         _healthy.add(key)
+
+    async def _first_wait(self, proc: RuntimeProcess, timeout_s: float) -> None:
+        started = time.monotonic()
+        await super().wait_healthy(proc, timeout_s)
+        # One line per shared runtime: how long its start took shows in a fleet's deploy time.
+        print(f"fleet: shared runtime of {proc.spec.service} generation {proc.spec.generation} (pid {proc.pid}) "
+              f"healthy {time.monotonic() - started:.1f}s after its start", flush=True)  # fmt: skip
 
     def adopt(self, spec: RuntimeSpec, pid: int, pid_start: int) -> RuntimeProcess | None:
         """Never adopt: a shared runtime belongs to the fleet process that started it."""
