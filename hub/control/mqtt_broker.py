@@ -54,7 +54,9 @@ def write_config(directory: Path, port: int, *, host: str = "127.0.0.1", verbose
         "persistent_client_expiration 14d",
         # QoS 1 messages queued per offline client (a hub restart queues the whole fleet's reports)
         "max_queued_messages 200000",
-        "max_inflight_messages 100",
+        # Also the Receive Maximum the broker announces (MQTT 5): the hub keeps up to this many desired states
+        # of a rollout unacknowledged (hub/control/mqtt_front.py), agents up to 500 reports.
+        "max_inflight_messages 1000",
         "set_tcp_nodelay true",
         f"pid_file {d / PID_FILE}",
         f"user {getpass.getuser()}",  # stay who started it: it must read the hub-written files

@@ -37,10 +37,13 @@ log = logging.getLogger("hub.control.mqtt")
 HUB_CLIENT_ID = "_edgeport-hub"
 SESSION_EXPIRY_S = 7 * 24 * 3600
 SYNC_CHUNK = 500  # devices whose desired state is read and published per pass of the sync worker
-# QoS 1 publishes of the sync worker awaiting the broker's PUBACK. paho looks for the next queued message by
-# walking every message it holds on each PUBACK, so 10,000 desired states handed over at once cost ~10^7
-# steps in its network thread (py-spy: the largest part of the hub during a 10,000-device deploy).
-PUBLISH_WINDOW = 100
+# QoS 1 publishes of the sync worker awaiting the broker's PUBACK, at most (and at most the broker's Receive
+# Maximum, which paho does not honour itself). The window is ours, not paho's: with an inflight limit paho
+# looks for the next queued message by walking every message it holds on each PUBACK, so 10,000 desired
+# states handed over at once cost ~10^7 steps in its network thread (py-spy: the largest part of the hub in
+# a 10,000-device deploy), and with a window of 100 a rollout went out at 100 per broker round trip (the
+# last of 10,000 devices got its state ~20 s after the first).
+PUBLISH_WINDOW = 1000
 
 
 class MqttFront:
@@ -74,12 +77,13 @@ class MqttFront:
         self._connack_error = ""
         self._worker: threading.Thread | None = None
         self._awaiting_puback: deque[mqtt.MQTTMessageInfo] = deque()  # the sync worker's, oldest first
+        self._window = PUBLISH_WINDOW  # lowered to the broker's Receive Maximum on connect
         self._unsubscribe: Callable[[], None] | None = None
         self.stats = {"received": 0, "acks": 0, "desired_published": 0}
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=HUB_CLIENT_ID, protocol=mqtt.MQTTv5)
         client.username_pw_set(username, password)
         client.max_queued_messages_set(0)
-        client.max_inflight_messages_set(PUBLISH_WINDOW)
+        client.max_inflight_messages_set(0)  # no paho queue (see PUBLISH_WINDOW): our window limits it
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -133,6 +137,8 @@ class MqttFront:
             self._connack_error = str(reason)
             self._connected.set()
             return
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)
+        self._window = min(PUBLISH_WINDOW, receive_maximum) if receive_maximum else PUBLISH_WINDOW
         # Subscribed on every (re)connect; with a persistent session the broker also kept them.
         client.subscribe([(self.topics.all(REPORTED), 1), (self.topics.all(ONLINE), 1)])
         log.info(
@@ -279,12 +285,12 @@ class MqttFront:
         self.on_revoked(device)
 
     def _wait_for_window(self) -> None:
-        """Block the sync worker while PUBLISH_WINDOW of its publishes await the broker's PUBACK."""
+        """Block the sync worker while a window's worth of its publishes await the broker's PUBACK."""
         pending = self._awaiting_puback
         while True:
             while pending and pending[0].is_published():
                 pending.popleft()
-            if len(pending) < PUBLISH_WINDOW or self._stopping or not self.client.is_connected():
+            if len(pending) < self._window or self._stopping or not self.client.is_connected():
                 return
             time.sleep(0.002)
 

@@ -74,7 +74,7 @@ def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_
         retained = _retained_desired(mosquitto, auth.hub_password, 59)
         assert sorted(retained) == names[1:]  # every MQTT-side device, none for the one on gRPC
         assert all(retained[n] == revisions[n] for n in names[1:])
-        assert len(front._awaiting_puback) <= mqtt_front.PUBLISH_WINDOW
+        assert len(front._awaiting_puback) <= 10 and front._window == 10
 
         # dev-00 leaves gRPC and comes over MQTT: the front publishes its state then.
         hub.control.close_session(on_grpc)
