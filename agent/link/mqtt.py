@@ -26,7 +26,7 @@ import urllib.parse
 from collections.abc import AsyncIterator
 
 from agent.link.base import LinkClosed
-from agent.link.mqtt_codec import Message, Will, reason_name
+from agent.link.mqtt_codec import Connect, Message, Will, reason_name
 from agent.link.mqtt_connection import MqttConnection
 from agent.state import Identity
 from protos.edgeport.v1 import agent_pb2
@@ -114,11 +114,12 @@ class MqttLink:
         conn = MqttConnection(self._on_message, self._on_puback, self._on_close)
         self._conn = conn
         try:
-            connack = await conn.open(
-                host, port, client_id=device, keepalive_s=self.keepalive_s, username=self.mqtt["username"],
+            params = Connect(
+                client_id=device, keepalive_s=self.keepalive_s, username=self.mqtt["username"],
                 password=self.mqtt.get("password", ""), will=Will(self._topic(ONLINE), OFFLINE_PAYLOAD),
-                clean_start=False, session_expiry_s=SESSION_EXPIRY_S, timeout_s=OPEN_TIMEOUT_S,
+                clean_start=False, session_expiry_s=SESSION_EXPIRY_S,
             )  # fmt: skip
+            connack = await conn.open(host, port, params, timeout_s=OPEN_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             await self.close()
             raise LinkClosed(

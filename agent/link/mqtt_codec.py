@@ -108,33 +108,38 @@ class Will:
     retain: bool = True
 
 
-def connect(
-    client_id: str,
-    *,
-    keepalive_s: int,
-    username: str = "",
-    password: str = "",
-    will: Will | None = None,
-    clean_start: bool = False,
-    session_expiry_s: int = 0,
-) -> bytes:
+@dataclass(frozen=True)
+class Connect:
+    """What a CONNECT says: who we are, how often we ping, our Will and whether the session persists."""
+
+    client_id: str
+    keepalive_s: int
+    username: str = ""
+    password: str = ""
+    will: Will | None = None
+    clean_start: bool = False
+    session_expiry_s: int = 0  # how long the broker keeps our session after we go (0: not at all)
+
+
+def connect(c: Connect) -> bytes:
     """A CONNECT packet (protocol level 5)."""
-    flags = 0x02 if clean_start else 0
-    if will is not None:
-        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
-    if username:
+    flags = 0x02 if c.clean_start else 0
+    if c.will is not None:
+        flags |= 0x04 | (c.will.qos << 3) | (0x20 if c.will.retain else 0)
+    if c.username:
         flags |= 0x80
-    if password:
+    if c.password:
         flags |= 0x40
-    props = bytes((SESSION_EXPIRY_INTERVAL,)) + struct.pack("!I", session_expiry_s) if session_expiry_s else b""
-    body = [_string("MQTT"), bytes((5, flags)), struct.pack("!H", keepalive_s), encode_varint(len(props)), props]
-    body.append(_string(client_id))
-    if will is not None:
-        body += [b"\x00", _string(will.topic), _binary(will.payload)]  # no will properties
-    if username:
-        body.append(_string(username))
-    if password:
-        body.append(_binary(password.encode()))
+    expiry = c.session_expiry_s
+    props = bytes((SESSION_EXPIRY_INTERVAL,)) + struct.pack("!I", expiry) if expiry else b""
+    body = [_string("MQTT"), bytes((5, flags)), struct.pack("!H", c.keepalive_s), encode_varint(len(props)), props]
+    body.append(_string(c.client_id))
+    if c.will is not None:
+        body += [b"\x00", _string(c.will.topic), _binary(c.will.payload)]  # no will properties
+    if c.username:
+        body.append(_string(c.username))
+    if c.password:
+        body.append(_binary(c.password.encode()))
     return _packet(CONNECT << 4, b"".join(body))
 
 

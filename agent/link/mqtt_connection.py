@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from agent.link import mqtt_codec as codec
-from agent.link.mqtt_codec import Connack, Message, ProtocolError, Will, reason_name
+from agent.link.mqtt_codec import Connack, Connect, Message, ProtocolError, reason_name
 
 MessageHandler = Callable[[Message], None]
 PubackHandler = Callable[[int, int], None]  # (packet id, reason code)
@@ -73,21 +73,8 @@ class MqttConnection(asyncio.BufferedProtocol):
 
     # ---- opening and closing ----
 
-    async def open(
-        self,
-        host: str,
-        port: int,
-        *,
-        client_id: str,
-        keepalive_s: int,
-        username: str = "",
-        password: str = "",
-        will: Will | None = None,
-        clean_start: bool = False,
-        session_expiry_s: int = 0,
-        timeout_s: float = 15.0,
-    ) -> Connack:
-        """Connect and send CONNECT; the broker's CONNACK (reason 0: accepted; otherwise it closes).
+    async def open(self, host: str, port: int, params: Connect, timeout_s: float = 15.0) -> Connack:
+        """Connect and send CONNECT with `params`; the broker's CONNACK (reason 0: accepted; otherwise it closes).
 
         Raises OSError when the broker cannot be reached, TimeoutError when it does not answer in time.
         """
@@ -98,17 +85,7 @@ class MqttConnection(asyncio.BufferedProtocol):
         try:
             async with asyncio.timeout(timeout_s):
                 await loop.create_connection(lambda: self, host, port)
-                self._send(
-                    codec.connect(
-                        client_id,
-                        keepalive_s=keepalive_s,
-                        username=username,
-                        password=password,
-                        will=will,
-                        clean_start=clean_start,
-                        session_expiry_s=session_expiry_s,
-                    )
-                )
+                self._send(codec.connect(params))
                 connack = await self._connack
         except BaseException:
             self.abort()
@@ -116,7 +93,7 @@ class MqttConnection(asyncio.BufferedProtocol):
         if connack.reason == 0:
             props = connack.properties
             server_keepalive = props.get(codec.SERVER_KEEP_ALIVE)
-            self._keepalive_s = server_keepalive if isinstance(server_keepalive, int) else keepalive_s
+            self._keepalive_s = server_keepalive if isinstance(server_keepalive, int) else params.keepalive_s
             receive_maximum = props.get(codec.RECEIVE_MAXIMUM)
             if isinstance(receive_maximum, int) and receive_maximum > 0:
                 self.receive_maximum = receive_maximum

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from agent.link import mqtt_codec as codec
-from agent.link.mqtt_codec import PacketReader, ProtocolError, Will
+from agent.link.mqtt_codec import Connect, PacketReader, ProtocolError, Will
 
 
 @pytest.mark.parametrize(
@@ -30,8 +30,8 @@ def test_varint_out_of_range_or_five_bytes_long_is_refused() -> None:
 
 def test_connect_carries_will_credentials_keepalive_and_session_expiry() -> None:
     packet = codec.connect(
-        "dev-1", keepalive_s=30, username="dev-1", password="s3cret",
-        will=Will("edgeport/dev-1/online", b"offline"), clean_start=False, session_expiry_s=3600,
+        Connect("dev-1", keepalive_s=30, username="dev-1", password="s3cret",
+                will=Will("edgeport/dev-1/online", b"offline"), clean_start=False, session_expiry_s=3600)
     )  # fmt: skip
     [(kind, flags, body)] = PacketReader().feed(packet)
     assert (kind, flags) == (codec.CONNECT, 0)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import threading
+import time
 import urllib.request
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
@@ -14,11 +15,23 @@ from typing import Any, TypeVar
 
 import pytest
 
+from hub.control.mqtt_auth import BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
+from hub.control.mqtt_topics import Topics
 from simulators.fleet import FleetOptions, SimulatedFleet
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 T = TypeVar("T")
+
+
+def broker_auth(broker: MosquittoBroker, topics: Topics, *devices: str) -> BrokerAuth:
+    """Accounts for the hub and for `devices` (credential `cert-of-<device>`) written and loaded by `broker`."""
+    auth = BrokerAuth(broker.dir, topics)
+    auth.set_devices({d: f"cert-of-{d}" for d in devices})
+    auth.write()
+    assert auth.reload()
+    time.sleep(0.3)  # mosquitto re-reads its files on SIGHUP
+    return auth
 
 
 @pytest.fixture

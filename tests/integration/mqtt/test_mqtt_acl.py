@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
 from hub.control.mqtt_topics import Topics
+from tests.integration.mqtt.conftest import broker_auth
 from tests.support import wait_for
 
 TOPICS = Topics("edgeport")
@@ -52,12 +53,7 @@ class Client:
 
 
 def _auth(broker: MosquittoBroker, *devices: str) -> BrokerAuth:
-    auth = BrokerAuth(broker.dir, TOPICS)
-    auth.set_devices({d: f"cert-of-{d}" for d in devices})
-    auth.write()
-    assert auth.reload()
-    time.sleep(0.3)  # mosquitto re-reads its files on SIGHUP
-    return auth
+    return broker_auth(broker, TOPICS, *devices)
 
 
 def test_a_device_reads_only_its_own_desired_state_and_cannot_publish_as_another(mosquitto: MosquittoBroker) -> None:

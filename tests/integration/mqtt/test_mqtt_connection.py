@@ -5,25 +5,21 @@ connection drops without DISCONNECT."""
 from __future__ import annotations
 
 import asyncio
-import time
+import dataclasses
 
-from agent.link.mqtt_codec import Message, Will
+from agent.link.mqtt_codec import Connect, Message, Will
 from agent.link.mqtt_connection import MqttConnection
 from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
 from hub.control.mqtt_topics import Topics
+from tests.integration.mqtt.conftest import broker_auth
 from tests.support import free_port
 
 TOPICS = Topics("edgeport")
 
 
 def _auth(broker: MosquittoBroker, *devices: str) -> BrokerAuth:
-    auth = BrokerAuth(broker.dir, TOPICS)
-    auth.set_devices({d: f"cert-of-{d}" for d in devices})
-    auth.write()
-    assert auth.reload()
-    time.sleep(0.3)  # mosquitto re-reads its files on SIGHUP
-    return auth
+    return broker_auth(broker, TOPICS, *devices)
 
 
 class Client:
@@ -40,11 +36,8 @@ class Client:
 
 async def _open(broker: MosquittoBroker, username: str, password: str, **kw: object) -> tuple[Client, int]:
     client = Client()
-    keepalive_s = int(kw.pop("keepalive_s", 10))  # type: ignore[call-overload]
-    connack = await client.conn.open(
-        "127.0.0.1", broker.port, client_id=username, keepalive_s=keepalive_s, username=username, password=password,
-        **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+    params = Connect(client_id=username, keepalive_s=10, username=username, password=password)
+    connack = await client.conn.open("127.0.0.1", broker.port, dataclasses.replace(params, **kw))  # type: ignore[arg-type]
     return client, connack.reason
 
 
@@ -127,7 +120,7 @@ def test_an_unreachable_broker_is_an_oserror() -> None:
     async def scenario() -> None:
         conn = MqttConnection(lambda m: None)
         try:
-            await conn.open("127.0.0.1", free_port(), client_id="x", keepalive_s=5, timeout_s=5)
+            await conn.open("127.0.0.1", free_port(), Connect("x", keepalive_s=5), timeout_s=5)
         except OSError as exc:
             assert "refused" in str(exc).lower() or exc.errno is not None
         else:

@@ -8,15 +8,16 @@ import asyncio
 import time
 from pathlib import Path
 
-from agent.link.mqtt_codec import Message
+from agent.link.mqtt_codec import Connect, Message
 from agent.link.mqtt_connection import MqttConnection
 from hub.control import mqtt_front
-from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
+from hub.control.mqtt_auth import HUB_USERNAME
 from hub.control.mqtt_broker import MosquittoBroker
 from hub.control.mqtt_front import MqttFront
 from hub.control.mqtt_topics import Topics
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
+from tests.integration.mqtt.conftest import broker_auth
 from tests.support import wait_for
 from tests.unit.enrollment import enroll
 
@@ -33,8 +34,8 @@ def _retained_desired(broker: MosquittoBroker, password: str, expect: int) -> di
             got[m.topic.split("/")[1]] = agent_pb2.HubMessage.FromString(m.payload).desired.revision
 
         conn = MqttConnection(on_message)
-        await conn.open("127.0.0.1", broker.port, client_id="checker", keepalive_s=10, username=HUB_USERNAME,
-                        password=password, clean_start=True)  # fmt: skip
+        params = Connect("checker", keepalive_s=10, username=HUB_USERNAME, password=password, clean_start=True)
+        await conn.open("127.0.0.1", broker.port, params)
         await conn.subscribe([(TOPICS.all("desired"), 1)])
         deadline = time.monotonic() + 10
         while len(got) < expect and time.monotonic() < deadline:
@@ -54,11 +55,7 @@ def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_
     names = [f"dev-{i:02d}" for i in range(60)]
     for name in names:
         enroll(hub, name, ["zone=a"])
-    auth = BrokerAuth(mosquitto.dir, TOPICS)
-    auth.set_devices({})
-    auth.write()
-    assert auth.reload()
-    time.sleep(0.3)
+    auth = broker_auth(mosquitto, TOPICS)
     front = MqttFront(hub.control, TOPICS, host="127.0.0.1", port=mosquitto.port, username=HUB_USERNAME,
                       password=auth.hub_password, is_active=hub.fleet.is_active)  # fmt: skip
     front.start()
