@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from protos.edgeport.v1 import agent_pb2
 
@@ -44,10 +45,11 @@ def _process_cpu_seconds() -> float:
 # telemetry interval, but a simulated fleet's thousands of agents in one process would each read the same
 # /proc files (two opens and reads per agent per interval).
 PROCESS_FIGURES_TTL_S = 1.0
-_figures: dict[str, tuple[float, object]] = {}
+_figures: dict[str, tuple[float, Any]] = {}
+T = TypeVar("T")
 
 
-def _cached(key: str, read: Callable[[], object]) -> object:
+def _cached(key: str, read: Callable[[], T]) -> T:
     now = time.monotonic()
     hit = _figures.get(key)
     if hit is not None and now - hit[0] < PROCESS_FIGURES_TTL_S:
@@ -69,11 +71,11 @@ def _read_system_cpu() -> tuple[float, float]:
 
 def _system_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs since boot (read at most once a second per process)."""
-    return _cached("system_cpu", _read_system_cpu)  # type: ignore[return-value]
+    return _cached("system_cpu", _read_system_cpu)
 
 
 def _own_rss() -> int:
-    return _cached("rss", rss_bytes)  # type: ignore[return-value]
+    return _cached("rss", rss_bytes)
 
 
 def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:

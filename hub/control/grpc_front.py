@@ -72,7 +72,7 @@ class StreamRegistry:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        desired_states: Callable[[list[str]], dict[str, agent_pb2.DesiredState]] | None = None,
+        desired_states: Callable[[list[str]], dict[str, agent_pb2.DesiredState]],
     ) -> None:
         self.loop = loop
         self.desired_states = desired_states
@@ -100,9 +100,6 @@ class StreamRegistry:
         # A dict read is atomic under the GIL; a stream added after it still looks at the core once on start.
         if device_id not in self._queues:
             return
-        if self.desired_states is None:
-            self.loop.call_soon_threadsafe(self._wake, device_id)
-            return
         with self._lock:
             first = not self._changed
             self._changed.add(device_id)
@@ -119,7 +116,6 @@ class StreamRegistry:
             self.loop.create_task(self._read_changed())
 
     async def _read_changed(self) -> None:
-        assert self.desired_states is not None
         try:
             while True:
                 with self._lock:
@@ -197,8 +193,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 if item is _END:
                     break
                 if item is _CHECK or isinstance(item, _Checked):
-                    desired = item.desired if isinstance(item, _Checked) else None
-                    allowed = desired is not None if isinstance(item, _Checked) else self.core.is_allowed(session)
+                    if isinstance(item, _Checked):
+                        allowed, desired = item.desired is not None, item.desired
+                    else:  # the stream's own look: at its start, or when a batch read failed
+                        allowed, desired = self.core.is_allowed(session), None
                     if not allowed:
                         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"device {device} is revoked")
                     for message in self.core.outgoing(session, desired):
