@@ -12,66 +12,22 @@ last-good generations use) are never evicted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-import http.client
 import os
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
+
+from agent.registry_client import RegistryClient, RegistryUnreachable
 
 CHUNK = 1024 * 1024
 DEFAULT_MAX_BYTES = 10 * 1024**3
 
 Progress = Callable[[int, int], None]  # (bytes so far, total)
-
-# Keep-alive connections to registries, shared by the pulls of this process: a new TCP connection per
-# blob costs both sides a handshake, and the hub's server its connection setup. Idle ones are reused for
-# at most POOL_IDLE_S (below uvicorn's 5 s keep-alive, so the server is not closing the one we pick).
-POOL_IDLE_S = 4.0
-POOL_MAX_IDLE = 8  # per registry
-_pool_lock = threading.Lock()
-_pool: dict[tuple[str, str], list[tuple[float, http.client.HTTPConnection]]] = {}
-
-
-def _connection(
-    scheme: str, netloc: str, timeout: float, fresh: bool = False
-) -> tuple[http.client.HTTPConnection, bool]:
-    """(a connection to `netloc`, whether it was reused from the pool); `fresh`: a new one, never a pooled one."""
-    now = time.monotonic()
-    with _pool_lock:
-        idle = _pool.get((scheme, netloc), [])
-        while idle and not fresh:
-            since, conn = idle.pop()
-            if now - since < POOL_IDLE_S:
-                conn.timeout = timeout
-                if conn.sock is not None:
-                    conn.sock.settimeout(timeout)
-                return conn, True
-            conn.close()
-    conn_cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-    return conn_cls(netloc, timeout=timeout), False
-
-
-def _release(scheme: str, netloc: str, conn: http.client.HTTPConnection) -> None:
-    """Give a connection whose last response was read to the end back to the pool."""
-    with _pool_lock:
-        idle = _pool.setdefault((scheme, netloc), [])
-        if len(idle) < POOL_MAX_IDLE:
-            idle.append((time.monotonic(), conn))
-            return
-    conn.close()
-
-
-def close_pool() -> None:
-    """Close every idle registry connection (tests; an agent leaves them to the process exit)."""
-    with _pool_lock:
-        conns = [conn for idle in _pool.values() for _, conn in idle]
-        _pool.clear()
-    for conn in conns:
-        conn.close()
 
 
 class CacheError(Exception):
@@ -100,13 +56,13 @@ class ArtifactCache:
         self,
         root: Path,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        timeout_s: float = 30.0,
         sync: Callable[[int], None] = os.fsync,
+        client: RegistryClient | None = None,
     ) -> None:
         self.root = Path(root)
         self.sync = sync  # makes a written file's bytes durable (given its fd)
+        self.client = client or RegistryClient()  # agents of one process share one: its connections
         self.max_bytes = max_bytes
-        self.timeout_s = timeout_s
         self.blob_dir = self.root / "blobs" / "sha256"
         self.partial_dir = self.root / "partial"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -125,14 +81,15 @@ class ArtifactCache:
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.path(digest))
 
-    def fetch(
+    async def fetch(
         self, registry: str, repository: str, digest: str, size: int = -1, progress: Progress | None = None
     ) -> Path:
         """The verified blob `digest`, pulled from `registry`/v2/`repository`/blobs/ when missing.
 
         Resumes a `.partial` left by an interrupted pull with a Range request; a blob whose
         bytes do not hash to `digest` (or whose size differs from a known `size`) is deleted and
-        refused with CacheError, never kept.
+        refused with CacheError, never kept. Runs on the event loop; only the fsync (and hashing
+        a partial left by an earlier attempt) go to a thread.
         """
         hexpart = _hex(digest)
         final = self.blob_dir / hexpart
@@ -143,15 +100,12 @@ class ArtifactCache:
         hasher = hashlib.sha256()
         have = 0
         if partial.exists():  # hash what an earlier attempt got, then ask only for the rest
-            with open(partial, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    hasher.update(chunk)
-                    have += len(chunk)
+            hasher, have = await asyncio.to_thread(_hash_file, partial)
             if 0 <= size < have:  # longer than the blob can be: start over
                 partial.unlink()
                 hasher, have = hashlib.sha256(), 0
         if size < 0 or have < size:
-            hasher, have = self._download(registry, repository, digest, partial, hasher, have, size, progress)
+            hasher, have = await self._download(registry, repository, digest, partial, hasher, have, size, progress)
         if 0 <= have < size:  # the connection ended early: keep the .partial for the next attempt
             raise CacheError(
                 f"pull of blob {digest} from {repository} interrupted at {have} of {size} bytes", transient=True
@@ -163,13 +117,16 @@ class ArtifactCache:
             partial.unlink(missing_ok=True)
             got = hasher.hexdigest()
             raise CacheError(f"blob {digest} from {repository} is corrupt: its bytes hash to sha256:{got}")
-        with open(partial, "rb") as fh:  # durable before the rename: a blob in blobs/ is never half-written
-            self.sync(fh.fileno())
+        fd = os.open(partial, os.O_RDONLY)
+        try:  # durable before the rename: a blob in blobs/ is never half-written
+            await asyncio.to_thread(self.sync, fd)
+        finally:
+            os.close(fd)
         os.chmod(partial, 0o444)  # runtimes see hardlinks of cached blobs: keep them from editing the cache
         os.replace(partial, final)
         return final
 
-    def _download(
+    async def _download(
         self,
         registry: str,
         repository: str,
@@ -183,51 +140,25 @@ class ArtifactCache:
         url = urllib.parse.urlsplit(registry if "://" in registry else f"http://{registry}")
         path = f"{url.path.rstrip('/')}/v2/{repository}/blobs/{digest}"
         headers = {"Range": f"bytes={have}-"} if have else {}
-        conn, reused = _connection(url.scheme, url.netloc, self.timeout_s)
-        keep = False  # whether the connection goes back to the pool afterwards
+        sink = _PartialFile(partial, hasher, have, size, progress)
         try:
-            try:
-                conn.request("GET", path, headers=headers)
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException):
-                if not reused:
-                    raise
-                # The server closed the idle connection just as we picked it: one more try on a new one.
-                conn.close()
-                conn, reused = _connection(url.scheme, url.netloc, self.timeout_s, fresh=True)
-                conn.request("GET", path, headers=headers)
-                resp = conn.getresponse()
-            if resp.status == 200 and have:  # server ignored the Range: start from zero
-                hasher, have = hashlib.sha256(), 0
-                mode = "wb"
-            elif resp.status in (200, 206):
-                mode = "ab" if have else "wb"
-            elif resp.status == 416 and have:  # we already hold everything the server has
-                return hasher, have
-            else:
-                body = resp.read(2000).decode(errors="replace").strip()
-                raise CacheError(
-                    f"pull {registry}{path}: HTTP {resp.status}: {body[:300]}",
-                    transient=resp.status >= 500 or resp.status == 429,
-                )
-            total = size if size >= 0 else have + int(resp.getheader("Content-Length", "0") or 0)
-            with open(partial, mode) as fh:
-                while chunk := resp.read(CHUNK):
-                    fh.write(chunk)
-                    hasher.update(chunk)
-                    have += len(chunk)
-                    if progress:
-                        progress(have, total)
-            keep = resp.isclosed() and not resp.will_close
-        except (OSError, http.client.HTTPException) as exc:
+            response = await self.client.get(f"{url.scheme}://{url.netloc}{path}", sink.write, headers)
+        except RegistryUnreachable as exc:
             # What arrived stays in .partial: the next attempt resumes from there.
-            raise CacheError(f"pull {registry}{path} interrupted after {have} bytes: {exc}", transient=True) from None
+            raise CacheError(
+                f"pull {registry}{path} interrupted after {sink.have} bytes: {exc}", transient=True
+            ) from None
         finally:
-            if keep:
-                _release(url.scheme, url.netloc, conn)
-            else:
-                conn.close()
-        return hasher, have
+            sink.close()
+        if response.status == 416 and have:  # we already hold everything the server has
+            return hasher, have
+        if response.status not in (200, 206):
+            body = response.error_body.decode(errors="replace").strip()
+            raise CacheError(
+                f"pull {registry}{path}: HTTP {response.status}: {body[:300]}",
+                transient=response.status >= 500 or response.status == 429,
+            )
+        return sink.hasher, sink.have
 
     def usage(self) -> int:
         """Bytes held by verified blobs."""
@@ -255,3 +186,38 @@ class ArtifactCache:
         for p in self.partial_dir.iterdir():
             if p.stat().st_mtime < cutoff:
                 p.unlink(missing_ok=True)
+
+
+class _PartialFile:
+    """Where a pull's body goes: appended to the `.partial` file and hashed as it arrives. A 200 to a Range
+    request (the server ignored it) starts the file and the hash over."""
+
+    def __init__(self, path: Path, hasher: hashlib._Hash, have: int, size: int, progress: Progress | None) -> None:
+        self.path, self.hasher, self.have, self.size, self.progress = path, hasher, have, size, progress
+        self.resumed = have > 0
+        self._file: BinaryIO | None = None
+
+    def write(self, data: bytes, status: int) -> None:
+        if self._file is None:
+            if status == 200 and self.resumed:
+                self.hasher, self.have = hashlib.sha256(), 0
+            self._file = open(self.path, "ab" if self.have else "wb")  # noqa: SIM115 (closed by close())
+        self._file.write(data)
+        self.hasher.update(data)
+        self.have += len(data)
+        if self.progress:
+            self.progress(self.have, self.size)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
+    """(sha256 so far, length) of what an earlier pull left in `path`."""
+    hasher, have = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            hasher.update(chunk)
+            have += len(chunk)
+    return hasher, have

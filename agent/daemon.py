@@ -32,6 +32,7 @@ from agent.outbox import DEFAULT_MAX_BYTES as OUTBOX_MAX_BYTES
 from agent.outbox import Outbox
 from agent.profiler import profile_service
 from agent.reconciler import Reconciler
+from agent.registry_client import RegistryClient
 from agent.state import AgentState, Identity
 from agent.supervisor import Supervisor, tail
 from agent.telemetry import RuntimeStats, TelemetryCollector, rss_bytes, scrape
@@ -98,7 +99,7 @@ class DaemonParts:
     starts runtimes, `say` takes the progress lines (thousands of agents cannot share one stdout), `scrape`
     and `rss` read a runtime's /metrics and memory for telemetry (agents sharing one runtime share these;
     `figures_in_memory` says they answer without blocking), `sync_file` makes a pulled blob durable before
-    it enters the cache (fsync).
+    it enters the cache (fsync), `registry_client` holds the pulls' keep-alive connections (one per process).
     """
 
     inventory: Callable[[dict | None], agent_pb2.HardwareInventory] = inventory
@@ -107,6 +108,7 @@ class DaemonParts:
     scrape: Callable[[int], RuntimeStats | None] = scrape
     rss: Callable[[int], int] = rss_bytes
     sync_file: Callable[[int], None] = os.fsync
+    registry_client: RegistryClient = field(default_factory=RegistryClient)  # pulls' connections, shared
     # Whether `scrape` and `rss` answer from memory (a fleet's shared figures, read for real once every few
     # seconds): then telemetry calls them on the event loop, not through the thread pool per agent and interval.
     figures_in_memory: bool = False
@@ -185,7 +187,12 @@ class AgentDaemon:
         hub = self.identity.hub
         self.reconciler = Reconciler(
             self.state,
-            ArtifactCache(self.data_dir / "cache", self.config.cache_max_bytes, sync=self.parts.sync_file),
+            ArtifactCache(
+                self.data_dir / "cache",
+                self.config.cache_max_bytes,
+                sync=self.parts.sync_file,
+                client=self.parts.registry_client,
+            ),
             EnvironmentCache(self.data_dir / "envs"),
             self.parts.supervisor(self.data_dir / "logs"),
             self._report,

@@ -126,6 +126,7 @@ class Reconciler:
         self._restarted_at_start: set[str] = set()
         self.retry_at: dict[str, float] = {}  # service -> monotonic time before which a failed pull is not retried
         self._wake = asyncio.Event()
+        self._same_filesystem: bool | None = None
 
     # ---- entry points ----
 
@@ -296,12 +297,8 @@ class Reconciler:
         done_bytes = 0
         last_report = time.monotonic()
         gen_dir = self._gen_dir(m.name, m.generation)
-        layout: Layout | None = None
         for i, (repo, ref) in enumerate(missing, 1):
-            if i < len(missing):
-                await asyncio.to_thread(self.cache.fetch, registry, repo, ref.digest, ref.size)
-            else:  # the last pull and the layout in one trip through the thread pool
-                layout = await asyncio.to_thread(self._fetch_and_lay_out, registry, repo, ref, m, gen_dir)
+            await self.cache.fetch(registry, repo, ref.digest, ref.size)
             done_bytes += ref.size
             if time.monotonic() - last_report > 2 or i == len(missing):
                 last_report = time.monotonic()
@@ -310,17 +307,20 @@ class Reconciler:
                         m, m.name, agent_pb2.PULLING, f"pulled {i}/{len(missing)} blobs ({done_bytes}/{total} bytes)"
                     )
                 )
-        if layout is None:
+        if self._links_possible():  # hardlinks: a few metadata calls, done here rather than via a thread
+            layout = lay_out(self.cache, m, gen_dir)
+        else:  # copies, which can take long for big models
             layout = await asyncio.to_thread(lay_out, self.cache, m, gen_dir)
         # No requirements: no venv to build, so no trip through the thread pool either.
         python = self.envs.shared_python(m.environment) or await asyncio.to_thread(self.envs.python_for, m.environment)
         return layout, python
 
-    def _fetch_and_lay_out(
-        self, registry: str, repo: str, ref: agent_pb2.FileRef, m: agent_pb2.ServiceManifest, gen_dir: Path
-    ) -> Layout:
-        self.cache.fetch(registry, repo, ref.digest, ref.size)
-        return lay_out(self.cache, m, gen_dir)
+    def _links_possible(self) -> bool:
+        """Whether the cache and the services folder share a filesystem (lay_out then hardlinks, never copies)."""
+        if self._same_filesystem is None:
+            self.services_dir.mkdir(parents=True, exist_ok=True)
+            self._same_filesystem = self.cache.root.stat().st_dev == self.services_dir.stat().st_dev
+        return self._same_filesystem
 
     async def _start_and_wait(self, spec: RuntimeSpec, timeout_s: float) -> RuntimeProcess:
         """Start a runtime and wait for health; on failure it is stopped and RuntimeUnhealthy raised."""

@@ -1,7 +1,9 @@
-"""ArtifactCache against a real loopback HTTP blob server: verify, Range resume, LRU eviction, corruption."""
+"""ArtifactCache and its RegistryClient against a real loopback HTTP blob server: verify, Range resume,
+LRU eviction, corruption, keep-alive connections."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.server
 import os
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import agent.cache as agent_cache
-from agent.cache import ArtifactCache, CacheError, _pool, _pool_lock, close_pool
+import agent.registry_client as registry_client
+from agent.cache import ArtifactCache, CacheError
+from agent.registry_client import RegistryClient
 
 
 class _BlobServer(http.server.ThreadingHTTPServer):
@@ -82,14 +85,18 @@ def _url(server: _BlobServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
+def fetch(cache: ArtifactCache, *args: object) -> Path:
+    return asyncio.run(cache.fetch(*args))  # type: ignore[arg-type]
+
+
 def test_fetch_verifies_and_second_fetch_is_local(tmp_path: Path, server: _BlobServer) -> None:
     data = os.urandom(300_000)
     digest = _add(server, data)
     cache = ArtifactCache(tmp_path)
-    path = cache.fetch(_url(server), "models/digits", digest, len(data))
+    path = fetch(cache, _url(server), "models/digits", digest, len(data))
     assert path.read_bytes() == data and cache.has(digest)
     assert server.requests == [(f"/v2/models/digits/blobs/{digest}", None)]
-    cache.fetch(_url(server), "models/digits", digest, len(data))
+    fetch(cache, _url(server), "models/digits", digest, len(data))
     assert len(server.requests) == 1  # verified blob: never pulled again
     assert not os.access(path, os.W_OK) or os.geteuid() == 0  # read-only for everyone but root
 
@@ -100,10 +107,10 @@ def test_interrupted_pull_resumes_with_range(tmp_path: Path, server: _BlobServer
     cache = ArtifactCache(tmp_path)
     server.cut_after = 200_000
     with pytest.raises(CacheError, match="bytes"):
-        cache.fetch(_url(server), "models/big", digest, len(data))
+        fetch(cache, _url(server), "models/big", digest, len(data))
     partial = tmp_path / "partial" / f"{digest.split(':')[1]}.partial"
     assert partial.stat().st_size == 200_000
-    path = cache.fetch(_url(server), "models/big", digest, len(data))
+    path = fetch(cache, _url(server), "models/big", digest, len(data))
     assert path.read_bytes() == data
     assert server.requests[-1][1] == "bytes=200000-"
     assert not partial.exists()
@@ -115,9 +122,9 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path: Path, server: _BlobS
     cache = ArtifactCache(tmp_path)
     server.cut_after = 30_000
     with pytest.raises(CacheError):
-        cache.fetch(_url(server), "m", digest, len(data))
+        fetch(cache, _url(server), "m", digest, len(data))
     server.honour_range = False
-    assert cache.fetch(_url(server), "m", digest, len(data)).read_bytes() == data
+    assert fetch(cache, _url(server), "m", digest, len(data)).read_bytes() == data
 
 
 def test_corrupt_blob_is_rejected_and_not_kept(tmp_path: Path, server: _BlobServer) -> None:
@@ -126,7 +133,7 @@ def test_corrupt_blob_is_rejected_and_not_kept(tmp_path: Path, server: _BlobServ
     server.blobs[digest] = good[:-1] + b"X"  # same size, wrong content
     cache = ArtifactCache(tmp_path)
     with pytest.raises(CacheError, match="corrupt"):
-        cache.fetch(_url(server), "m", digest, len(good))
+        fetch(cache, _url(server), "m", digest, len(good))
     assert not cache.has(digest)
     assert list((tmp_path / "partial").iterdir()) == []
 
@@ -136,13 +143,13 @@ def test_wrong_size_missing_blob_and_bad_digest(tmp_path: Path, server: _BlobSer
     digest = _add(server, data)
     cache = ArtifactCache(tmp_path)
     with pytest.raises(CacheError, match="interrupted at 300 of 301"):
-        cache.fetch(_url(server), "m", digest, 301)
+        fetch(cache, _url(server), "m", digest, 301)
     with pytest.raises(CacheError, match="got 300 bytes, expected 299"):
-        cache.fetch(_url(server), "m", digest, 299)
+        fetch(cache, _url(server), "m", digest, 299)
     with pytest.raises(CacheError, match="HTTP 404"):
-        cache.fetch(_url(server), "m", "sha256:" + "0" * 64, 10)
+        fetch(cache, _url(server), "m", "sha256:" + "0" * 64, 10)
     with pytest.raises(CacheError, match="malformed digest"):
-        cache.fetch(_url(server), "m", "md5:abcd", 10)
+        fetch(cache, _url(server), "m", "md5:abcd", 10)
     assert not cache.has(digest)
 
 
@@ -151,7 +158,7 @@ def test_lru_eviction_keeps_what_is_in_use(tmp_path: Path, server: _BlobServer) 
     digests = []
     for i in range(4):
         d = _add(server, bytes([i]) * 1000)
-        cache.fetch(_url(server), "m", d, 1000)
+        fetch(cache, _url(server), "m", d, 1000)
         os.utime(cache.path(d), (time.time() - 100 + i, time.time() - 100 + i))  # d0 oldest ... d3 newest
         digests.append(d)
     cache.touch(digests[1])  # d1 used just now: newest
@@ -167,56 +174,121 @@ class _KeepAliveHandler(_Handler):
     def setup(self) -> None:
         super().setup()
         self.server.connections += 1  # type: ignore[attr-defined]
+        self.server.sockets.append(self.connection)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
 def keepalive_server() -> Iterator[_BlobServer]:
     srv = _BlobServer(("127.0.0.1", 0), _KeepAliveHandler)
     srv.blobs, srv.requests, srv.cut_after, srv.honour_range = {}, [], None, True
-    srv.connections = 0  # type: ignore[attr-defined]
+    srv.connections, srv.sockets = 0, []  # type: ignore[attr-defined]
     srv.daemon_threads = True
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
         yield srv
     finally:
-        close_pool()
         srv.shutdown()
         srv.server_close()
 
 
-def test_pulls_reuse_one_keepalive_connection(tmp_path: Path, keepalive_server: _BlobServer) -> None:
-    close_pool()
+def test_pulls_of_one_process_share_keepalive_connections(tmp_path: Path, keepalive_server: _BlobServer) -> None:
     digests = [_add(keepalive_server, os.urandom(5000 + i)) for i in range(5)]
-    caches = [ArtifactCache(tmp_path / f"c{i}") for i in range(2)]  # two agents of one process share the pool
-    for digest in digests:
-        for cache in caches:
-            assert hashlib.sha256(cache.fetch(_url(keepalive_server), "m", digest).read_bytes()).hexdigest() == (
-                digest.removeprefix("sha256:")
-            )
+    client = RegistryClient()
+    caches = [ArtifactCache(tmp_path / f"c{i}", client=client) for i in range(2)]  # two agents, one process
+
+    async def pull_all() -> list[bytes]:
+        paths = [await cache.fetch(_url(keepalive_server), "m", d) for d in digests for cache in caches]
+        client.close()
+        return [p.read_bytes() for p in paths]
+
+    got = asyncio.run(pull_all())
+    assert [hashlib.sha256(b).hexdigest() for b in got] == [d.removeprefix("sha256:") for d in digests for _ in "ab"]
     assert len(keepalive_server.requests) == 10
     assert keepalive_server.connections == 1  # type: ignore[attr-defined]
 
 
+def test_concurrent_pulls_open_at_most_max_connections(tmp_path: Path, keepalive_server: _BlobServer) -> None:
+    digests = [_add(keepalive_server, os.urandom(20_000 + i)) for i in range(12)]
+    client = RegistryClient(max_connections=3)
+
+    async def pull_all() -> None:
+        caches = [ArtifactCache(tmp_path / f"c{i}", client=client) for i in range(len(digests))]
+        await asyncio.gather(*(c.fetch(_url(keepalive_server), "m", d) for c, d in zip(caches, digests, strict=True)))
+        client.close()
+
+    asyncio.run(pull_all())
+    assert len(keepalive_server.requests) == 12
+    assert 1 <= keepalive_server.connections <= 3  # type: ignore[attr-defined]
+
+
 def test_a_pooled_connection_the_server_closed_is_replaced(tmp_path: Path, keepalive_server: _BlobServer) -> None:
-    close_pool()
     first, second = _add(keepalive_server, b"a" * 3000), _add(keepalive_server, b"b" * 3000)
-    cache = ArtifactCache(tmp_path / "c")
-    cache.fetch(_url(keepalive_server), "m", first)
-    with _pool_lock:  # the server side of the idle connection goes away (idle timeout, hub restart)
-        for _, conn in next(iter(_pool.values())):
-            assert conn.sock is not None
-            conn.sock.shutdown(socket.SHUT_RDWR)
-    assert cache.fetch(_url(keepalive_server), "m", second).read_bytes() == b"b" * 3000
+    client = RegistryClient()
+    cache = ArtifactCache(tmp_path / "c", client=client)
+
+    async def pulls() -> bytes:
+        await cache.fetch(_url(keepalive_server), "m", first)
+        for sock in keepalive_server.sockets:  # type: ignore[attr-defined]
+            sock.shutdown(socket.SHUT_RDWR)  # the server side of the idle connection goes away (idle timeout)
+        path = await cache.fetch(_url(keepalive_server), "m", second)
+        client.close()
+        return path.read_bytes()
+
+    assert asyncio.run(pulls()) == b"b" * 3000
     assert keepalive_server.connections == 2  # type: ignore[attr-defined]
 
 
 def test_idle_connections_past_their_age_are_not_reused(
     tmp_path: Path, keepalive_server: _BlobServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    close_pool()
-    monkeypatch.setattr(agent_cache, "POOL_IDLE_S", 0.0)
-    cache = ArtifactCache(tmp_path / "c")
-    for data in (b"x" * 100, b"y" * 100):
-        cache.fetch(_url(keepalive_server), "m", _add(keepalive_server, data))
+    monkeypatch.setattr(registry_client, "IDLE_S", 0.0)
+    client = RegistryClient()
+    cache = ArtifactCache(tmp_path / "c", client=client)
+
+    async def pulls() -> None:
+        for data in (b"x" * 100, b"y" * 100):
+            await cache.fetch(_url(keepalive_server), "m", _add(keepalive_server, data))
+        client.close()
+
+    asyncio.run(pulls())
     assert keepalive_server.connections == 2  # type: ignore[attr-defined]
+
+
+def test_unreachable_registry_is_a_transient_error(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens here once closed
+    with pytest.raises(CacheError, match="cannot connect") as info:
+        fetch(ArtifactCache(tmp_path), f"http://127.0.0.1:{port}", "m", "sha256:" + "1" * 64, 10)
+    assert info.value.transient
+
+
+def test_a_registry_that_stops_answering_times_out(tmp_path: Path) -> None:
+    with socket.socket() as listener:  # accepts (the kernel's backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        cache = ArtifactCache(tmp_path, client=RegistryClient(timeout_s=0.3))
+        started = time.monotonic()
+        with pytest.raises(CacheError, match="no answer") as info:
+            fetch(cache, f"http://127.0.0.1:{listener.getsockname()[1]}", "m", "sha256:" + "2" * 64, 10)
+    assert info.value.transient and time.monotonic() - started < 5
+
+
+def test_a_malformed_answer_is_a_transient_error(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"this is not HTTP\r\n\r\n")
+
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
+        with pytest.raises(CacheError, match="malformed HTTP answer") as info:
+            fetch(ArtifactCache(tmp_path), f"http://127.0.0.1:{listener.getsockname()[1]}", "m", "sha256:" + "3" * 64)
+        t.join(5)
+    assert info.value.transient
