@@ -43,6 +43,19 @@ from hub.control.mqtt_broker import MosquittoBroker  # noqa: E402
 from simulators.models import build_digits_onnx  # noqa: E402
 
 PY = sys.executable
+SHM = "/dev/shm"
+
+
+def _tmpfs(path: str = SHM, need_bytes: int = 4 * 2**30) -> bool:
+    """Whether `path` is a tmpfs mount with room for a 10,000-device fleet's data dirs (~0.1 MiB each)."""
+    try:
+        with open("/proc/mounts") as mounts:
+            if not any(line.split()[1:3] == [path, "tmpfs"] for line in mounts):
+                return False
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize >= need_bytes
 HEALTHY = 4  # edgeport.v1.Phase.HEALTHY, as the hub stores it
 
 
@@ -107,8 +120,8 @@ class Result:
 class Bench:
     """One hub + broker for one fleet size; runs each transport's phases against it."""
 
-    def __init__(self, size: int, work: Path, args: argparse.Namespace) -> None:
-        self.size, self.work, self.args = size, work, args
+    def __init__(self, size: int, work: Path, devices: Path, args: argparse.Namespace) -> None:
+        self.size, self.work, self.devices, self.args = size, work, devices, args
         self.port, self.grpc_port = free_port(), free_port()
         self.broker = MosquittoBroker(work / "broker", free_port())
         self.hub_proc: subprocess.Popen[bytes] | None = None
@@ -173,7 +186,7 @@ class Bench:
             log = open(self.work / f"fleet-{transport}-{i}.log", "ab")  # noqa: SIM115
             self.fleets.append(subprocess.Popen(
                 [PY, "-m", "simulators", "fleet", "--count", str(count), "--hub", f"127.0.0.1:{self.port}",
-                 "--transport", transport, "--data-dir", str(self.work / "fleet" / f"p{i}"), "--name-prefix",
+                 "--transport", transport, "--data-dir", str(self.devices / f"p{i}"), "--name-prefix",
                  f"p{i}", "--label", self.label, "--profile", "iot-edge", "--shared-runtime", "--quiet",
                  "--telemetry-rate", str(rate), "--telemetry-batch", str(batch), "--telemetry-paused",
                  "--heartbeat-s", str(self.args.heartbeat_s)],
@@ -296,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heartbeat-s", type=int, default=30, help="agents' heartbeat interval, s (default 30)")
     ap.add_argument("--window", type=float, default=10.0, help="telemetry measuring window, s (default 10)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per-phase timeout, s (default 600)")
+    ap.add_argument("--device-disk", choices=["tmpfs", "work"], default="tmpfs" if _tmpfs() else "work",
+                    help="where the simulated devices' data dirs go: tmpfs (the default where /dev/shm is one) "
+                    "or the work folder. On one shared filesystem, 10,000 devices' files (SQLite, blobs, "
+                    "folders per generation) contend in one kernel journal, which real devices, each with its "
+                    "own disk, do not; the hub's and the broker's data stay in the work folder either way")
     ap.add_argument("--work", type=Path, help="work folder, kept afterwards (default: a temp dir, removed)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
@@ -318,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
                 Path(tmp).mkdir(parents=True, exist_ok=False)
             else:
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"fleet-bench-{size}-"))
-            bench = Bench(size, Path(tmp), args)
+            devices = Path(tmp) / "fleet"
+            if args.device_disk == "tmpfs":
+                devices = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"fleet-{size}-", dir=SHM)))
+            bench = Bench(size, Path(tmp), devices, args)
             print(f"size {size}: hub {bench.port}, broker {bench.broker.port}, work {tmp}", flush=True)
             try:
                 bench.start()
@@ -346,13 +367,16 @@ def main(argv: list[str] | None = None) -> int:
               f"  {r.msgs_per_s:>15,.0f}  {r.points_per_s:>8,.0f} ({r.offered_points_per_s:,.0f})"
               + (f"  FAILED: {r.notes[0]}" if r.notes else ""))
     print("* connect time includes enrolling every device (first transport of a size)")
+    where = f"tmpfs ({SHM})" if args.device_disk == "tmpfs" else "the work folder"
+    print(f"device disks: the simulated devices' data dirs were on {where}; the hub's and the broker's on disk")
     print("runtime: the agents of each fleet process share one runtime process per service generation "
           "(one onnxruntime session); their scoring URIs name ports nobody serves")
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     setup = {"per_process": args.per_process, "offered_points_per_s": args.points_per_s, "batch": args.batch,
              "heartbeat_s": args.heartbeat_s, "window_s": args.window, "cpus": os.cpu_count(),
-             "runtime": "agents of a fleet process share one runtime process per service generation"}
+             "runtime": "agents of a fleet process share one runtime process per service generation",
+             "device_disk": args.device_disk}
     runs = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(r).items()} for r in results]
     (out / "fleet.json").write_text(json.dumps({"benchmark": "benchmarks/fleet.py", "setup": setup, "runs": runs},
                                                indent=2) + "\n")
