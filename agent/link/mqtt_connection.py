@@ -70,6 +70,7 @@ class MqttConnection(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._ping_sent_at = 0.0  # monotonic time of the unanswered PINGREQ, 0 when none
         self._heard_at = 0.0  # monotonic time of the last bytes from the broker
+        self._reading_paused = False
 
     # ---- opening and closing ----
 
@@ -117,6 +118,19 @@ class MqttConnection(asyncio.BufferedProtocol):
                     async with asyncio.timeout(timeout_s):
                         await asyncio.shield(self._closed)
         self.abort()
+
+    def pause_reading(self) -> None:
+        """Stop reading from the broker (backpressure: it keeps what it has for us) until resume_reading."""
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read from the broker again."""
+        if self._transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self._heard_at = time.monotonic()  # its PINGRESP may have waited unread meanwhile
+            self._transport.resume_reading()
 
     def abort(self) -> None:
         """Drop the connection at once (no DISCONNECT: the broker publishes our Will)."""
@@ -171,7 +185,7 @@ class MqttConnection(asyncio.BufferedProtocol):
         if not self.is_open or self._loop is None:
             return
         now = time.monotonic()
-        if self._ping_sent_at and self._heard_at < self._ping_sent_at:
+        if self._ping_sent_at and self._heard_at < self._ping_sent_at and not self._reading_paused:
             self._fail(f"the broker did not answer within the keep-alive ({self._keepalive_s}s)")
             return
         self._send(codec.PINGREQ_PACKET)

@@ -14,7 +14,7 @@ credentials), then drives one `Session` per connection:
 Desired state is level-triggered: `outgoing` returns the device's current DesiredState
 whenever its revision is newer than the one this session last sent, so a lost
 notification only delays, never loses, an update. Every method is thread-safe (the
-store serializes SQL), so an asyncio front and a paho-thread front can share one core.
+store serializes SQL), so fronts on event loops in different threads can share one core.
 Agent messages are stored by group commit (hub/control/group_commit.py): many per
 transaction, each session acked once per batch, after the commit.
 """

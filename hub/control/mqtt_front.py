@@ -10,23 +10,31 @@ The broker's ACL guarantees a message on `{prefix}/{d}/reported` comes from devi
 the topic names the device. A message from a device with no session (the hub restarted
 while the device stayed connected to the broker) opens one implicitly: nothing is lost.
 The hub's own session is persistent, so reports published while the hub is down wait in
-the broker. paho runs its network loop in a thread; change notifications are coalesced
-into a dirty set that one worker thread syncs (level-triggered, like a controller).
+the broker.
+
+The connection is the agent's own MQTT client (agent/link/mqtt_connection.py) on an event
+loop in a thread of its own. It was paho: py-spy over a 10,000-device rollout showed paho's
+network thread busy ~80% of the time with the devices' reports (a message-info object and a
+lock per packet), and the PUBACKs the rollout waited for queued behind them. Change
+notifications are coalesced into a dirty set that one worker thread syncs (level-triggered,
+like a controller): it reads desired states from the store and hands the publishes to the
+loop, which keeps at most a window of them unacknowledged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
+from agent.link.mqtt_codec import Connect, Message, reason_name
+from agent.link.mqtt_connection import MqttConnection
 from hub.control.core import ControlCore, Session
 from hub.control.mqtt_topics import OFFLINE_PAYLOAD, ONLINE, REPORTED, Topics
 from hub.errors import HubError
@@ -37,13 +45,20 @@ log = logging.getLogger("hub.control.mqtt")
 HUB_CLIENT_ID = "_edgeport-hub"
 SESSION_EXPIRY_S = 7 * 24 * 3600
 SYNC_CHUNK = 500  # devices whose desired state is read and published per pass of the sync worker
-# QoS 1 publishes of the sync worker awaiting the broker's PUBACK, at most (and at most the broker's Receive
-# Maximum, which paho does not honour itself). The window is ours, not paho's: with an inflight limit paho
-# looks for the next queued message by walking every message it holds on each PUBACK, so 10,000 desired
-# states handed over at once cost ~10^7 steps in its network thread (py-spy: the largest part of the hub in
-# a 10,000-device deploy), and with a window of 100 a rollout went out at 100 per broker round trip (the
-# last of 10,000 devices got its state ~20 s after the first).
+# The sync worker's QoS 1 publishes awaiting the broker's PUBACK, at most (and at most the broker's Receive
+# Maximum). With a window of 100 a 10,000-device rollout went out at 100 per broker round trip.
 PUBLISH_WINDOW = 1000
+RECONNECT_MAX_S = 30.0
+
+
+class _Outgoing(NamedTuple):
+    """One PUBLISH handed to the loop; `device` is set for the sync worker's desired states (windowed)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+    device: str | None = None
 
 
 class MqttFront:
@@ -65,31 +80,29 @@ class MqttFront:
         self.core = core
         self.topics = topics
         self.host, self.port = host, port
+        self.username, self.password = username, password
         self.is_active = is_active
         self.on_revoked = on_revoked
+        self.keepalive_s = keepalive_s
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._published: dict[str, int] = {}  # device -> DesiredState revision retained on the broker
         self._dirty: set[str] = set()
         self._wake = threading.Condition(self._lock)
         self._stopping = False
-        self._connected = threading.Event()
-        self._connack_error = ""
         self._worker: threading.Thread | None = None
-        self._awaiting_puback: deque[mqtt.MQTTMessageInfo] = deque()  # the sync worker's, oldest first
-        self._window = PUBLISH_WINDOW  # lowered to the broker's Receive Maximum on connect
         self._unsubscribe: Callable[[], None] | None = None
-        self.stats = {"received": 0, "acks": 0, "desired_published": 0}
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=HUB_CLIENT_ID, protocol=mqtt.MQTTv5)
-        client.username_pw_set(username, password)
-        client.max_queued_messages_set(0)
-        client.max_inflight_messages_set(0)  # no paho queue (see PUBLISH_WINDOW): our window limits it
-        client.reconnect_delay_set(1, 30)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        self.client = client
-        self.keepalive_s = keepalive_s
+        self.stats = {"received": 0, "acks": 0, "desired_published": 0, "inflight_peak": 0}
+        # The loop's side: only its thread touches these (other threads go through _post).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._conn: MqttConnection | None = None
+        self._windowed: deque[_Outgoing] = deque()  # desired states waiting for room in the window
+        self._inflight: dict[int, _Outgoing] = {}  # packet id -> windowed publish awaiting its PUBACK
+        self._window = PUBLISH_WINDOW  # lowered to the broker's Receive Maximum on connect
+        self._paused = False  # reading stopped while the store is behind
+        self._posted: deque[_Outgoing] = deque()  # handed over by other threads, not yet taken by the loop
+        self._drain_scheduled = False
 
     # ---- lifecycle ----
 
@@ -99,18 +112,18 @@ class MqttFront:
         The wait is long because a broker busy with a fleet (10,000 sessions reconnecting or expiring
         after a hub restart) can take tens of seconds to answer one more CONNECT.
         """
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._loop_thread = threading.Thread(target=loop.run_forever, name="mqtt-front", daemon=True)
+        self._loop_thread.start()
         try:
-            self.client.connect(self.host, self.port, keepalive=self.keepalive_s, clean_start=False, properties=props)
-        except OSError as exc:
-            raise HubError(f"cannot reach the MQTT broker at {self.host}:{self.port}: {exc.strerror or exc}") from None
-        self.client.loop_start()
-        if not self._connected.wait(timeout) or self._connack_error:
-            self.client.loop_stop()
-            raise HubError(
-                f"MQTT broker {self.host}:{self.port} did not accept the hub: {self._connack_error or 'no CONNACK'}"
-            )
+            asyncio.run_coroutine_threadsafe(self._connect(timeout), loop).result(timeout + 1)
+        except (HubError, concurrent.futures.TimeoutError) as exc:
+            self._stop_loop()
+            if isinstance(exc, HubError):
+                raise
+            raise HubError(f"MQTT broker {self.host}:{self.port} did not accept the hub: no CONNACK") from None
+        self.core.on_drained(self._drained)
         self._unsubscribe = self.core.add_listener(self.mark_dirty)
         self._worker = threading.Thread(target=self._sync_loop, name="mqtt-desired", daemon=True)
         self._worker.start()
@@ -127,33 +140,129 @@ class MqttFront:
             self._worker.join(5)
         for session in sessions:
             self.core.close_session(session)
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self._loop is not None and self._loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._disconnect(), self._loop).result(5)
+        self._stop_loop()
 
-    # ---- paho callbacks (paho's network thread) ----
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            self._connack_error = str(reason)
-            self._connected.set()
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._loop_thread
+        if loop is None or thread is None:
             return
-        receive_maximum = getattr(properties, "ReceiveMaximum", None)
-        self._window = min(PUBLISH_WINDOW, receive_maximum) if receive_maximum else PUBLISH_WINDOW
-        # Subscribed on every (re)connect; with a persistent session the broker also kept them.
-        client.subscribe([(self.topics.all(REPORTED), 1), (self.topics.all(ONLINE), 1)])
-        log.info(
-            "MQTT bridge connected to %s:%d (session present: %s)",
-            self.host,
-            self.port,
-            getattr(flags, "session_present", "?"),
-        )
-        self._connected.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        if not thread.is_alive():
+            loop.close()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if not self._stopping:
-            log.warning("MQTT bridge lost the broker (%s); paho reconnects", reason)
+    async def _connect(self, timeout: float) -> None:
+        """Open the connection, check the CONNACK and the SUBACK; HubError says why not."""
+        conn = MqttConnection(self._on_message, self._on_puback, lambda reason: self._on_close(conn, reason))
+        params = Connect(HUB_CLIENT_ID, self.keepalive_s, self.username, self.password, clean_start=False,
+                         session_expiry_s=SESSION_EXPIRY_S)  # fmt: skip
+        where = f"{self.host}:{self.port}"
+        try:
+            connack = await conn.open(self.host, self.port, params, timeout)
+            if connack.reason != 0:
+                raise HubError(f"MQTT broker {where} did not accept the hub: {reason_name(connack.reason)}")
+            granted = await conn.subscribe([(self.topics.all(REPORTED), 1), (self.topics.all(ONLINE), 1)])
+        except OSError as exc:
+            conn.abort()
+            raise HubError(f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}") from None
+        except TimeoutError:
+            conn.abort()
+            raise HubError(f"MQTT broker {where} did not accept the hub: no CONNACK") from None
+        refused = [reason_name(code) for code in granted if code >= 0x80]
+        if refused:
+            conn.abort()
+            raise HubError(f"MQTT broker {where} refused the hub's subscriptions: {', '.join(refused)}")
+        self._conn = conn
+        self._window = min(PUBLISH_WINDOW, conn.receive_maximum)
+        log.info("MQTT bridge connected to %s (session present: %s)", where, connack.session_present)
+        self._fill_window()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    async def _disconnect(self) -> None:
+        self._drain()  # acks handed over just before the stop
+        if self._conn is not None:
+            await self._conn.close()
+
+    def _on_close(self, conn: MqttConnection, reason: str) -> None:
+        """The connection ended (loop thread): what was not acknowledged is synced again after a reconnect."""
+        if conn is not self._conn:
+            return
+        self._conn = None
+        self._paused = False
+        lost = [item.device for item in (*self._inflight.values(), *self._windowed) if item.device]
+        self._inflight.clear()
+        self._windowed.clear()
+        with self._lock:
+            stopping = self._stopping
+            for device in lost:
+                self._published.pop(device, None)
+        if stopping:
+            return
+        log.warning("MQTT bridge lost the broker (%s); reconnecting", reason)
+        self.sync_all(lost)
+        assert self._loop is not None
+        self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 1.0
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect(timeout=30.0)
+                return
+            except HubError as exc:
+                log.warning("%s; trying again in %gs", exc, min(delay * 2, RECONNECT_MAX_S))
+                delay = min(delay * 2, RECONNECT_MAX_S)
+
+    # ---- the loop's publishing ----
+
+    def _post(self, item: _Outgoing) -> None:
+        """Hand a PUBLISH to the loop (any thread); one wake-up of the loop per burst."""
+        with self._lock:
+            self._posted.append(item)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: we are stopping
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items = list(self._posted)
+            self._posted.clear()
+            self._drain_scheduled = False
+        conn = self._conn
+        for item in items:
+            if item.device is not None:
+                self._windowed.append(item)
+            elif conn is not None and conn.is_open:
+                conn.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            # else: an ack or a Welcome lost with the connection; the device's resend / re-Hello covers it
+        self._fill_window()
+
+    def _fill_window(self) -> None:
+        conn = self._conn
+        if conn is None or not conn.is_open:
+            return
+        while self._windowed and len(self._inflight) < self._window:
+            item = self._windowed.popleft()
+            self._inflight[conn.publish(item.topic, item.payload, qos=1, retain=True)] = item
+            self.stats["desired_published"] += 1
+        self.stats["inflight_peak"] = max(self.stats["inflight_peak"], len(self._inflight))
+
+    def _on_puback(self, packet_id: int, reason: int) -> None:
+        item = self._inflight.pop(packet_id, None)
+        if item is not None and reason >= 0x80:
+            log.warning("the broker refused the desired state of %s: %s", item.device, reason_name(reason))
+        self._fill_window()
+
+    # ---- device -> hub (loop thread) ----
+
+    def _on_message(self, message: Message) -> None:
         parsed = self.topics.parse(message.topic)
         if parsed is None:
             return
@@ -167,8 +276,6 @@ class MqttFront:
             log.warning("device %s: message on %s refused: %s", device, message.topic, exc.message)
         except Exception:
             log.exception("device %s: handling a message on %s failed", device, message.topic)
-
-    # ---- device -> hub ----
 
     def _reported(self, device: str, payload: bytes) -> None:
         try:
@@ -191,14 +298,26 @@ class MqttFront:
         def send_ack(ack: agent_pb2.HubMessage) -> None:  # group-commit writer thread, after the commit
             self.stats["acks"] += 1
             # QoS 0: an ack is cumulative, so a lost one is covered by the next, or by the Welcome's acked_seq
-            # after a reconnect (the outbox resends what is unacked; the hub stores it once). At QoS 1 every
-            # ack cost two PUBACKs and paho held it, with a lock of its own, until the broker had acked it.
-            self.client.publish(inbox, ack.SerializeToString(), qos=0)
+            # after a reconnect (the outbox resends what is unacked; the hub stores it once).
+            self._post(_Outgoing(inbox, ack.SerializeToString(), 0))
 
         self.core.submit(session, message, send_ack)
         # While the hub is behind, stop reading: the broker holds the rest (TCP backpressure, QoS 1).
-        while self.core.congested() and not self._stopping:
-            time.sleep(0.01)
+        if self.core.congested() and not self._paused and self._conn is not None:
+            self._paused = True
+            self._conn.pause_reading()
+
+    def _drained(self) -> None:
+        """Core callback (any thread): the store caught up; read again."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        if self._paused and self._conn is not None:
+            self._paused = False
+            self._conn.resume_reading()
 
     def _open(self, device: str, hello: agent_pb2.Hello) -> Session | None:
         if not self.is_active(device):
@@ -212,7 +331,7 @@ class MqttFront:
             self.core.close_session(old)  # a no-op for presence: the new session is current
         log.info("device %s connected (mqtt)", device)
         reply = agent_pb2.HubMessage(sent_at_ms=_now_ms(), welcome=welcome)
-        self.client.publish(self.topics.inbox(device), reply.SerializeToString(), qos=1)
+        self._post(_Outgoing(self.topics.inbox(device), reply.SerializeToString(), 1))
         self._sync(device)
         return session
 
@@ -259,7 +378,7 @@ class MqttFront:
         self._sync_many([device])
 
     def _sync_many(self, devices: list[str], windowed: bool = False) -> None:
-        """`windowed`: the sync worker's own calls, which wait for PUBACKs (never paho's thread: it reads them)."""
+        """`windowed`: the sync worker's publishes, which wait their turn in the window of unacknowledged ones."""
         desired = self.core.desired_states(devices)  # one read for all; a device left out is not active
         for device in devices:
             state = desired.get(device)
@@ -281,18 +400,8 @@ class MqttFront:
             self._published.pop(device, None)
         if session is not None:
             self.core.close_session(session)
-        self.client.publish(self.topics.desired(device), b"", qos=1, retain=True)  # clears the retained state
+        self._post(_Outgoing(self.topics.desired(device), b"", 1, retain=True))  # clears the retained state
         self.on_revoked(device)
-
-    def _wait_for_window(self) -> None:
-        """Block the sync worker while a window's worth of its publishes await the broker's PUBACK."""
-        pending = self._awaiting_puback
-        while True:
-            while pending and pending[0].is_published():
-                pending.popleft()
-            if len(pending) < self._window or self._stopping or not self.client.is_connected():
-                return
-            time.sleep(0.002)
 
     def _publish(self, device: str, desired: agent_pb2.DesiredState, windowed: bool = False) -> None:
         with self._lock:
@@ -308,15 +417,14 @@ class MqttFront:
                     if self._published.get(device) == revision:
                         continue
                     self._published[device] = revision
+                payload = message.SerializeToString()
                 if windowed:
-                    self._wait_for_window()
-                info = self.client.publish(self.topics.desired(device), message.SerializeToString(), qos=1,
-                                           retain=True)  # fmt: skip
-                if windowed:
-                    self._awaiting_puback.append(info)
-                self.stats["desired_published"] += 1
+                    self._post(_Outgoing(self.topics.desired(device), payload, 1, retain=True, device=device))
+                else:
+                    self._post(_Outgoing(self.topics.desired(device), payload, 1, retain=True))
+                    self.stats["desired_published"] += 1
             else:
-                self.client.publish(self.topics.inbox(device), message.SerializeToString(), qos=1)
+                self._post(_Outgoing(self.topics.inbox(device), message.SerializeToString(), 1))
 
 
 def _now_ms() -> int:

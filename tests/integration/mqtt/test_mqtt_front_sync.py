@@ -47,6 +47,17 @@ def _retained_desired(broker: MosquittoBroker, password: str, expect: int) -> di
     return asyncio.run(collect())
 
 
+async def _hello_over_mqtt(broker: MosquittoBroker, device: str, password: str) -> None:
+    conn = MqttConnection(lambda m: None)
+    await conn.open("127.0.0.1", broker.port, Connect(device, keepalive_s=10, username=device, password=password))
+    hello = agent_pb2.AgentMessage(hello=agent_pb2.Hello(device_id=device))
+    conn.publish(TOPICS.reported(device), hello.SerializeToString(), qos=1)
+    deadline = time.monotonic() + 5
+    while conn.unacked and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await conn.close()
+
+
 def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_front(
     mosquitto: MosquittoBroker, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -55,7 +66,7 @@ def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_
     names = [f"dev-{i:02d}" for i in range(60)]
     for name in names:
         enroll(hub, name, ["zone=a"])
-    auth = broker_auth(mosquitto, TOPICS)
+    auth = broker_auth(mosquitto, TOPICS, "dev-00")
     front = MqttFront(hub.control, TOPICS, host="127.0.0.1", port=mosquitto.port, username=HUB_USERNAME,
                       password=auth.hub_password, is_active=hub.fleet.is_active)  # fmt: skip
     front.start()
@@ -71,13 +82,46 @@ def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_
         retained = _retained_desired(mosquitto, auth.hub_password, 59)
         assert sorted(retained) == names[1:]  # every MQTT-side device, none for the one on gRPC
         assert all(retained[n] == revisions[n] for n in names[1:])
-        assert len(front._awaiting_puback) <= 10 and front._window == 10
+        assert front.stats["inflight_peak"] == 10 and front._window == 10
 
-        # dev-00 leaves gRPC and comes over MQTT: the front publishes its state then.
+        # dev-00 leaves gRPC and comes over MQTT (it says Hello on its reported topic): the front publishes
+        # its state then.
         hub.control.close_session(on_grpc)
-        front._open("dev-00", agent_pb2.Hello())
+        asyncio.run(_hello_over_mqtt(mosquitto, "dev-00", auth.device_password("dev-00", "cert-of-dev-00")))
         retained = _retained_desired(mosquitto, auth.hub_password, 60)
         assert retained.get("dev-00") == revisions["dev-00"]
+    finally:
+        front.stop()
+        hub.close()
+
+
+def test_front_reconnects_after_a_broker_restart_and_publishes_what_changed_meanwhile(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    hub = HubServices.open(tmp_path / "hub")
+    names = [f"dev-{i}" for i in range(3)]
+    for name in names:
+        enroll(hub, name, ["zone=b"])
+    auth = broker_auth(mosquitto, TOPICS)
+    front = MqttFront(hub.control, TOPICS, host="127.0.0.1", port=mosquitto.port, username=HUB_USERNAME,
+                      password=auth.hub_password, is_active=hub.fleet.is_active)  # fmt: skip
+    front.start()
+    try:
+        model = tmp_path / "model.onnx"
+        model.write_bytes(b"model")
+        digest = hub.blobs.put_file(model)
+        version = hub.registry.register("m", [{"path": "model.onnx", "digest": digest, "size": 5}]).version
+        hub.deployments.create({"name": "one", "models": [f"m:{version}"], "target": "zone=b"})
+        wait_for(lambda: front.stats["desired_published"] >= 3, timeout=15, what="3 desired states published")
+
+        mosquitto.stop()
+        wait_for(lambda: front._conn is None, timeout=10, what="the front to notice the broker is gone")
+        hub.deployments.create({"name": "two", "models": [f"m:{version}"], "target": "zone=b"})  # while it is down
+        revisions = {n: hub.fleet.standing(n)["desired_revision"] for n in names}  # type: ignore[index]
+        mosquitto.start()
+        wait_for(lambda: front._conn is not None, timeout=15, what="the front to reconnect")
+        retained = _retained_desired(mosquitto, auth.hub_password, 3)
+        assert retained == revisions  # the states made while the broker was down, once it is back
     finally:
         front.stop()
         hub.close()
