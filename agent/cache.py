@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import stat
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -67,6 +68,9 @@ class ArtifactCache:
         self.partial_dir = self.root / "partial"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.partial_dir.mkdir(parents=True, exist_ok=True)
+        # Bytes held, kept up to date by fetch and evict so an evict under the bound needs no folder scan
+        # (one per deploy); None until the first evict scans. A scan also corrects it whenever it is over.
+        self._usage: int | None = None
 
     def path(self, digest: str) -> Path:
         """Where the verified blob `digest` lives (whether or not it is there)."""
@@ -124,6 +128,8 @@ class ArtifactCache:
             os.close(fd)
         os.chmod(partial, 0o444)  # runtimes see hardlinks of cached blobs: keep them from editing the cache
         os.replace(partial, final)
+        if self._usage is not None:
+            self._usage += have
         return final
 
     async def _download(
@@ -166,8 +172,15 @@ class ArtifactCache:
 
     def evict(self, keep: Iterable[str]) -> list[str]:
         """Delete least recently used blobs not in `keep` until usage fits the bound; return their digests."""
+        if self._usage is not None and self._usage <= self.max_bytes:
+            return []
         keep_hex = {_hex(d) for d in keep}
-        entries = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.blob_dir.iterdir() if p.is_file()]
+        entries = []
+        for p in self.blob_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                st = p.stat()
+                if stat.S_ISREG(st.st_mode):
+                    entries.append((st.st_mtime, st.st_size, p))
         total = sum(size for _, size, _ in entries)
         evicted: list[str] = []
         for _, size, p in sorted(entries):
@@ -178,6 +191,7 @@ class ArtifactCache:
             p.unlink(missing_ok=True)
             total -= size
             evicted.append(f"sha256:{p.name}")
+        self._usage = total
         return evicted
 
     def clean_partials(self, older_than_s: float = 7 * 86400) -> None:

@@ -361,11 +361,13 @@ class AgentDaemon:
         async for message in link.incoming():
             kind = message.WhichOneof("body")
             if kind == "desired":
-                if self.reconciler.desired_changed(message.desired):
+                with self.state.transaction():  # the state and its ack in one commit
+                    changed = self.reconciler.desired_changed(message.desired)
+                    revision = self.state.desired().revision
+                    self.queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
+                if changed:
                     names = ", ".join(f"{m.name}@{m.generation}" for m in message.desired.services) or "nothing"
                     self.parts.say(f"desired state revision {message.desired.revision}: {names}")
-                revision = self.state.desired().revision
-                self.queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
             elif kind == "ack":
                 self._ack(message.ack.seq)
             elif kind == "log_request":
@@ -453,6 +455,8 @@ class AgentDaemon:
                 for name in await asyncio.to_thread(self.reconciler.stop_runtimes):
                     self.parts.say(f"service {name}: runtime stopped (agent shutting down)")
             self.flush_statuses()  # what the reconciler said last reaches the hub after a restart
+            if self.outbox is not None:
+                self.outbox.flush()  # acked rows, so a restart does not resend them
             self._closed = True
             self.state.close()
             if self._lock_fd is not None:

@@ -5,6 +5,11 @@ is appended here first and gets the next `seq` (which only grows, across restart
 sends what is pending, oldest first, after every (re)connect; the hub's cumulative Ack (or
 Welcome.acked_seq) deletes what it has stored. When the outbox exceeds its byte bound the
 oldest entries are dropped and counted; the count travels in the next TelemetryBatch.dropped.
+
+An ack takes effect in memory at once; its rows are deleted in the next append's transaction
+(or when the state closes), not in a commit of their own: a telemetry round trip was two
+commits. Should the agent die in between, the next start resends those messages, which the
+hub already has and stores once (it deduplicates by seq).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ class Outbox:
     """The durable queue of unsent AgentMessages of one agent.
 
     The next seq, the oldest pending seq and the pending byte total are kept in memory (the state is this
-    agent's alone), so an append is one insert plus the next-seq row in one transaction and an ack one delete.
+    agent's alone), so an append is one insert plus the next-seq row in one transaction, and an ack no
+    transaction of its own (its delete goes with the next append).
     """
 
     def __init__(self, state: AgentState, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
@@ -37,6 +43,7 @@ class Outbox:
         self._next = max(int(state.get("next_seq", "1") or 1), (high or 0) + 1)
         self._first = low if low is not None else self._next
         self._bytes = int(total)
+        self._deleted_to = self._first - 1  # rows up to here are gone from the table; acked ones above wait
         self._recent: OrderedDict[int, agent_pb2.AgentMessage] = OrderedDict()  # seq -> message, as stored
 
     def append(self, message: agent_pb2.AgentMessage) -> int:
@@ -64,6 +71,7 @@ class Outbox:
             added = sum(r[3] for r in rows)
             try:
                 with self.state.transaction() as conn:
+                    self._delete_acked()
                     conn.executemany("INSERT INTO outbox (seq, kind, body, size) VALUES (?, ?, ?, ?)", rows)
                     self.state.put("next_seq", str(seq))
                     self._bytes += added
@@ -81,13 +89,30 @@ class Outbox:
                 self._recent.popitem(last=False)
             return [r[0] for r in rows]
 
+    def _delete_acked(self) -> None:
+        """Delete the rows acked since the last delete (inside the caller's transaction)."""
+        acked = self._first - 1
+        if acked > self._deleted_to:
+            sizes = self.state.conn.execute("DELETE FROM outbox WHERE seq <= ? RETURNING size", (acked,)).fetchall()
+            self._bytes -= sum(r[0] for r in sizes)
+            self._deleted_to = acked
+
+    def flush(self) -> None:
+        """Delete acked rows now (before the state closes; otherwise the next append does it)."""
+        with self.state.lock:
+            if self._first - 1 > self._deleted_to:
+                with self.state.transaction():
+                    self._delete_acked()
+
     def _resync(self) -> None:
-        """Re-read the figures kept in memory (after a failed write)."""
+        """Re-read the figures kept in memory (after a failed write); acked rows not yet deleted stay acked."""
+        acked = self._first - 1
         low, high, total = self.state.conn.execute(
             "SELECT MIN(seq), MAX(seq), COALESCE(SUM(size), 0) FROM outbox"
         ).fetchone()
         self._next = max(int(self.state.get("next_seq", "1") or 1), (high or 0) + 1)
-        self._first = low if low is not None else self._next
+        self._first = max(low if low is not None else self._next, acked + 1)
+        self._deleted_to = (low - 1) if low is not None else self._next - 1
         self._bytes = int(total)
 
     def _trim_to_bound(self) -> None:
@@ -108,6 +133,7 @@ class Outbox:
             self.state.put("outbox_dropped", str(before + dropped))
             row = conn.execute("SELECT MIN(seq) FROM outbox").fetchone()
             self._first = row[0] if row[0] is not None else self._next
+            self._deleted_to = self._first - 1
 
     def next_seq(self) -> int:
         """The seq the next appended message will get (first one: 1)."""
@@ -126,7 +152,7 @@ class Outbox:
             if start in self._recent:  # the newest ones, contiguous to the end: straight from memory
                 return [self._recent[s] for s in range(start, min(self._next, start + limit))]
             rows = self.state.conn.execute(
-                "SELECT body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+                "SELECT body FROM outbox WHERE seq >= ? ORDER BY seq LIMIT ?", (start, limit)
             ).fetchall()
         return [agent_pb2.AgentMessage.FromString(r[0]) for r in rows]
 
@@ -142,12 +168,11 @@ class Outbox:
                 self._next = seq + 1
             if seq < self._first:  # already trimmed (a repeated or older ack): nothing to delete
                 return 0
-            sizes = self.state.conn.execute("DELETE FROM outbox WHERE seq <= ? RETURNING size", (seq,)).fetchall()
-            self._bytes -= sum(r[0] for r in sizes)
+            gone = min(seq, self._next - 1) - self._first + 1  # pending seqs are consecutive from _first
             self._first = seq + 1
             while self._recent and next(iter(self._recent)) <= seq:
                 self._recent.popitem(last=False)
-            return len(sizes)
+            return max(gone, 0)
 
     def take_dropped(self) -> int:
         """How many messages the bound dropped since the last call (and reset the count)."""
@@ -160,5 +185,7 @@ class Outbox:
     def size(self) -> tuple[int, int]:
         """(messages, bytes) pending."""
         with self.state.lock:
-            count, total = self.state.conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
+            count, total = self.state.conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox WHERE seq >= ?", (self._first,)
+            ).fetchone()
         return count, total

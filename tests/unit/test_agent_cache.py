@@ -292,3 +292,23 @@ def test_a_malformed_answer_is_a_transient_error(tmp_path: Path) -> None:
             fetch(ArtifactCache(tmp_path), f"http://127.0.0.1:{listener.getsockname()[1]}", "m", "sha256:" + "3" * 64)
         t.join(5)
     assert info.value.transient
+
+
+def test_usage_is_kept_in_memory_and_eviction_still_starts_past_the_bound(
+    tmp_path: Path, server: _BlobServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ArtifactCache(tmp_path, max_bytes=2500)
+    first = _add(server, b"1" * 1000)
+    fetch(cache, _url(server), "m", first, 1000)
+    assert cache.evict(keep=set()) == []  # scans once: 1,000 bytes, under the bound
+    scans = []
+    real_iterdir = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: scans.append(self) or real_iterdir(self))
+    second = _add(server, b"2" * 1000)
+    fetch(cache, _url(server), "m", second, 1000)
+    assert cache.evict(keep=set()) == [] and scans == []  # 2,000 bytes: known without a scan
+    os.utime(cache.path(first), (time.time() - 100, time.time() - 100))  # the oldest
+    third = _add(server, b"3" * 1000)
+    fetch(cache, _url(server), "m", third, 1000)
+    assert cache.evict(keep=set()) == [first] and len(scans) == 1  # past the bound: scanned, oldest went
+    assert cache.usage() == 2000

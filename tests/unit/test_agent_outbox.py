@@ -61,6 +61,7 @@ def test_outbox_and_state_survive_restart(tmp_path: Path) -> None:
     manifest = agent_pb2.ServiceManifest(name="svc", generation=3, port=5001)
     state.save_service(ServiceRecord(name="svc", generation=3, manifest=manifest, pid=42, pid_start=7, port=5001))
     assert state.save_desired(agent_pb2.DesiredState(revision=5, services=[manifest]))
+    box.flush()  # as the daemon does when it stops
     state.close()
 
     state2 = AgentState(tmp_path)
@@ -97,6 +98,7 @@ def test_append_many_is_one_ordered_batch_and_survives_restart(tmp_path: Path) -
     assert box.append_many([]) == []
     assert [(m.seq, m.status.service) for m in box.pending(after=1)] == [(2, "a"), (3, "b"), (4, "c")]
     box.ack(4)
+    box.flush()
     state.close()
     box2 = Outbox(AgentState(tmp_path))  # the next seq is stored, not only known in memory
     assert box2.next_seq() == 5 and box2.first_pending_seq() == 5 and box2.append(_status("d")) == 5
@@ -153,3 +155,46 @@ def test_pending_from_memory_matches_the_file(tmp_path: Path, monkeypatch: pytes
             ]
     monkeypatch.setattr(state, "conn", None)  # the newest ones need no database at all
     assert [m.status.service for m in box.pending(after=97)] == ["s97", "s98", "s99"]
+
+
+def test_an_ack_costs_no_commit_of_its_own_and_its_rows_go_with_the_next_append(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    box = Outbox(state)
+    for i in range(3):
+        box.append(_status(f"s{i}"))
+    commits = state.conn.total_changes
+    assert box.ack(2) == 2
+    assert state.conn.total_changes == commits  # nothing written yet
+    assert [m.seq for m in box.pending()] == [3] and box.size()[0] == 1
+    assert state.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 3  # rows 1-2 still stored
+    box.append(_status("s3"))
+    assert [r[0] for r in state.conn.execute("SELECT seq FROM outbox ORDER BY seq")] == [3, 4]
+    assert box.size() == (2, box._bytes)  # the acked rows' bytes went with them
+
+
+def test_acked_rows_are_deleted_on_flush_and_resent_at_most_after_a_crash(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    box = Outbox(state)
+    for i in range(4):
+        box.append(_status(f"s{i}"))
+    box.ack(2)
+    state.close()  # as if the agent died before any flush: the acked rows are still there
+    state2 = AgentState(tmp_path)
+    box2 = Outbox(state2)
+    assert [m.seq for m in box2.pending()] == [1, 2, 3, 4]  # resent; the hub stores each seq once
+    box2.ack(3)
+    box2.flush()
+    state2.close()
+    box3 = Outbox(AgentState(tmp_path))
+    assert [m.seq for m in box3.pending()] == [4] and box3.next_seq() == 5
+
+
+def test_bound_counts_only_unacked_bytes(tmp_path: Path) -> None:
+    box = Outbox(AgentState(tmp_path), max_bytes=1000)
+    for i in range(8):
+        box.append(_status(f"s{i}", message="x" * 80))
+    box.ack(8)  # everything acked: the next append must not drop anything for their sake
+    for i in range(8, 16):
+        box.append(_status(f"s{i}", message="x" * 80))
+    assert box.take_dropped() == 0
+    assert [m.seq for m in box.pending()] == list(range(9, 17))
