@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import timers
 from agent.cache import DEFAULT_MAX_BYTES as CACHE_MAX_BYTES
 from agent.cache import ArtifactCache
 from agent.environments import EnvironmentCache
@@ -397,12 +398,12 @@ class AgentDaemon:
         while True:
             beat = agent_pb2.Heartbeat(uptime_s=int(time.monotonic() - self.started))
             await link.send(agent_pb2.AgentMessage(seq=0, sent_at_ms=int(time.time() * 1000), heartbeat=beat))
-            await asyncio.sleep(self.heartbeat_s)
+            await timers.sleep(self.heartbeat_s)
 
     async def _telemetry_loop(self) -> None:
         assert self.outbox is not None and self.reconciler is not None
         while True:
-            await asyncio.sleep(self.telemetry_s)
+            await timers.sleep(self.telemetry_s)
             points = self.telemetry.system_points()
             for name, proc in list(self.reconciler.procs.items()):
                 if proc.alive():

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import timers
 from agent.cache import ArtifactCache, CacheError
 from agent.environments import EnvironmentCache, EnvironmentError_
 from agent.layout import Layout, LayoutError, blobs_of, lay_out
@@ -177,7 +178,7 @@ class Reconciler:
             self.reconcile_once()
             # A timer that sets the wake-up event, not wait_for: wait_for makes and cancels a task every
             # tick, which for a fleet of thousands of idle agents on one loop was a large part of its CPU.
-            tick = loop.call_later(TICK_S, self._wake.set)
+            tick = timers.call_later(loop, TICK_S, self._wake.set)
             await self._wake.wait()
             tick.cancel()
             self._wake.clear()

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from agent import timers
 from agent.link import mqtt_codec as codec
 from agent.link.mqtt_codec import Connack, Connect, Message, ProtocolError, reason_name
 
@@ -99,7 +100,7 @@ class MqttConnection(asyncio.BufferedProtocol):
             if isinstance(receive_maximum, int) and receive_maximum > 0:
                 self.receive_maximum = receive_maximum
             if self._keepalive_s > 0:
-                self._timer = loop.call_later(self._keepalive_s, self._keepalive)
+                self._timer = timers.call_later(loop, self._keepalive_s, self._keepalive)
         return connack
 
     @property
@@ -190,7 +191,7 @@ class MqttConnection(asyncio.BufferedProtocol):
             return
         self._send(codec.PINGREQ_PACKET)
         self._ping_sent_at = now
-        self._timer = self._loop.call_later(self._keepalive_s, self._keepalive)
+        self._timer = timers.call_later(self._loop, self._keepalive_s, self._keepalive)
 
     # ---- asyncio.Protocol ----
 

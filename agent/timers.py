@@ -1,0 +1,33 @@
+"""Periodic timers with slack: deadlines rounded up to a common grain, so the timers of many agents
+sharing one event loop fire in the same loop turn.
+
+A fleet process runs a thousand agents on one loop, each with a reconciler tick every 2 s, a
+telemetry round every 15 s, heartbeats and an MQTT keep-alive. Left at their exact times those
+timers are spread evenly, and the loop woke up for nearly every one of them (an epoll wait, a
+turn of the loop and a thread wake-up each). Rounded up to a quarter second they fire in batches.
+For a single agent the only effect is a period up to GRAIN_S longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+
+GRAIN_S = 0.25
+
+
+def deadline(loop: asyncio.AbstractEventLoop, delay: float) -> float:
+    """The loop time `delay` seconds from now, rounded up to a multiple of GRAIN_S."""
+    return math.ceil((loop.time() + delay) / GRAIN_S) * GRAIN_S
+
+
+def call_later(loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], object]) -> asyncio.TimerHandle:
+    """`loop.call_later` with slack (see module docstring)."""
+    return loop.call_at(deadline(loop, delay), callback)
+
+
+async def sleep(delay: float) -> None:
+    """`asyncio.sleep` with slack (see module docstring)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, deadline(loop, delay) - loop.time()))
