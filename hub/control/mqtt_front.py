@@ -49,6 +49,7 @@ SYNC_CHUNK = 500  # devices whose desired state is read and published per pass o
 # Maximum). With a window of 100 a 10,000-device rollout went out at 100 per broker round trip.
 PUBLISH_WINDOW = 1000
 RECONNECT_MAX_S = 30.0
+HELD_MAX = 20_000  # Welcomes and acks kept while the broker is away (a fleet's worth)
 
 
 class _Outgoing(NamedTuple):
@@ -98,6 +99,7 @@ class MqttFront:
         self._loop_thread: threading.Thread | None = None
         self._conn: MqttConnection | None = None
         self._windowed: deque[_Outgoing] = deque()  # desired states waiting for room in the window
+        self._held: deque[_Outgoing] = deque(maxlen=HELD_MAX)  # other publishes made while disconnected
         self._inflight: dict[int, _Outgoing] = {}  # packet id -> windowed publish awaiting its PUBACK
         self._window = PUBLISH_WINDOW  # lowered to the broker's Receive Maximum on connect
         self._paused = False  # reading stopped while the store is behind
@@ -164,19 +166,24 @@ class MqttFront:
             connack = await conn.open(self.host, self.port, params, timeout)
             if connack.reason != 0:
                 raise HubError(f"MQTT broker {where} did not accept the hub: {reason_name(connack.reason)}")
+            # Ours from here: with a persistent session the broker delivers what it kept for us right away,
+            # before the SUBACK, and the Welcomes those Hellos ask for must go out on this connection.
+            self._conn = conn
+            self._window = min(PUBLISH_WINDOW, conn.receive_maximum)
+            self._send_held()
             granted = await conn.subscribe([(self.topics.all(REPORTED), 1), (self.topics.all(ONLINE), 1)])
-        except OSError as exc:
+            refused = [reason_name(code) for code in granted if code >= 0x80]
+            if refused:
+                raise HubError(f"MQTT broker {where} refused the hub's subscriptions: {', '.join(refused)}")
+        except BaseException as exc:
+            if self._conn is conn:
+                self._conn = None  # a connection that failed to open is not one to reconnect
             conn.abort()
-            raise HubError(f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}") from None
-        except TimeoutError:
-            conn.abort()
-            raise HubError(f"MQTT broker {where} did not accept the hub: no CONNACK") from None
-        refused = [reason_name(code) for code in granted if code >= 0x80]
-        if refused:
-            conn.abort()
-            raise HubError(f"MQTT broker {where} refused the hub's subscriptions: {', '.join(refused)}")
-        self._conn = conn
-        self._window = min(PUBLISH_WINDOW, conn.receive_maximum)
+            if isinstance(exc, OSError):
+                raise HubError(f"cannot reach the MQTT broker at {where}: {exc.strerror or exc}") from None
+            if isinstance(exc, TimeoutError):
+                raise HubError(f"MQTT broker {where} did not accept the hub: no CONNACK") from None
+            raise
         log.info("MQTT bridge connected to %s (session present: %s)", where, connack.session_present)
         self._fill_window()
 
@@ -241,8 +248,15 @@ class MqttFront:
                 self._windowed.append(item)
             elif conn is not None and conn.is_open:
                 conn.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-            # else: an ack or a Welcome lost with the connection; the device's resend / re-Hello covers it
+            else:  # Welcomes and acks wait for the connection (the oldest go past HELD_MAX: their resend covers)
+                self._held.append(item)
         self._fill_window()
+
+    def _send_held(self) -> None:
+        conn = self._conn
+        while self._held and conn is not None and conn.is_open:
+            item = self._held.popleft()
+            conn.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
 
     def _fill_window(self) -> None:
         conn = self._conn

@@ -125,3 +125,48 @@ def test_front_reconnects_after_a_broker_restart_and_publishes_what_changed_mean
     finally:
         front.stop()
         hub.close()
+
+
+def test_a_hello_kept_for_the_hub_while_it_was_away_is_welcomed_when_it_connects(
+    mosquitto: MosquittoBroker, tmp_path: Path
+) -> None:
+    hub = HubServices.open(tmp_path / "hub")
+    enroll(hub, "dev-w", ["zone=c"])
+    auth = broker_auth(mosquitto, TOPICS, "dev-w")
+
+    def front() -> MqttFront:
+        return MqttFront(hub.control, TOPICS, host="127.0.0.1", port=mosquitto.port, username=HUB_USERNAME,
+                         password=auth.hub_password, is_active=hub.fleet.is_active)  # fmt: skip
+
+    first = front()
+    first.start()  # makes the hub's persistent session and its subscriptions
+    first.stop()
+
+    async def device() -> float:
+        welcomed = asyncio.get_running_loop().create_future()
+
+        def on_message(m: Message) -> None:
+            if agent_pb2.HubMessage.FromString(m.payload).HasField("welcome") and not welcomed.done():
+                welcomed.set_result(time.monotonic())
+
+        conn = MqttConnection(on_message)
+        password = auth.device_password("dev-w", "cert-of-dev-w")
+        await conn.open("127.0.0.1", mosquitto.port, Connect("dev-w", 10, "dev-w", password, clean_start=True))
+        await conn.subscribe([(TOPICS.inbox("dev-w"), 1)])
+        hello = agent_pb2.AgentMessage(hello=agent_pb2.Hello(device_id="dev-w"))
+        conn.publish(TOPICS.reported("dev-w"), hello.SerializeToString(), qos=1)  # kept for the absent hub
+        await asyncio.sleep(0.3)
+        second = front()
+        started = time.monotonic()
+        await asyncio.to_thread(second.start)  # the broker hands it the Hello at once, before the SUBACK
+        try:
+            async with asyncio.timeout(5):
+                return await welcomed - started
+        finally:
+            await asyncio.to_thread(second.stop)
+            await conn.close()
+
+    try:
+        assert asyncio.run(device()) < 5
+    finally:
+        hub.close()
