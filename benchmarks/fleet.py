@@ -139,13 +139,14 @@ class Bench:
 
     def start_hub(self) -> None:
         log = open(self.work / "hub.log", "ab")  # noqa: SIM115 - the child's stdout for its lifetime
+        before = log.tell()  # a restarted hub appends: only what it writes says it is up
         self.hub_proc = subprocess.Popen(
             [PY, "-m", "hub", "serve", "--data-dir", str(self.work / "hub"), "--port", str(self.port),
              "--grpc-port", str(self.grpc_port), "--mqtt", self.broker.url, "--mqtt-dir", str(self.broker.dir)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while "agents MQTT" not in (self.work / "hub.log").read_text(errors="replace"):
+        while "agents MQTT" not in (self.work / "hub.log").read_bytes()[before:].decode(errors="replace"):
             if time.monotonic() > deadline or self.hub_proc.poll() is not None:
                 raise RuntimeError(f"hub did not start: {(self.work / 'hub.log').read_text()[-2000:]}")
             time.sleep(0.1)
