@@ -28,8 +28,6 @@ from agent.registry_client import RegistryClient, RegistryUnreachable
 CHUNK = 1024 * 1024
 DEFAULT_MAX_BYTES = 10 * 1024**3
 
-Progress = Callable[[int, int], None]  # (bytes so far, total)
-
 
 class CacheError(Exception):
     """A blob could not be fetched or did not verify (message says which and why).
@@ -85,9 +83,7 @@ class ArtifactCache:
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.path(digest))
 
-    async def fetch(
-        self, registry: str, repository: str, digest: str, size: int = -1, progress: Progress | None = None
-    ) -> Path:
+    async def fetch(self, registry: str, repository: str, digest: str, size: int = -1) -> Path:
         """The verified blob `digest`, pulled from `registry`/v2/`repository`/blobs/ when missing.
 
         Resumes a `.partial` left by an interrupted pull with a Range request; a blob whose
@@ -109,7 +105,7 @@ class ArtifactCache:
                 partial.unlink()
                 hasher, have = hashlib.sha256(), 0
         if size < 0 or have < size:
-            hasher, have = await self._download(registry, repository, digest, partial, hasher, have, size, progress)
+            hasher, have = await self._download(registry, repository, digest, partial, hasher, have)
         if 0 <= have < size:  # the connection ended early: keep the .partial for the next attempt
             raise CacheError(
                 f"pull of blob {digest} from {repository} interrupted at {have} of {size} bytes", transient=True
@@ -140,13 +136,11 @@ class ArtifactCache:
         partial: Path,
         hasher: hashlib._Hash,
         have: int,
-        size: int,
-        progress: Progress | None,
     ) -> tuple[hashlib._Hash, int]:
         url = urllib.parse.urlsplit(registry if "://" in registry else f"http://{registry}")
         path = f"{url.path.rstrip('/')}/v2/{repository}/blobs/{digest}"
         headers = {"Range": f"bytes={have}-"} if have else {}
-        sink = _PartialFile(partial, hasher, have, size, progress)
+        sink = _PartialFile(partial, hasher, have)
         try:
             response = await self.client.get(f"{url.scheme}://{url.netloc}{path}", sink.write, headers)
         except RegistryUnreachable as exc:
@@ -206,8 +200,8 @@ class _PartialFile:
     """Where a pull's body goes: appended to the `.partial` file and hashed as it arrives. A 200 to a Range
     request (the server ignored it) starts the file and the hash over."""
 
-    def __init__(self, path: Path, hasher: hashlib._Hash, have: int, size: int, progress: Progress | None) -> None:
-        self.path, self.hasher, self.have, self.size, self.progress = path, hasher, have, size, progress
+    def __init__(self, path: Path, hasher: hashlib._Hash, have: int) -> None:
+        self.path, self.hasher, self.have = path, hasher, have
         self.resumed = have > 0
         self._file: BinaryIO | None = None
 
@@ -219,8 +213,6 @@ class _PartialFile:
         self._file.write(data)
         self.hasher.update(data)
         self.have += len(data)
-        if self.progress:
-            self.progress(self.have, self.size)
 
     def close(self) -> None:
         if self._file is not None:

@@ -114,18 +114,15 @@ class RegistryClient:
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         host = self._host(scheme, netloc)
         async with host.gate:
-            reader, writer, reused = await self._connection(host, scheme, parts)
-            try:
-                return await self._exchange(host, reader, writer, request, on_body)
-            except _StaleConnection:
-                if not reused:
-                    raise RegistryUnreachable(f"{netloc} closed the connection before answering") from None
-            # The server closed the idle connection just as we picked it: once more on a new one.
-            reader, writer, _ = await self._connection(host, scheme, parts, fresh=True)
-            try:
-                return await self._exchange(host, reader, writer, request, on_body)
-            except _StaleConnection:
-                raise RegistryUnreachable(f"{netloc} closed the connection before answering") from None
+            fresh = False
+            while True:
+                reader, writer, reused = await self._connection(host, scheme, parts, fresh)
+                try:
+                    return await self._exchange(host, reader, writer, request, on_body)
+                except _StaleConnection:
+                    if not reused:
+                        raise RegistryUnreachable(f"{netloc} closed the connection before answering") from None
+                fresh = True  # the server closed the idle connection just as we picked it: once more, on a new one
 
     async def _connection(
         self, host: _Host, scheme: str, parts: urllib.parse.SplitResult, fresh: bool = False
