@@ -151,8 +151,9 @@ class ControlCore:
 
     # ---- agent -> hub ----
 
-    def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Reply) -> None:
-        """Queue one AgentMessage for the next group commit; `reply(ack)` follows the commit (writer thread).
+    def submit(self, session: Session, message: agent_pb2.AgentMessage | bytes, reply: Reply) -> None:
+        """Queue one AgentMessage (parsed, or serialized for the writer to parse) for the next group commit;
+        `reply(ack)` follows the commit (writer thread).
 
         Never blocks; a front reading faster than the hub stores should pause while `congested()`.
         """

@@ -8,6 +8,12 @@ only then sends each session ONE cumulative ack: the newest, which covers every 
 An ack therefore never runs ahead of what is on disk, and a batch that fails to commit
 sends no acks at all, so the agents resend and (device, seq) deduplication stores each
 message once.
+
+A front may submit a message still serialized; the writer parses it just before storing it.
+A queued parsed message costs ~10x its wire size (telemetry points live in protobuf's native
+arena), and a front with one stream per device cannot stop every stream before it has read
+one message each: 10,000 gRPC streams each submitting one 50-point batch at a congestion
+grew the hub's heap by ~160 MiB, where their wire bytes are ~25 MiB.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
 
 from hub.errors import HubError
 from protos.edgeport.v1 import agent_pb2
@@ -47,12 +55,14 @@ DEFAULT_HIGH_WATER_POINTS = 10_000
 @dataclass(slots=True)
 class _Item:
     session: Session
-    message: agent_pb2.AgentMessage
+    message: agent_pb2.AgentMessage | bytes  # bytes: still serialized, parsed by the writer
     reply: Reply
-    points: int  # telemetry points the message carries (what its parsed form's size grows with)
+    points: int  # telemetry points the message carries parsed (what its size grows with); 0 while serialized
 
 
-def _points(message: agent_pb2.AgentMessage) -> int:
+def _points(message: agent_pb2.AgentMessage | bytes) -> int:
+    if isinstance(message, bytes):
+        return 0
     return len(message.telemetry.points) if message.WhichOneof("body") == "telemetry" else 0
 
 
@@ -86,8 +96,12 @@ class GroupCommit:
         self._drained: list[Callable[[], None]] = []
         self.stats = {"messages": 0, "batches": 0, "failed_batches": 0}
 
-    def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Reply) -> None:
-        """Queue one message (any thread, never blocks); `reply(ack)` is called from the writer after commit."""
+    def submit(self, session: Session, message: agent_pb2.AgentMessage | bytes, reply: Reply) -> None:
+        """Queue one message (any thread, never blocks); `reply(ack)` is called from the writer after commit.
+
+        `message` may be the serialized AgentMessage: the writer parses it (and skips it, unacked and
+        logged, if it does not parse).
+        """
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="hub-group-commit", daemon=True)
@@ -177,9 +191,17 @@ class GroupCommit:
         try:
             with self.database.transaction():
                 for item in batch:
+                    message = item.message
+                    if isinstance(message, bytes):
+                        try:
+                            message = agent_pb2.AgentMessage.FromString(message)
+                        except DecodeError:  # nothing to store or ack; the front's peer sent garbage
+                            log.warning("device %s sent a message that is not an AgentMessage (%d bytes); "
+                                        "dropped", item.session.device_id, len(item.message))
+                            continue
                     try:
                         with self.database.transaction():  # a savepoint: one bad message undoes only itself
-                            acked = self.store_one(item.session, item.message)
+                            acked = self.store_one(item.session, message)
                     except sqlite3.OperationalError:  # disk full, I/O error: the whole batch fails
                         raise
                     except Exception as exc:  # this message only: undone, not acked, logged; the rest go on

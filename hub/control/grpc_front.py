@@ -16,15 +16,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from hub.control.core import ControlCore, Session
 from hub.errors import HubError
 from hub.pki import CertificateAuthority
-from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
+from protos.edgeport.v1 import agent_pb2
 
 log = logging.getLogger("hub.control.grpc")
 
+SERVICE = "edgeport.v1.AgentService"
 DEVICE_HEADER = "x-edgeport-device"
 CREDENTIAL_HEADER = "x-edgeport-credential"
 MAX_PENDING_CALLS = 65_536  # Connect calls grpc core may hold before the servicer takes them (see below)
@@ -140,12 +142,44 @@ class StreamRegistry:
         return sum(len(q) for q in self._queues.values())
 
 
-class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    """One Connect stream per agent, driven by the transport-independent core."""
+class AckRelay:
+    """Hands acks from the group-commit writer to the streams' queues, one loop wake-up per burst.
 
-    def __init__(self, core: ControlCore, streams: StreamRegistry, *, insecure: bool) -> None:
+    A commit acks up to a few hundred sessions; a thread-safe call per ack was a self-pipe write
+    and a GIL hand-over each.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Queue[object], agent_pb2.HubMessage]] = []
+
+    def post(self, queue: asyncio.Queue[object], ack: agent_pb2.HubMessage) -> None:
+        """Queue `ack` for `queue` (any thread)."""
+        with self._lock:
+            first = not self._pending
+            self._pending.append((queue, ack))
+        if first and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for queue, ack in pending:
+            queue.put_nowait(ack)
+
+
+class AgentServicer:
+    """One Connect stream per agent, driven by the transport-independent core.
+
+    The stream's requests arrive serialized (no request deserializer): the group-commit writer
+    parses them when it stores them, so what waits in its queue is wire bytes (see GroupCommit).
+    """
+
+    def __init__(self, core: ControlCore, streams: StreamRegistry, acks: AckRelay, *, insecure: bool) -> None:
         self.core = core
         self.streams = streams
+        self.acks = acks
         self.insecure = insecure
         self.flowing = asyncio.Event()  # cleared while the core is congested; readers wait on it
         self.flowing.set()
@@ -168,15 +202,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
             raise AssertionError("unreachable") from None
 
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """`edgeport.v1.AgentService`'s methods: Connect, taking its requests as bytes."""
+        connect = grpc.stream_stream_rpc_method_handler(
+            self.Connect, request_deserializer=None, response_serializer=agent_pb2.HubMessage.SerializeToString
+        )
+        return {"Connect": connect}
+
     async def Connect(
-        self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.HubMessage]:
         """Authenticate, take the Hello, then stream Welcome/DesiredState/Acks while reading agent messages."""
         device = await self._device(context)
         try:
-            first = await anext(aiter(request_iterator))
+            first = agent_pb2.AgentMessage.FromString(await anext(aiter(request_iterator)))
         except StopAsyncIteration:
             return
+        except DecodeError:
+            first = agent_pb2.AgentMessage()
         if first.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on a stream must be a Hello")
         session, welcome = self.core.open_session(device, first.hello, transport="grpc")
@@ -210,12 +253,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             log.info("device %s disconnected", device)
 
     async def _read(
-        self, session: Session, request_iterator: AsyncIterator[agent_pb2.AgentMessage], queue: asyncio.Queue[object]
+        self, session: Session, request_iterator: AsyncIterator[bytes], queue: asyncio.Queue[object]
     ) -> None:
-        loop = asyncio.get_running_loop()
+        post = self.acks.post
 
         def send_ack(ack: agent_pb2.HubMessage) -> None:  # group-commit writer thread, after the commit
-            loop.call_soon_threadsafe(queue.put_nowait, ack)
+            post(queue, ack)
 
         try:
             async for message in request_iterator:
@@ -268,15 +311,17 @@ class GrpcFront:
         """Bind and serve; return the bound port (useful with port 0)."""
         server = aio.server(options=SERVER_OPTIONS)
         self.streams = StreamRegistry(asyncio.get_running_loop(), self.core.desired_states)
-        servicer = AgentServicer(self.core, self.streams, insecure=self.insecure)
         loop = asyncio.get_running_loop()
+        servicer = AgentServicer(self.core, self.streams, AckRelay(loop), insecure=self.insecure)
 
         def drained() -> None:  # group-commit writer thread
             if not loop.is_closed():
                 loop.call_soon_threadsafe(servicer.flowing.set)
 
         self.core.on_drained(drained)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
+        handlers = servicer.handlers()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        server.add_registered_method_handlers(SERVICE, handlers)
         address = f"{self.host}:{self.port}"
         if self.insecure:
             bound = server.add_insecure_port(address)

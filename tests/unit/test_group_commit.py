@@ -153,6 +153,20 @@ def test_refused_message_is_acked_and_skipped(hub: HubServices) -> None:
     assert acks[-1] == 2 and _count(hub) == 3  # a refusal is final: a resend would be refused too
 
 
+def test_serialized_messages_are_parsed_by_the_writer_and_garbage_is_dropped(hub: HubServices) -> None:
+    enroll(hub, "a")
+    core = hub.control
+    session, _ = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    acks: list[int] = []
+    with hub.db.transaction():  # all three in one batch: the garbage must not cost the others
+        core.submit(session, _points(1).SerializeToString(), lambda m: acks.append(m.ack.seq))
+        core.submit(session, b"\xff\xff\xff not protobuf", lambda m: acks.append(m.ack.seq))
+        core.submit(session, _points(2).SerializeToString(), lambda m: acks.append(m.ack.seq))
+        assert core.ingest._queued_points == 0  # serialized: no parsed points held in the queue
+    assert core.ingest.wait_idle(10)
+    assert acks[-1] == 2 and _count(hub) == 2 * 3
+
+
 def test_failed_commit_acks_nothing_and_the_resend_is_stored_once(tmp_path: Path) -> None:
     hub = HubServices.open(tmp_path / "hub")
     try:

@@ -26,6 +26,7 @@ class FakeCore:
         self.backlogged = False
         self.revoked: set[str] = set()
         self.reads: list[list[str]] = []  # each desired_states call: the devices it was asked for
+        self.ack_from_thread = False
         self._ids = itertools.count(1)
 
     def authenticate_credential(self, device_id: str, credential: str) -> str:
@@ -57,8 +58,13 @@ class FakeCore:
         session.sent_revision = revision
         return [agent_pb2.HubMessage(desired=agent_pb2.DesiredState(revision=revision))]
 
-    def submit(self, session: Session, message: agent_pb2.AgentMessage, reply: Callable[..., None]) -> None:
-        self.submitted.append(message.seq)
+    def submit(self, session: Session, message: bytes, reply: Callable[..., None]) -> None:
+        assert isinstance(message, bytes)  # the front leaves parsing to the group-commit writer
+        seq = agent_pb2.AgentMessage.FromString(message).seq
+        self.submitted.append(seq)
+        if self.ack_from_thread:  # as the group-commit writer does, after its commit
+            ack = agent_pb2.HubMessage(ack=agent_pb2.Ack(seq=seq))
+            threading.Thread(target=reply, args=(ack,)).start()
 
     def congested(self, points: bool = True) -> bool:
         return self.backlogged
@@ -172,6 +178,44 @@ def test_a_congested_core_pauses_reading_until_it_drains() -> None:
             assert core.submitted == [1, 2, 3]
             call.cancel()
             await channel.close()
+        finally:
+            await front.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_acks_from_the_writer_thread_reach_the_stream_in_order() -> None:
+    async def scenario() -> None:
+        core = FakeCore()
+        core.ack_from_thread = True
+        front = GrpcFront(core, None, port=0, insecure=True)  # type: ignore[arg-type]
+        port = await front.start()
+        try:
+            channel, call = await _open(port, "dev-a")
+            for seq in range(1, 21):
+                await call.write(agent_pb2.AgentMessage(seq=seq, heartbeat=agent_pb2.Heartbeat()))
+            acked = {(await asyncio.wait_for(call.read(), 5)).ack.seq for _ in range(20)}
+            assert acked == set(range(1, 21))
+            call.cancel()
+            await channel.close()
+        finally:
+            await front.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_a_first_message_that_is_not_a_hello_is_refused() -> None:
+    async def scenario() -> None:
+        front = GrpcFront(FakeCore(), None, port=0, insecure=True)  # type: ignore[arg-type]
+        port = await front.start()
+        try:
+            for first in (b"\xff\xff not protobuf", agent_pb2.AgentMessage(seq=1).SerializeToString()):
+                async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    connect = channel.stream_stream("/edgeport.v1.AgentService/Connect")
+                    call = connect(metadata=[(DEVICE_HEADER, "dev-a"), (CREDENTIAL_HEADER, "x")])
+                    await call.write(first)
+                    assert await asyncio.wait_for(call.code(), 5) == grpc.StatusCode.INVALID_ARGUMENT
+                    assert "Hello" in (await call.details())
         finally:
             await front.stop(0)
 

@@ -73,9 +73,11 @@ def test_revoked_device_loses_its_broker_account(tmp_path: Path, processes: Proc
     assert "edge-r" in (mqtt_hub.broker.dir / "passwords").read_text()
     done = mqtt_hub.cli("device", "revoke", "edge-r")
     assert done.returncode == 0, done.stderr
-    wait_for(lambda: "edge-r" not in (mqtt_hub.broker.dir / "passwords").read_text(), timeout=10,
-             what="broker user removed")
-    assert "user edge-r" not in (mqtt_hub.broker.dir / "acl").read_text()
+    # The two files are replaced one after the other (each atomically): wait for both, not for one and then
+    # read the other in the gap between them.
+    wait_for(lambda: "edge-r" not in (mqtt_hub.broker.dir / "passwords").read_text()
+             and "user edge-r" not in (mqtt_hub.broker.dir / "acl").read_text(), timeout=10,
+             what="broker user and ACL entry removed")
     wait_for(lambda: not mqtt_hub.device("edge-r")["online"], timeout=15, what="revoked device offline")
     # mosquitto drops the session on reload, and the old password no longer opens the account.
     # After a few refusals (a fresh account may lag a reload; a revoked one never comes back) the agent gives up.
