@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent import timers
+from agent import event_loop, timers
 from agent.cache import DEFAULT_MAX_BYTES as CACHE_MAX_BYTES
 from agent.cache import ArtifactCache
 from agent.environments import EnvironmentCache
@@ -470,7 +470,7 @@ def main_async(config: AgentConfig) -> int:
     """Run an agent to the end; the exit code (0 clean stop, 1 failure, 2 bad input)."""
     daemon = AgentDaemon(config)
     try:
-        asyncio.run(daemon.run())
+        event_loop.run(daemon.run())
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

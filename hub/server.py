@@ -22,6 +22,7 @@ from typing import Protocol
 
 import uvicorn
 
+from agent import event_loop
 from hub.api.app import create_app
 from hub.control.channel import agent_channel
 from hub.control.mqtt_bridge import mqtt_bridge
@@ -135,5 +136,5 @@ async def run_hub(options: ServeOptions, args: argparse.Namespace) -> None:
 def serve(options: ServeOptions, args: argparse.Namespace) -> int:
     """Run the hub in the foreground; returns the exit code (HubError propagates to the CLI)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_hub(options, args))
+    event_loop.run(run_hub(options, args))
     return 0

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import daemon as agent_daemon
+from agent import event_loop
 from agent.hardware import inventory
 from protos.edgeport.v1 import agent_pb2
 from simulators.profiles import Profile, UnknownProfile, get_profile
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet=args.quiet,
     )
     try:
-        return asyncio.run(_run_cli(options, args.duration))
+        return event_loop.run(_run_cli(options, args.duration))
     except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if "--" in str(exc) or "unknown device profile" in str(exc) else 1

@@ -16,6 +16,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 from agent import timers
 from agent.link import mqtt_codec as codec
@@ -196,8 +197,7 @@ class MqttConnection(asyncio.BufferedProtocol):
     # ---- asyncio.Protocol ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is no subclass)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _read_buffer.view

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
+from agent import event_loop
 from agent.link.mqtt_codec import Connect, Message, reason_name
 from agent.link.mqtt_connection import MqttConnection
 from hub.control.core import ControlCore, Session
@@ -114,7 +115,7 @@ class MqttFront:
         The wait is long because a broker busy with a fleet (10,000 sessions reconnecting or expiring
         after a hub restart) can take tens of seconds to answer one more CONNECT.
         """
-        loop = asyncio.new_event_loop()
+        loop = event_loop.loop_factory()()
         self._loop = loop
         self._loop_thread = threading.Thread(target=loop.run_forever, name="mqtt-front", daemon=True)
         self._loop_thread.start()
