@@ -23,6 +23,7 @@ from typing import Protocol
 import uvicorn
 
 from agent import event_loop
+from hub import collector
 from hub.api.app import create_app
 from hub.control.channel import agent_channel
 from hub.control.mqtt_bridge import mqtt_bridge
@@ -114,6 +115,7 @@ async def run_hub(options: ServeOptions, args: argparse.Namespace) -> None:
                 serving.result()  # raise whatever stopped it
                 raise HubError("the HTTP server stopped during startup")
             await asyncio.sleep(0.02)
+        collector.settle()  # everything started: what exists now lives as long as the hub
         base = f"http://{options.host}:{port}"
         extras = "".join(f", {getattr(c, 'url', '')}" for c in components if getattr(c, "url", ""))
         print(
