@@ -310,8 +310,8 @@ class GrpcFront:
     async def start(self) -> int:
         """Bind and serve; return the bound port (useful with port 0)."""
         server = aio.server(options=SERVER_OPTIONS)
-        self.streams = StreamRegistry(asyncio.get_running_loop(), self.core.desired_states)
         loop = asyncio.get_running_loop()
+        self.streams = StreamRegistry(loop, self.core.desired_states)
         servicer = AgentServicer(self.core, self.streams, AckRelay(loop), insecure=self.insecure)
 
         def drained() -> None:  # group-commit writer thread
