@@ -4,6 +4,7 @@ For each fleet size (default 100, 1,000, 10,000) and transport it measures:
   * connect: fleet start -> every device online at the hub (the first transport also enrolls every device);
   * deploy -> all Healthy: `hub deploy` of a no-code ONNX model (digits) -> every device reports Healthy;
   * hub peak RSS and CPU (cores busy) over the phase, broker (mosquitto) RSS;
+  * CPU seconds over the deploy of the hub, the broker, the fleet processes and their runtimes;
   * telemetry ingest: numbered sensor points (batched, `--batch` per message) stored per second.
 
 Agents are the real agent code (`simulators.fleet`), many per process on one event loop, with simulated
@@ -115,7 +116,19 @@ class Result:
     msgs_per_s: float = math.nan
     points_per_s: float = math.nan
     offered_points_per_s: float = math.nan
+    # CPU seconds spent from "all online" to "all Healthy": hub, broker, fleet processes, their runtimes
+    deploy_cpu_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (those gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
 
 
 class Bench:
@@ -252,6 +265,10 @@ class Bench:
         print(f"  {transport}: {n} online after {r.connect_s:.1f}s{' (incl. enrollment)' if first else ''}",
               flush=True)
         service = f"bench-{transport}"
+        fleet_pids = [p.pid for p in self.fleets]
+        broker_pid = self.broker.process.pid if self.broker.process else 0
+        cpu_before = {"hub": self.sampler.cpu(), "broker": cpu_seconds([broker_pid]),
+                      "fleets": cpu_seconds(fleet_pids)}
         start = time.monotonic()
         self.hub("deploy", "-n", service, "-m", "digits:1", "--target", self.label, "--no-wait")
 
@@ -265,11 +282,17 @@ class Bench:
 
         self.wait(f"{transport} deploy", healthy, self.args.timeout)
         r.deploy_s = time.monotonic() - start  # includes the `hub deploy` call itself
+        runtimes = [c.pid for pid in fleet_pids if psutil.pid_exists(pid)
+                    for c in psutil.Process(pid).children(recursive=True)]  # started by this deploy
+        r.deploy_cpu_s = {"hub": self.sampler.cpu() - cpu_before["hub"],
+                          "broker": cpu_seconds([broker_pid]) - cpu_before["broker"],
+                          "fleets": cpu_seconds(fleet_pids) - cpu_before["fleets"], "runtimes": cpu_seconds(runtimes)}
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/services/{service}", timeout=120) as f:
             api = sum(1 for d in json.loads(f.read())["devices"] if d["phase"] == "Healthy")
         if api != n:
             r.notes.append(f"the API shows {api}/{n} Healthy")
-        print(f"  {transport}: deploy -> {n} Healthy in {r.deploy_s:.1f}s", flush=True)
+        print(f"  {transport}: deploy -> {n} Healthy in {r.deploy_s:.1f}s (CPU s over it: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in r.deploy_cpu_s.items()) + ")", flush=True)
         # Telemetry: sensors on for a window; stored points (and messages) counted at the hub.
         count = "SELECT count(*) FROM telemetry_points WHERE metric = 'sim.load'"
         self.signal_fleets(signal.SIGUSR1)
