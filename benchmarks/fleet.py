@@ -121,6 +121,15 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
+def descendants(pids: list[int]) -> list[int]:
+    """Every process started (directly or not) by these ones, as far as they still run."""
+    found: list[int] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            found += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    return found
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds of these processes so far (those gone count 0)."""
     total = 0.0
@@ -282,8 +291,7 @@ class Bench:
 
         self.wait(f"{transport} deploy", healthy, self.args.timeout)
         r.deploy_s = time.monotonic() - start  # includes the `hub deploy` call itself
-        runtimes = [c.pid for pid in fleet_pids if psutil.pid_exists(pid)
-                    for c in psutil.Process(pid).children(recursive=True)]  # started by this deploy
+        runtimes = descendants(fleet_pids)  # started by this deploy
         r.deploy_cpu_s = {"hub": self.sampler.cpu() - cpu_before["hub"],
                           "broker": cpu_seconds([broker_pid]) - cpu_before["broker"],
                           "fleets": cpu_seconds(fleet_pids) - cpu_before["fleets"], "runtimes": cpu_seconds(runtimes)}
