@@ -460,6 +460,8 @@ class AgentDaemon:
                 self.outbox.flush()  # acked rows, so a restart does not resend them
             self._closed = True
             self.state.close()
+            if self.config.owns_process:  # a fleet shares the client across agents and closes it itself
+                self.parts.registry_client.close()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None

@@ -260,6 +260,7 @@ class SimulatedFleet:
                 t.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
+        self.parts.registry_client.close()  # the pulls' pooled connections, while their loop still runs
 
     def failed(self) -> list[SimulatedDevice]:
         """Devices whose agent stopped with an error."""

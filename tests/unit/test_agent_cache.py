@@ -86,7 +86,13 @@ def _url(server: _BlobServer) -> str:
 
 
 def fetch(cache: ArtifactCache, *args: object) -> Path:
-    return asyncio.run(cache.fetch(*args))  # type: ignore[arg-type]
+    async def fetch_and_close() -> Path:
+        try:
+            return await cache.fetch(*args)  # type: ignore[arg-type]
+        finally:
+            cache.client.close()  # pooled connections close on their own loop, not at GC after it closed
+
+    return asyncio.run(fetch_and_close())
 
 
 def test_fetch_verifies_and_second_fetch_is_local(tmp_path: Path, server: _BlobServer) -> None:
