@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import stat
 import time
 import urllib.parse
@@ -41,11 +42,14 @@ class CacheError(Exception):
         self.transient = transient
 
 
+_DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
+
+
 def _hex(digest: str) -> str:
-    algo, _, hexpart = digest.partition(":")
-    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+    match = _DIGEST.fullmatch(digest)
+    if match is None:
         raise CacheError(f"unsupported or malformed digest {digest!r} (expected sha256:<64 hex>)")
-    return hexpart
+    return match.group(1)
 
 
 class ArtifactCache:
