@@ -22,7 +22,7 @@ import re
 import shutil
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,7 @@ class Action:
 
 def plan(
     desired: Iterable[agent_pb2.ServiceManifest],
-    records: dict[str, ServiceRecord],
+    records: Mapping[str, ServiceRecord],
     running: Callable[[str], bool],
 ) -> list[Action]:
     """The actions that bring `records` (actual) to `desired`; [] when they already match.
@@ -185,7 +185,7 @@ class Reconciler:
 
     def reconcile_once(self) -> list[Action]:
         """One level-triggered pass: start a task for each service that needs work and has none running."""
-        actions = plan(self.state.desired().services, self.state.services(), self._running)
+        actions = plan(self.state.desired().services, self.state.service_rows(), self._running)
         started = []
         for action in actions:
             if action.service in self.tasks:
@@ -391,15 +391,16 @@ class Reconciler:
         if old is not None and not stopped_old:
             await asyncio.to_thread(self.supervisor.stop, old)
         previous = rec.generation
-        self._record_serving(rec, m, proc)
+        with self.state.transaction():  # the serving row and its Healthy report (the outbox row): one commit
+            self._record_serving(rec, m, proc)
+            self.report(
+                _status(m, m.name, agent_pb2.HEALTHY, f"generation {m.generation} healthy on port {port}",
+                        scoring_uri=self._uri(port), swagger_uri=self._uri(port, "/swagger.json"),
+                        serving_generation=m.generation)
+            )  # fmt: skip
         self.backoffs.pop(m.name, None)
         self._cleanup_generations(m.name, keep={m.generation, previous})
         self._evict()
-        self.report(
-            _status(m, m.name, agent_pb2.HEALTHY, f"generation {m.generation} healthy on port {port}",
-                    scoring_uri=self._uri(port), swagger_uri=self._uri(port, "/swagger.json"),
-                    serving_generation=m.generation)
-        )  # fmt: skip
 
     async def _fail(
         self,
@@ -482,12 +483,13 @@ class Reconciler:
         backoff.healthy()
         rec.phase = agent_pb2.HEALTHY
         rec.message = f"restarted after a crash (restart {rec.restarts})" if rec.restarts else "running again"
-        self.state.save_service(rec)
-        self.report(
-            _status(rec.manifest, name, agent_pb2.HEALTHY, rec.message, restarts=rec.restarts,
-                    scoring_uri=self._uri(rec.port), swagger_uri=self._uri(rec.port, "/swagger.json"),
-                    serving_generation=rec.generation)
-        )  # fmt: skip
+        with self.state.transaction():  # the row and its report: one commit
+            self.state.save_service(rec)
+            self.report(
+                _status(rec.manifest, name, agent_pb2.HEALTHY, rec.message, restarts=rec.restarts,
+                        scoring_uri=self._uri(rec.port), swagger_uri=self._uri(rec.port, "/swagger.json"),
+                        serving_generation=rec.generation)
+            )  # fmt: skip
 
     def stop_runtimes(self) -> list[str]:
         """Stop every runtime on purpose (agent shutdown); the next agent starts them again without backoff."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from agent.environments import EnvironmentCache, requirements_hash
 from agent.layout import LayoutError, blobs_of, lay_out
 from agent.reconciler import Action, Reconciler, plan
 from agent.state import AgentState, ServiceRecord
-from agent.supervisor import Backoff, RuntimeSpec, Supervisor, free_port
+from agent.supervisor import Backoff, RuntimeProcess, RuntimeSpec, Supervisor, free_port, process_start_time
 from protos.edgeport.v1 import agent_pb2
 
 
@@ -207,3 +209,52 @@ def test_registry_on_an_unspecified_address_falls_back_to_the_enrolled_hub(tmp_p
     assert rec._registry(_m("s", 1, registry="http://0.0.0.0:7070")) == "http://hub.example:7070"
     assert rec._registry(_m("s", 1, registry="http://10.0.0.5:7070")) == "http://10.0.0.5:7070"
     assert rec._registry(_m("s", 1)) == "http://hub.example:7070"
+
+
+class _SleepSupervisor(Supervisor):
+    """Starts a sleeping process as the "runtime", healthy at once: what is tested is the reconciler's side."""
+
+    def start(self, spec: RuntimeSpec) -> RuntimeProcess:
+        popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        return RuntimeProcess(spec, popen.pid, process_start_time(popen.pid), self.log_path(spec.service, 1), popen)
+
+    async def wait_healthy(self, proc: RuntimeProcess, timeout_s: float) -> None:
+        return None
+
+
+def test_serving_row_and_healthy_report_are_one_commit(tmp_path: Path) -> None:
+    state = AgentState(tmp_path / "agent")
+    in_transaction: dict[int, bool] = {}
+
+    def report(status: agent_pb2.DeploymentStatus) -> None:
+        in_transaction[status.phase] = state.conn.in_transaction
+
+    rec = Reconciler(state, ArtifactCache(tmp_path / "cache"), EnvironmentCache(tmp_path / "envs"),
+                     _SleepSupervisor(tmp_path / "logs"), report, services_dir=tmp_path / "services",
+                     default_registry="http://127.0.0.1:9")  # fmt: skip
+
+    async def scenario() -> None:
+        try:
+            rec.desired_changed(agent_pb2.DesiredState(revision=1, services=[_m("svc", 1)]))
+            await _run_until_idle(rec)
+        finally:
+            await asyncio.to_thread(rec.stop_runtimes)
+
+    asyncio.run(scenario())
+    # A crash between the two must not leave a serving row whose Healthy report never reaches the hub.
+    assert in_transaction[agent_pb2.HEALTHY] is True
+    assert in_transaction[agent_pb2.PENDING] is False
+    assert state.service("svc").generation == 1  # type: ignore[union-attr]
+    state.close()
+
+
+def test_passes_read_service_rows_without_copies_and_cannot_change_them(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    state.save_service(_rec("svc", 1))
+    rows = state.service_rows()
+    assert rows["svc"] is state.service_rows()["svc"]  # every pass of every agent: no copy per row
+    assert state.service("svc") is not rows["svc"]  # what callers change and save stays a copy
+    with pytest.raises(TypeError):
+        rows["other"] = _rec("other", 1)  # type: ignore[index]
+    assert plan([_m("svc", 1)], rows, lambda name: True) == []
+    state.close()
