@@ -1,8 +1,9 @@
 """Level-triggered reconciler: desired state (the hub's manifests) vs actual state (runtimes), per service.
 
 Every pass compares the last applied DesiredState with what runs and starts one task per
-service that needs work; a pass runs on every DesiredState, on a timer, when a task ends
-and after an agent restart, and is idempotent: a pass with nothing to do does nothing.
+service that needs work; a pass runs on every DesiredState, when a task ends, when a runtime
+exits, after an agent restart and on a resync timer, and is idempotent: a pass with nothing
+to do does nothing.
 
 Per service the state row keeps `generation` = the generation serving now (it was healthy),
 `last_good_generation` = the one healthy before it, and `failed_generation` = the newest
@@ -45,7 +46,11 @@ from protos.edgeport.v1 import agent_pb2
 
 DEFAULT_HEALTH_TIMEOUT_S = 120
 SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-TICK_S = 2.0
+# A pass runs whenever something may need work: a new desired state, a task ending, a runtime exiting (watched
+# through a pidfd, see Supervisor.watch_exit), a pull's backoff running out. The timer is only the safety net
+# of a level-triggered loop; where exits cannot be watched it is what notices them, so it is short there.
+RESYNC_S = 30.0
+POLL_S = 2.0
 
 Report = Callable[[agent_pb2.DeploymentStatus], None]
 
@@ -126,6 +131,8 @@ class Reconciler:
         self.pull_backoffs: dict[str, Backoff] = {}
         self._restarted_at_start: set[str] = set()
         self.retry_at: dict[str, float] = {}  # service -> monotonic time before which a failed pull is not retried
+        self._exit_watches: dict[str, Callable[[], None]] = {}  # service -> stops the watch on its runtime's exit
+        self._polling = False  # a runtime's exit could not be watched: passes run every POLL_S to notice it
         self._wake = asyncio.Event()
         self._same_filesystem: bool | None = None
 
@@ -145,7 +152,7 @@ class Reconciler:
             spec = self._spec(rec.manifest, rec.port, rec.grpc_port, python="")
             proc = self.supervisor.adopt(spec, rec.pid, rec.pid_start)
             if proc is not None:
-                self.procs[rec.name] = proc
+                self._serve(rec.name, proc)
 
     def desired_changed(self, desired: agent_pb2.DesiredState) -> bool:
         """Apply a DesiredState from the hub (ignored when older than the one applied); wake the loop.
@@ -172,13 +179,13 @@ class Reconciler:
         self._wake.set()
 
     async def run(self) -> None:
-        """Reconcile forever: on every wake-up and every TICK_S."""
+        """Reconcile forever: on every wake-up, and every RESYNC_S (POLL_S where exits cannot be watched)."""
         loop = asyncio.get_running_loop()
         while True:
             self.reconcile_once()
             # A timer that sets the wake-up event, not wait_for: wait_for makes and cancels a task every
             # tick, which for a fleet of thousands of idle agents on one loop was a large part of its CPU.
-            tick = timers.call_later(loop, TICK_S, self._wake.set)
+            tick = timers.call_later(loop, POLL_S if self._polling else RESYNC_S, self._wake.set)
             await self._wake.wait()
             tick.cancel()
             self._wake.clear()
@@ -205,7 +212,10 @@ class Reconciler:
         return started
 
     async def stop_all(self) -> None:
-        """Cancel tasks (runtimes keep running: a restarted agent adopts them)."""
+        """Cancel tasks and exit watches (runtimes keep running: a restarted agent adopts them)."""
+        for stop_watch in self._exit_watches.values():
+            stop_watch()
+        self._exit_watches.clear()
         for task in list(self.tasks.values()):
             task.cancel()
         for task in list(self.tasks.values()):
@@ -230,6 +240,23 @@ class Reconciler:
             rec = self.state.service(name)
             self.report(_status(rec.manifest if rec else None, name, agent_pb2.FAILED, f"agent error: {exc!r}"))
         self._wake.set()
+
+    def _serve(self, name: str, proc: RuntimeProcess) -> None:
+        """`proc` is the runtime of `name` now: its exit wakes a pass (instead of waiting for a poll)."""
+        self._forget(name)
+        self.procs[name] = proc
+        stop_watch = self.supervisor.watch_exit(proc, self._wake.set)
+        if stop_watch is None:
+            self._polling = True
+        else:
+            self._exit_watches[name] = stop_watch
+
+    def _forget(self, name: str) -> RuntimeProcess | None:
+        """`name` has no runtime of ours any more (stopped or gone): drop it and its exit watch."""
+        stop_watch = self._exit_watches.pop(name, None)
+        if stop_watch is not None:
+            stop_watch()
+        return self.procs.pop(name, None)
 
     def _running(self, name: str) -> bool:
         proc = self.procs.get(name)
@@ -346,7 +373,7 @@ class Reconciler:
         with self.state.transaction():  # the row and the cleared start marker in one commit
             self.state.save_service(rec)
             self.state.put(f"starting:{m.name}", "")
-        self.procs[m.name] = proc
+        self._serve(m.name, proc)
 
     # ---- the three kinds of work ----
 
@@ -360,6 +387,7 @@ class Reconciler:
             if exc.transient:  # network or hub trouble: not the generation's fault, try again after a backoff
                 delay = self.pull_backoffs.setdefault(m.name, Backoff()).next_delay()
                 self.retry_at[m.name] = time.monotonic() + delay
+                timers.call_later(asyncio.get_running_loop(), delay, self._wake.set)  # the retry's pass
                 self.report(_status(m, m.name, agent_pb2.PULLING, f"{exc}; retrying in {delay:g}s"))
                 return
             await self._fail(rec, m, str(exc), [], old)
@@ -450,13 +478,13 @@ class Reconciler:
         rec.pid, rec.pid_start, rec.grpc_port = proc.pid, proc.pid_start, spec.grpc_port
         self.state.save_service(rec)
         self.state.put(f"starting:{m.name}", "")
-        self.procs[m.name] = proc
+        self._serve(m.name, proc)
 
     async def _restart(self, name: str) -> None:
         rec = self.state.service(name)
         if rec is None or rec.manifest is None:
             return
-        proc = self.procs.pop(name, None)
+        proc = self._forget(name)
         backoff = self.backoffs.setdefault(name, Backoff())
         if rec.pid == 0 and proc is None and name not in self._restarted_at_start:
             self._restarted_at_start.add(name)  # once: if this start fails, later tries back off like crashes
@@ -492,7 +520,9 @@ class Reconciler:
             )  # fmt: skip
 
     def stop_runtimes(self) -> list[str]:
-        """Stop every runtime on purpose (agent shutdown); the next agent starts them again without backoff."""
+        """Stop every runtime on purpose (agent shutdown); the next agent starts them again without backoff.
+
+        Blocking (run it in a thread), after `stop_all`, which ends the exit watches on the loop."""
         stopped = []
         for name, proc in list(self.procs.items()):
             self.supervisor.stop(proc)
@@ -510,7 +540,7 @@ class Reconciler:
 
     async def _remove(self, name: str) -> None:
         rec = self.state.service(name)
-        proc = self.procs.pop(name, None)
+        proc = self._forget(name)
         if proc is not None:
             await asyncio.to_thread(self.supervisor.stop, proc)
         elif rec is not None and rec.pid:

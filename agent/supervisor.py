@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,41 @@ def process_start_time(pid: int) -> int:
     if fields[0] in ("Z", "X"):  # zombie / dead: not running
         return 0
     return int(fields[19])
+
+
+def watch_exit(pid: int, pid_start: int, on_exit: Callable[[], object]) -> Callable[[], None] | None:
+    """Call `on_exit` on the running event loop once process `pid` (started at `pid_start`) has ended.
+
+    A pidfd (Linux 5.3+) turns readable when its process ends, so a watched runtime costs nothing until
+    then. Returns a function that stops the watch, or None where no pidfd can be had (other systems, old
+    kernels, no permission): the caller must then poll. A process already gone calls back at once.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        loop.call_soon(on_exit)
+        return lambda: None
+    except (AttributeError, OSError):
+        return None
+    if process_start_time(pid) != pid_start:  # the PID was reused after our process ended
+        os.close(fd)
+        loop.call_soon(on_exit)
+        return lambda: None
+    open_ = [True]
+
+    def stop() -> None:
+        if open_[0]:
+            open_[0] = False
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    def ended() -> None:
+        stop()
+        on_exit()
+
+    loop.add_reader(fd, ended)
+    return stop
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -233,6 +269,10 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 raise RuntimeUnhealthy(f"runtime not healthy within {timeout_s:g}s", tail(proc.log_path))
             await asyncio.sleep(HEALTH_POLL_S)
+
+    def watch_exit(self, proc: RuntimeProcess, on_exit: Callable[[], object]) -> Callable[[], None] | None:
+        """`watch_exit` for a runtime this supervisor started or adopted (None: cannot watch, poll instead)."""
+        return watch_exit(proc.pid, proc.pid_start, on_exit)
 
     def adopt(self, spec: RuntimeSpec, pid: int, pid_start: int) -> RuntimeProcess | None:
         """Take over a runtime an earlier agent started, if that very process still runs and is healthy."""

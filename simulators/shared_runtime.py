@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.supervisor import RuntimeProcess, RuntimeSpec, Supervisor
@@ -30,6 +31,7 @@ _procs: dict[tuple[str, int], RuntimeProcess] = {}  # (service, generation) -> t
 _refs: dict[tuple[str, int], int] = {}
 _healthy: set[tuple[str, int]] = set()
 _probes: dict[tuple[str, int], asyncio.Future[None]] = {}  # the one health probe per generation
+_exit_watches: dict[int, tuple[Callable[[], None], set[Callable[[], object]]]] = {}  # pid -> (stop, agents' callbacks)
 
 
 class SharedRuntimeSupervisor(Supervisor):
@@ -68,6 +70,34 @@ class SharedRuntimeSupervisor(Supervisor):
         # One line per shared runtime: how long its start took shows in a fleet's deploy time.
         print(f"fleet: shared runtime of {proc.spec.service} generation {proc.spec.generation} (pid {proc.pid}) "
               f"healthy {time.monotonic() - started:.1f}s after its start", flush=True)  # fmt: skip
+
+    def watch_exit(self, proc: RuntimeProcess, on_exit: Callable[[], object]) -> Callable[[], None] | None:
+        """One pidfd per shared runtime, whose exit calls back every agent watching it."""
+        entry = _exit_watches.get(proc.pid)
+        if entry is None:
+            callbacks: set[Callable[[], object]] = set()
+
+            def ended() -> None:
+                _exit_watches.pop(proc.pid, None)
+                for callback in list(callbacks):
+                    callback()
+
+            stop = super().watch_exit(proc, ended)
+            if stop is None:
+                return None
+            entry = _exit_watches[proc.pid] = (stop, callbacks)
+        entry[1].add(on_exit)
+
+        def unwatch() -> None:
+            current = _exit_watches.get(proc.pid)
+            if current is None or current[1] is not entry[1]:
+                return  # it ended already (or a new runtime got the PID): nothing to stop
+            current[1].discard(on_exit)
+            if not current[1]:
+                del _exit_watches[proc.pid]
+                current[0]()
+
+        return unwatch
 
     def adopt(self, spec: RuntimeSpec, pid: int, pid_start: int) -> RuntimeProcess | None:
         """Never adopt: a shared runtime belongs to the fleet process that started it."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import reconciler as reconciler_module
 from agent.cache import ArtifactCache
 from agent.environments import EnvironmentCache, requirements_hash
 from agent.layout import LayoutError, blobs_of, lay_out
@@ -257,4 +260,45 @@ def test_passes_read_service_rows_without_copies_and_cannot_change_them(tmp_path
     with pytest.raises(TypeError):
         rows["other"] = _rec("other", 1)  # type: ignore[index]
     assert plan([_m("svc", 1)], rows, lambda name: True) == []
+    state.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux pidfds")
+def test_reconciler_restarts_a_crashed_runtime_without_waiting_for_its_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "RESYNC_S", 3600.0)  # only the exit watch can notice the crash
+    monkeypatch.setattr(reconciler_module, "POLL_S", 3600.0)
+    state = AgentState(tmp_path / "agent")
+    reports: list[agent_pb2.DeploymentStatus] = []
+    rec = Reconciler(state, ArtifactCache(tmp_path / "cache"), EnvironmentCache(tmp_path / "envs"),
+                     _SleepSupervisor(tmp_path / "logs"), reports.append, services_dir=tmp_path / "services",
+                     default_registry="http://127.0.0.1:9")  # fmt: skip
+
+    async def until(phase: int, timeout: float = 10) -> None:
+        for _ in range(int(timeout / 0.05)):
+            if any(r.phase == phase for r in reports):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {agent_pb2.Phase.Name(phase)} within {timeout}s: {reports}")
+
+    async def scenario() -> None:
+        loop_task = asyncio.create_task(rec.run())
+        try:
+            rec.desired_changed(agent_pb2.DesiredState(revision=1, services=[agent_pb2.ServiceManifest(
+                name="svc", generation=1)]))  # fmt: skip
+            await until(agent_pb2.HEALTHY)
+            assert not rec._polling, "this kernel gives pidfds: exits are watched, not polled"
+            first = rec.procs["svc"]
+            os.kill(first.pid, signal.SIGKILL)
+            await until(agent_pb2.RESTARTING, timeout=3)
+            assert next(r for r in reports if r.phase == agent_pb2.RESTARTING).message.startswith(
+                "runtime exited (code -9)"
+            )
+        finally:
+            loop_task.cancel()
+            await rec.stop_all()
+            await asyncio.to_thread(rec.stop_runtimes)
+
+    asyncio.run(scenario())
     state.close()
