@@ -41,7 +41,7 @@ from protos.edgeport.v1 import agent_pb2
 
 RECONNECT_MAX_S = 10.0  # short enough to be back soon after a hub restart; jitter spreads a fleet's retries
 DEFAULT_HEARTBEAT_S = 10
-DEFAULT_TELEMETRY_S = 15
+DEFAULT_TELEMETRY_S = 60  # when the hub names none; hubs say 60 by default too
 # A progress status (Pending, Pulling, Starting, Restarting) waits this long before it goes into the outbox; a
 # newer status of the same service in that time replaces it. The hub keeps only the latest status per device
 # and service, so a superseded one would only cost a message and a write on both sides. Settled phases

@@ -1,8 +1,8 @@
 """Periodic timers with slack: deadlines rounded up to a common grain, so the timers of many agents
 sharing one event loop fire in the same loop turn.
 
-A fleet process runs a thousand agents on one loop, each with a reconciler tick every 2 s, a
-telemetry round every 15 s, heartbeats and an MQTT keep-alive. Left at their exact times those
+A fleet process runs a thousand agents on one loop, each with a reconciler resync timer, a
+telemetry round every minute, heartbeats and an MQTT keep-alive. Left at their exact times those
 timers are spread evenly, and the loop woke up for nearly every one of them (an epoll wait, a
 turn of the loop and a thread wake-up each). Rounded up to a quarter second they fire in batches.
 For a single agent the only effect is a period up to GRAIN_S longer.

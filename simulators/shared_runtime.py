@@ -24,7 +24,7 @@ from pathlib import Path
 from agent.supervisor import RuntimeProcess, RuntimeSpec, Supervisor
 from agent.telemetry import RuntimeStats, rss_bytes, scrape
 
-SCRAPE_TTL_S = 5.0  # under the telemetry interval (15 s), so every agent's points stay recent
+SCRAPE_TTL_S = 5.0  # well under the telemetry interval (60 s by default), so every agent's points stay recent
 
 _lock = threading.Lock()
 _procs: dict[tuple[str, int], RuntimeProcess] = {}  # (service, generation) -> the one real runtime

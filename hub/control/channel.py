@@ -78,9 +78,10 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--telemetry-interval",
         type=int,
-        default=15,
+        default=60,
         metavar="SECONDS",
-        help="how often agents send runtime and system figures (default 15)",
+        help="how often agents send runtime and system figures (default 60, the usual monitoring interval; "
+        "10,000 agents at 15 s kept a hub busy with 667 messages/s)",
     )
     parser.add_argument(
         "--telemetry-retention",
@@ -108,7 +109,7 @@ def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChann
         if not 1 <= value <= 3600:
             raise BadInput(f"--{flag.replace('_', '-')} must be 1-3600 seconds, got {value}")
     services.control.heartbeat_interval_s = getattr(args, "heartbeat_interval", 10)
-    services.control.telemetry_interval_s = getattr(args, "telemetry_interval", 15)
+    services.control.telemetry_interval_s = getattr(args, "telemetry_interval", 60)
     services.telemetry.retention_s = parse_duration(getattr(args, "telemetry_retention", "7d"))
     return AgentChannel(
         services,

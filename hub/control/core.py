@@ -77,7 +77,7 @@ class ControlCore:
         database: Database,
         *,
         heartbeat_interval_s: int = 10,
-        telemetry_interval_s: int = 15,
+        telemetry_interval_s: int = 60,
     ) -> None:
         self.fleet = fleet
         self.deployments = deployments
