@@ -143,6 +143,8 @@ class AgentDaemon:
         self._ack_pending = False
         self.heartbeat_s = config.heartbeat_s or DEFAULT_HEARTBEAT_S
         self.telemetry_s = config.telemetry_s or DEFAULT_TELEMETRY_S
+        self._telemetry_due = asyncio.Event()
+        self._telemetry_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._lock_fd: int | None = None
@@ -318,7 +320,7 @@ class AgentDaemon:
             if not self.config.heartbeat_s and welcome.heartbeat_interval_s > 0:
                 self.heartbeat_s = welcome.heartbeat_interval_s
             if not self.config.telemetry_s and welcome.telemetry_interval_s > 0:
-                self.telemetry_s = welcome.telemetry_interval_s
+                self._set_telemetry_interval(welcome.telemetry_interval_s)
             self.parts.say(
                 f"connected to hub as device {welcome.device_id or self.identity.device_id} ({self.config.transport})"
             )  # type: ignore[union-attr]
@@ -400,21 +402,43 @@ class AgentDaemon:
             await link.send(agent_pb2.AgentMessage(seq=0, sent_at_ms=int(time.time() * 1000), heartbeat=beat))
             await timers.sleep(self.heartbeat_s)
 
+    def _set_telemetry_interval(self, seconds: int) -> None:
+        """The hub's interval: the next round comes that long from now, not after the interval in force before."""
+        if seconds == self.telemetry_s:
+            return
+        self.telemetry_s = seconds
+        if self._telemetry_timer is not None:
+            self._telemetry_timer.cancel()
+            self._telemetry_timer = timers.call_later(asyncio.get_running_loop(), seconds, self._telemetry_due.set)
+
     async def _telemetry_loop(self) -> None:
         assert self.outbox is not None and self.reconciler is not None
-        while True:
-            await timers.sleep(self.telemetry_s)
-            points = self.telemetry.system_points()
-            for name, proc in list(self.reconciler.procs.items()):
-                if proc.alive():
-                    if self.parts.figures_in_memory:
-                        points += self.telemetry.runtime_points(name, proc.spec.port, proc.pid)
-                    else:  # a scrape is an HTTP request: off the loop
-                        points += await asyncio.to_thread(self.telemetry.runtime_points, name, proc.spec.port, proc.pid)
-            for p in points:
-                p.labels.update(self.config.labels)
-            batch = agent_pb2.TelemetryBatch(points=points, dropped=self.outbox.take_dropped())
-            self.queue(agent_pb2.AgentMessage(telemetry=batch))
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                self._telemetry_due.clear()
+                self._telemetry_timer = timers.call_later(loop, self.telemetry_s, self._telemetry_due.set)
+                await self._telemetry_due.wait()
+                await self._send_telemetry()
+        finally:
+            if self._telemetry_timer is not None:
+                self._telemetry_timer.cancel()
+                self._telemetry_timer = None
+
+    async def _send_telemetry(self) -> None:
+        """One round: system and runtime points into the outbox."""
+        assert self.outbox is not None and self.reconciler is not None
+        points = self.telemetry.system_points()
+        for name, proc in list(self.reconciler.procs.items()):
+            if proc.alive():
+                if self.parts.figures_in_memory:
+                    points += self.telemetry.runtime_points(name, proc.spec.port, proc.pid)
+                else:  # a scrape is an HTTP request: off the loop
+                    points += await asyncio.to_thread(self.telemetry.runtime_points, name, proc.spec.port, proc.pid)
+        for p in points:
+            p.labels.update(self.config.labels)
+        batch = agent_pb2.TelemetryBatch(points=points, dropped=self.outbox.take_dropped())
+        self.queue(agent_pb2.AgentMessage(telemetry=batch))
 
     # ---- run / stop ----
 

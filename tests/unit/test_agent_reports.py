@@ -4,6 +4,8 @@ replaced by newer ones, settled ones go at once, a burst of Acks is applied once
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import types
 from pathlib import Path
 
 from agent.daemon import AgentConfig, AgentDaemon
@@ -100,5 +102,23 @@ def test_a_burst_of_acks_is_applied_once_with_the_highest_seq(tmp_path: Path) ->
         daemon._ack(5)
         await asyncio.sleep(0)
         assert calls == [4, 5] and daemon.outbox.pending() == []
+
+    asyncio.run(scenario())
+
+
+def test_the_hubs_telemetry_interval_applies_to_the_round_already_waiting(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=0.0)
+        daemon.reconciler = types.SimpleNamespace(procs={})  # type: ignore[assignment]  # no services: system points
+        rounds = asyncio.create_task(daemon._telemetry_loop())
+        await asyncio.sleep(0.05)  # the first round waits out the default interval (a minute)
+        daemon._set_telemetry_interval(1)  # a Welcome from a hub that wants a round every second
+        await asyncio.sleep(1.6)  # one second plus the timers' quarter-second grain
+        rounds.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rounds
+        sent = [m for m in daemon.outbox.pending() if m.WhichOneof("body") == "telemetry"]  # type: ignore[union-attr]
+        assert len(sent) == 1 and sent[0].telemetry.points
+        assert daemon._telemetry_timer is None  # a stopped agent leaves no timer behind
 
     asyncio.run(scenario())
