@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
+WAL_PAGES = 32  # checkpoint (and start the WAL over) past this many pages
+
+
 @dataclass
 class Identity:
     """Who this agent is to the hub, as issued at enrollment."""
@@ -92,6 +95,11 @@ class AgentState:
         self.conn = sqlite3.connect(self.data_dir / "agent.db", check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        # The database is a few pages; SQLite's default lets its WAL grow to 1,000 pages (4 MiB) before a
+        # checkpoint starts it over. A short WAL is rewritten in place instead of always growing into new
+        # pages, and bounds the agent's disk (a fleet of agents on one tmpfs: its memory).
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        self.conn.execute(f"PRAGMA journal_size_limit={4 * WAL_PAGES * 4096}")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(_SCHEMA)
         self.lock = threading.RLock()

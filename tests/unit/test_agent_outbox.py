@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.outbox import Outbox
-from agent.state import AgentState, Identity, ServiceRecord
+from agent.state import WAL_PAGES, AgentState, Identity, ServiceRecord
 from protos.edgeport.v1 import agent_pb2
 
 
@@ -198,3 +198,20 @@ def test_bound_counts_only_unacked_bytes(tmp_path: Path) -> None:
         box.append(_status(f"s{i}", message="x" * 80))
     assert box.take_dropped() == 0
     assert [m.seq for m in box.pending()] == list(range(9, 17))
+
+
+def test_the_wal_stays_short_and_is_rewritten_in_place(tmp_path: Path) -> None:
+    state = AgentState(tmp_path)
+    box = Outbox(state)
+    for i in range(600):  # a busy agent: a status and an ack per round
+        box.append(_status(f"svc{i % 3}"))
+        box.ack(box.next_seq() - 1)
+    wal = tmp_path / "agent.db-wal"
+    frame = 24 + 4096
+    # checkpointed every WAL_PAGES pages and started over: never the default's 1,000 pages (4 MiB)
+    assert wal.stat().st_size <= 32 + (2 * WAL_PAGES) * frame
+    assert state.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_PAGES
+    box.flush()  # as the daemon does before closing: the last ack's delete
+    state.close()
+    again = Outbox(AgentState(tmp_path))
+    assert again.pending() == [] and again.next_seq() == 601  # nothing lost to the checkpoints
