@@ -10,6 +10,7 @@ import uvloop
 
 from agent import event_loop
 from hub import collector
+from simulators.fleet import settle_collector
 
 
 async def _loop_type() -> type:
@@ -39,5 +40,17 @@ def test_settle_freezes_startup_objects_and_spaces_collections_out() -> None:
         assert gc.get_freeze_count() >= len(startup)
         assert gc.get_threshold() == (collector.YOUNG_THRESHOLD, collector.MIDDLE_THRESHOLD, collector.OLD_THRESHOLD)
     finally:  # the rest of the test session keeps CPython's defaults
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_fleet_process_settles_its_collector_like_the_hub() -> None:
+    before = gc.get_threshold()
+    try:
+        agents = [[] for _ in range(1000)]
+        settle_collector()
+        assert gc.get_freeze_count() >= len(agents)
+        assert gc.get_threshold() == (collector.YOUNG_THRESHOLD, collector.MIDDLE_THRESHOLD, collector.OLD_THRESHOLD)
+    finally:
         gc.unfreeze()
         gc.set_threshold(*before)
