@@ -38,6 +38,9 @@ from protos.edgeport.v1 import agent_pb2
 from simulators.profiles import Profile, UnknownProfile, get_profile
 
 LOAD_METRIC = "sim.load"
+# Each agent holds its SQLite database, WAL and shared-memory index, its data-dir lock and its link's socket.
+FILES_PER_AGENT = 5
+FILES_SPARE = 200  # the process's own: the runtime's log, pulls, the loop, imports
 
 
 class FleetError(Exception):
@@ -161,6 +164,12 @@ class SimulatedFleet:
             raise FleetError(str(exc)) from None
         if options.count < 1:
             raise FleetError(f"--count must be at least 1, got {options.count}")
+        need, limit = options.count * FILES_PER_AGENT + FILES_SPARE, resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if need > limit:
+            raise FleetError(
+                f"--count {options.count}: the agents need ~{need:,} open files ({FILES_PER_AGENT} each) and this "
+                f"process may open {limit:,} (ulimit -Hn); run several fleet processes with fewer agents each"
+            )
         self.transport = options.transport or self.profile.transport
         if self.transport not in ("grpc", "mqtt"):
             raise FleetError(f"--transport must be grpc or mqtt, got {self.transport!r}")

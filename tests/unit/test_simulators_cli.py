@@ -20,6 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         (["explode"], 2, "unknown command 'explode'"),
         (["fleet", "--count", "2", "--profile", "toaster"], 2, "unknown device profile 'toaster'"),
         (["fleet", "--count", "0"], 2, "--count must be at least 1"),
+        (["fleet", "--count", "1000000"], 2, "--count 1000000: the agents need ~5,000,200 open files"),
         (["fleet", "--count", "1", "--label", "novalue"], 2, "--label 'novalue': expected KEY=VALUE"),
         (["fleet", "--count", "1", "--hub", "127.0.0.1:{port}"], 1, "cannot reach the hub"),
     ],
