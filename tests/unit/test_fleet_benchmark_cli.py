@@ -1,0 +1,25 @@
+"""benchmarks/fleet.py bad input: one clear line, exit 2, before any process is started."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.support import PYTHON, REPO
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--per-process", "5000"], "--per-process 5000: must be 1-"),
+        (["--per-process", "0"], "--per-process 0: must be 1-"),
+        (["--sizes", "ten"], "--sizes 'ten': expected numbers like 100,1000"),
+        (["--transports", "carrier-pigeon"], "--transports grpc and/or mqtt"),
+    ],
+)
+def test_fleet_benchmark_bad_input(args: list[str], message: str) -> None:
+    done = subprocess.run([PYTHON, "benchmarks/fleet.py", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "size " not in done.stdout  # nothing was started
