@@ -291,10 +291,13 @@ class Bench:
 
         # Counted read-only in the hub database: polling GET /services/NAME (a view of every device) would
         # load the hub we are measuring. The API's view is checked once at the end.
-        healthy_sql = "SELECT count(*) FROM service_status WHERE service = ? AND generation = 1 AND phase = ?"
+        # The generation this deploy made: generations only grow, also across a delete and re-create (a
+        # transport measured twice, `--transports mqtt,mqtt`, deploys the same service name again).
+        healthy_sql = ("SELECT count(*) FROM service_status WHERE service = ? AND phase = ? AND generation = "
+                       "(SELECT generation FROM services WHERE name = ?)")
 
         def healthy() -> bool | str:
-            r.healthy = self.db(healthy_sql, (service, HEALTHY))
+            r.healthy = self.db(healthy_sql, (service, HEALTHY, service))
             return r.healthy >= n or f"{r.healthy}/{n} Healthy"
 
         self.wait(f"{transport} deploy", healthy, self.args.timeout)
@@ -427,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     where = f"tmpfs ({SHM})" if args.device_disk == "tmpfs" else "the work folder"
     print(f"agents: heartbeat every {args.heartbeat_s} s, own telemetry every {args.telemetry_interval} s; "
           + (f"{args.per_process} per fleet process" if args.per_process else
-             ", ".join(f"{PER_PROCESS[t]} per fleet process over {t}" for t in transports)))
+             ", ".join(f"{PER_PROCESS[t]} per fleet process over {t}" for t in dict.fromkeys(transports))))
     print(f"device disks: the simulated devices' data dirs were on {where}; the hub's and the broker's on disk")
     if "grpc" in transports:
         print(f"gRPC channel: {'mutual TLS' if args.grpc_security == 'mtls' else 'PLAIN TEXT (hub --insecure)'}")
