@@ -201,17 +201,18 @@ class AgentState:
     def services(self) -> dict[str, ServiceRecord]:
         """Every service with a row, by name (copies: change one, then save_service it)."""
         with self.lock:
-            if self._services is None:
-                self._services = self._load_services()
-            return {name: copy.copy(rec) for name, rec in self._services.items()}
+            return {name: copy.copy(rec) for name, rec in self._rows().items()}
 
     def service_rows(self) -> Mapping[str, ServiceRecord]:
         """Every service's row, by name, without copies: for reading only (a reconcile pass reads them every
         tick for every agent, and copying each record was most of an idle agent's pass)."""
         with self.lock:
-            if self._services is None:
-                self._services = self._load_services()
-            return MappingProxyType(self._services)
+            return MappingProxyType(self._rows())
+
+    def _rows(self) -> dict[str, ServiceRecord]:
+        if self._services is None:
+            self._services = self._load_services()
+        return self._services
 
     def _load_services(self) -> dict[str, ServiceRecord]:
         rows = self.conn.execute(
@@ -230,9 +231,7 @@ class AgentState:
     def service(self, name: str) -> ServiceRecord | None:
         """One service's row (a copy), or None."""
         with self.lock:
-            if self._services is None:
-                self._services = self._load_services()
-            rec = self._services.get(name)
+            rec = self._rows().get(name)
             return copy.copy(rec) if rec is not None else None
 
     def save_service(self, rec: ServiceRecord) -> None:
