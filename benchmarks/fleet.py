@@ -380,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     if not sizes or any(s < 1 for s in sizes) or not transports or set(transports) - {"grpc", "mqtt"}:
         print("error: --sizes must be positive numbers and --transports grpc and/or mqtt", file=sys.stderr)
         return 2
+    if not 1 <= args.telemetry_interval <= 3600:
+        print(f"error: --telemetry-interval {args.telemetry_interval}: must be 1-3600 seconds", file=sys.stderr)
+        return 2
     hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     most = (hard_limit - FILES_SPARE) // FILES_PER_AGENT
     if args.per_process is not None and not 1 <= args.per_process <= most:

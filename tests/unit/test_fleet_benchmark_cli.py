@@ -15,6 +15,7 @@ from tests.support import PYTHON, REPO
         (["--per-process", "5000"], "--per-process 5000: must be 1-"),
         (["--per-process", "0"], "--per-process 0: must be 1-"),
         (["--sizes", "ten"], "--sizes 'ten': expected numbers like 100,1000"),
+        (["--telemetry-interval", "0"], "--telemetry-interval 0: must be 1-3600 seconds"),
         (["--transports", "carrier-pigeon"], "--transports grpc and/or mqtt"),
     ],
 )
