@@ -33,6 +33,8 @@ from pathlib import Path
 from agent import daemon as agent_daemon
 from agent import event_loop
 from agent.hardware import inventory
+from agent.link.enroll import EnrollError, enroll
+from agent.state import AgentState
 from hub import collector
 from protos.edgeport.v1 import agent_pb2
 from simulators.profiles import Profile, UnknownProfile, get_profile
@@ -202,6 +204,37 @@ class SimulatedFleet:
             )
         return str(reply["token"])
 
+    async def enroll(self, progress: bool = False) -> int:
+        """Enroll every device that has no identity yet, without starting its agent; return how many.
+
+        The same exchange an agent does on its first start (agent.link.enroll), one per device, at most
+        `enroll_concurrency` at once.
+        """
+        raise_fd_limit()
+        self.root.mkdir(parents=True, exist_ok=True)
+        gate = asyncio.Semaphore(self.options.enroll_concurrency)
+        names = self.names()
+        tokens = await asyncio.gather(*(self._token(n, self.root / n, gate) for n in names))
+        hardware = _simulated_inventory(json.loads(self.profile.to_json()))
+
+        async def one(name: str, token: str) -> None:
+            async with gate:
+                try:
+                    identity = await asyncio.to_thread(enroll, self.options.hub, token, self.root / name, hardware)
+                except EnrollError as exc:
+                    raise FleetError(f"device {name}: enrollment failed: {exc}") from None
+            state = AgentState(self.root / name)
+            try:
+                state.save_identity(identity)
+            finally:
+                state.close()
+
+        new = [(n, t) for n, t in zip(names, tokens, strict=True) if t is not None]
+        await asyncio.gather(*(one(n, t) for n, t in new))
+        if progress and new:
+            print(f"fleet: {len(new)} device(s) enrolled", flush=True)
+        return len(new)
+
     async def start(self, progress: bool = False) -> None:
         """Create a token per new device, then start every agent (each enrolls itself on first start)."""
         raise_fd_limit()
@@ -333,13 +366,18 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-async def _run_cli(options: FleetOptions, duration: float) -> int:
+async def _run_cli(options: FleetOptions, duration: float, restart_argv: list[str] | None = None) -> int:
     fleet = SimulatedFleet(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if options.threads > 0:  # the agents' blocking work (blob pulls waiting on the hub, layouts) runs here
         loop.set_default_executor(ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="fleet"))
     started = time.monotonic()
+    if restart_argv and await fleet.enroll(progress=True):
+        # As an agent does after enrolling (agent.daemon.Reexec): start afresh, so that enrollment's libraries
+        # and garbage (cryptography, thousands of key exchanges) do not stay in the process that runs the agents.
+        print("fleet: starting afresh without enrollment's memory, as an agent does after enrolling", flush=True)
+        os.execv(sys.executable, [sys.executable, *restart_argv])
     await fleet.start(progress=True)
     # Each daemon installs its own SIGTERM handler once set up; wait for all, then the fleet's wins.
     while not all(d.daemon.reconciler is not None or (d.task is not None and d.task.done()) for d in fleet.devices):
@@ -368,6 +406,7 @@ async def _run_cli(options: FleetOptions, duration: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 2 on bad input, 1 when devices failed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     labels: dict[str, str] = {}
     for item in args.label:
@@ -394,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         quiet=args.quiet,
     )
     try:
-        return event_loop.run(_run_cli(options, args.duration))
+        # Run as `python -m simulators fleet`: the command line to start afresh with after enrolling.
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        restart = ["-m", "simulators", "fleet", *argv] if spec and spec.name == "simulators.__main__" else None
+        return event_loop.run(_run_cli(options, args.duration, restart))
     except FleetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if "--" in str(exc) or "unknown device profile" in str(exc) else 1
