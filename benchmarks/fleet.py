@@ -154,8 +154,23 @@ class Bench:
         self.fleets: list[subprocess.Popen[bytes]] = []
         self.per_process = args.per_process  # None: PER_PROCESS of the transport
         self.label = f"bench=s{size}"
+        self.phases = 0  # deploys so far: each gets a model of its own (fresh_model)
 
     # ---- processes ----
+
+    def fresh_model(self, tag: str) -> str:
+        """A model no device holds yet, registered: the digits network with `tag` in its doc string (other
+        bytes, another digest). Every phase's agents then pull it, as in a first deploy; with one model for
+        all phases, the second transport's devices found it in their caches and skipped the pull."""
+        import onnx
+
+        model = onnx.load(str(self.work / "digits" / "model.onnx"))
+        model.doc_string = f"fleet benchmark, phase {tag}"
+        folder = self.work / f"digits-{tag}"
+        folder.mkdir()
+        onnx.save(model, str(folder / "model.onnx"))
+        self.hub("model", "register", "-n", f"digits-{tag}", "-p", str(folder))
+        return f"digits-{tag}:1"
 
     def agents_per_process(self, transport: str) -> int:
         return self.per_process or PER_PROCESS[transport]
@@ -163,8 +178,7 @@ class Bench:
     def start(self) -> None:
         self.broker.start()
         self.start_hub()
-        model = build_digits_onnx(self.work / "digits" / "model.onnx")
-        self.hub("model", "register", "-n", "digits", "-p", str(model.parent))
+        build_digits_onnx(self.work / "digits" / "model.onnx")  # each deploy registers its variant (fresh_model)
 
     def start_hub(self) -> None:
         log = open(self.work / "hub.log", "ab")  # noqa: SIM115 - the child's stdout for its lifetime
@@ -287,7 +301,9 @@ class Bench:
         cpu_before = {"hub": self.sampler.cpu(), "broker": cpu_seconds([broker_pid]),
                       "fleets": cpu_seconds(fleet_pids)}
         start = time.monotonic()
-        self.hub("deploy", "-n", service, "-m", "digits:1", "--target", self.label, "--no-wait")
+        model = self.fresh_model(f"{transport}{self.phases}")
+        self.phases += 1
+        self.hub("deploy", "-n", service, "-m", model, "--target", self.label, "--no-wait")
 
         # Counted read-only in the hub database: polling GET /services/NAME (a view of every device) would
         # load the hub we are measuring. The API's view is checked once at the end.
