@@ -134,11 +134,12 @@ def watch_exit(pid: int, pid_start: int, on_exit: Callable[[], object]) -> Calla
         os.close(fd)
         loop.call_soon(on_exit)
         return lambda: None
-    open_ = [True]
+    watching = True
 
     def stop() -> None:
-        if open_[0]:
-            open_[0] = False
+        nonlocal watching
+        if watching:
+            watching = False
             loop.remove_reader(fd)
             os.close(fd)
 

@@ -204,17 +204,21 @@ class SimulatedFleet:
             )
         return str(reply["token"])
 
+    async def _tokens(self, gate: asyncio.Semaphore) -> tuple[list[str], list[str | None]]:
+        """Device names and, for each device without an identity yet, a fresh enrollment token."""
+        raise_fd_limit()
+        self.root.mkdir(parents=True, exist_ok=True)
+        names = self.names()
+        return names, list(await asyncio.gather(*(self._token(n, self.root / n, gate) for n in names)))
+
     async def enroll(self, progress: bool = False) -> int:
         """Enroll every device that has no identity yet, without starting its agent; return how many.
 
         The same exchange an agent does on its first start (agent.link.enroll), one per device, at most
         `enroll_concurrency` at once.
         """
-        raise_fd_limit()
-        self.root.mkdir(parents=True, exist_ok=True)
         gate = asyncio.Semaphore(self.options.enroll_concurrency)
-        names = self.names()
-        tokens = await asyncio.gather(*(self._token(n, self.root / n, gate) for n in names))
+        names, tokens = await self._tokens(gate)
         hardware = _simulated_inventory(json.loads(self.profile.to_json()))
 
         async def one(name: str, token: str) -> None:
@@ -237,13 +241,9 @@ class SimulatedFleet:
 
     async def start(self, progress: bool = False) -> None:
         """Create a token per new device, then start every agent (each enrolls itself on first start)."""
-        raise_fd_limit()
-        self.root.mkdir(parents=True, exist_ok=True)
+        names, tokens = await self._tokens(asyncio.Semaphore(self.options.enroll_concurrency))
         profile_path = self.root / f"{self.profile.name}.profile.json"
         profile_path.write_text(self.profile.to_json())
-        gate = asyncio.Semaphore(self.options.enroll_concurrency)
-        names = self.names()
-        tokens = await asyncio.gather(*(self._token(n, self.root / n, gate) for n in names))
         if progress:
             print(f"fleet: {len(names)} device(s) registered at the hub", flush=True)
         for name, token in zip(names, tokens, strict=True):
