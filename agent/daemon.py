@@ -47,6 +47,11 @@ DEFAULT_TELEMETRY_S = 60  # when the hub names none; hubs say 60 by default too
 # and service, so a superseded one would only cost a message and a write on both sides. Settled phases
 # (Healthy, Failed, Rolled back, Removed) go at once and take the waiting ones with them, in order.
 DEFAULT_STATUS_LINGER_S = 1.0
+# While progress keeps coming without a settled phase (a long pull, a device busy with a fleet-wide rollout)
+# each timed flush doubles the next linger, up to this; a settled phase starts again at the configured one.
+# At 10,000 agents on 2 cores a deploy took 2-3 s per agent: three status messages each with a fixed 1 s
+# linger, two with this.
+MAX_STATUS_LINGER_S = 4.0
 _SETTLED_PHASES = frozenset({agent_pb2.HEALTHY, agent_pb2.FAILED, agent_pb2.ROLLED_BACK, agent_pb2.REMOVED})
 INVENTORY_ENV = "_EDGEPORT_AGENT_INVENTORY"  # hands the probed inventory across the post-enrollment re-exec
 
@@ -139,6 +144,8 @@ class AgentDaemon:
         self._phases: dict[str, tuple[int, int]] = {}
         self._held: dict[str, agent_pb2.DeploymentStatus] = {}  # progress statuses waiting out the linger
         self._held_flush: asyncio.TimerHandle | None = None
+        self._linger = config.status_linger_s  # the next progress linger (grows while progress lasts)
+        self._desired_unacked = False  # a desired state came that no status or DesiredStateAck has acknowledged
         self._ack_to = 0  # the highest hub Ack not yet applied to the outbox (applied once per burst)
         self._ack_pending = False
         self.heartbeat_s = config.heartbeat_s or DEFAULT_HEARTBEAT_S
@@ -239,12 +246,12 @@ class AgentDaemon:
         assert self.outbox is not None
         self._held.pop(status.service, None)  # re-inserted last: held statuses keep the order they were made in
         self._held[status.service] = status
-        linger = self.config.status_linger_s
-        if status.phase in _SETTLED_PHASES or linger <= 0:
+        if status.phase in _SETTLED_PHASES or self.config.status_linger_s <= 0:
             self.flush_statuses()
+            self._linger = self.config.status_linger_s
         elif self._held_flush is None:
             try:
-                self._held_flush = asyncio.get_running_loop().call_later(linger, self.flush_statuses)
+                self._held_flush = asyncio.get_running_loop().call_later(self._linger, self._flush_progress)
             except RuntimeError:  # no loop (a direct call): nothing could flush it later
                 self.flush_statuses()
         key = (status.generation, status.phase)
@@ -256,15 +263,46 @@ class AgentDaemon:
                 f"service {status.service} generation {status.generation}: {phase}{uri} {status.message}".rstrip()
             )
 
+    def _flush_progress(self) -> None:
+        """The linger ran out: send what is held; while progress lasts, wait longer before the next."""
+        self._held_flush = None
+        progress = bool(self._held)
+        self.flush_statuses()
+        base = self.config.status_linger_s
+        self._linger = min(self._linger * 2, max(MAX_STATUS_LINGER_S, base)) if progress else base
+
+    def _acknowledge_desired(self) -> None:
+        """A desired state came in: its ack rides on the statuses it causes, or goes alone after the linger.
+
+        Every status names the revision the agent has taken in (`desired_revision`), and the hub takes that
+        as the ack: one message fewer per deploy on each side. A desired state that changes nothing here
+        makes no status, so a DesiredStateAck follows when the linger runs out. Should the agent stop first,
+        its next Hello names the revision.
+        """
+        self._desired_unacked = True
+        if self.config.status_linger_s <= 0:
+            self.flush_statuses()
+        elif self._held_flush is None:
+            self._held_flush = asyncio.get_running_loop().call_later(self._linger, self._flush_progress)
+
     def flush_statuses(self) -> None:
-        """Put the held statuses into the outbox now, in one transaction."""
+        """Put the held statuses (or, with none, the ack a desired state is owed) into the outbox, in one
+        transaction."""
         if self._held_flush is not None:
             self._held_flush.cancel()
             self._held_flush = None
-        if not self._held or self.outbox is None:
+        if self.outbox is None or self.state is None or not (self._held or self._desired_unacked):
             return
+        revision = self.state.desired().revision
         held, self._held = list(self._held.values()), {}
-        self.outbox.append_many([agent_pb2.AgentMessage(status=s) for s in held])
+        messages = []
+        for status in held:
+            status.desired_revision = revision
+            messages.append(agent_pb2.AgentMessage(status=status))
+        if not messages:
+            messages.append(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
+        self._desired_unacked = False
+        self.outbox.append_many(messages)
         self._outbox_changed.set()
 
     def _ack(self, seq: int) -> None:
@@ -364,13 +402,11 @@ class AgentDaemon:
         async for message in link.incoming():
             kind = message.WhichOneof("body")
             if kind == "desired":
-                with self.state.transaction():  # the state and its ack in one commit
-                    changed = self.reconciler.desired_changed(message.desired)
-                    revision = self.state.desired().revision
-                    self.queue(agent_pb2.AgentMessage(desired_ack=agent_pb2.DesiredStateAck(revision=revision)))
+                changed = self.reconciler.desired_changed(message.desired)
                 if changed:
                     names = ", ".join(f"{m.name}@{m.generation}" for m in message.desired.services) or "nothing"
                     self.parts.say(f"desired state revision {message.desired.revision}: {names}")
+                self._acknowledge_desired()
             elif kind == "ack":
                 self._ack(message.ack.seq)
             elif kind == "log_request":

@@ -173,6 +173,8 @@ class FleetService:
         fields: dict[str, Any] = {"online": 1, "transport": transport, "last_seen_at": now, "last_heartbeat_at": now}
         if hello.agent_version:
             fields["agent_version"] = hello.agent_version
+        if hello.desired_revision:  # what it runs on: its ack of that revision may not have reached us
+            fields["applied_revision"] = hello.desired_revision
         if hello.HasField("hardware"):
             fields["hardware"] = json.dumps(json_format.MessageToDict(hello.hardware))
         self.store.update(device_id, **fields)
@@ -189,8 +191,8 @@ class FleetService:
         self.store.update(device_id, last_heartbeat_at=now, last_seen_at=now, uptime_s=heartbeat.uptime_s)
 
     def record_applied_revision(self, device_id: str, revision: int) -> None:
-        """The agent applied a DesiredState revision."""
-        self.store.update(device_id, applied_revision=revision, last_seen_at=time.time())
+        """The agent applied a DesiredState revision (a DesiredStateAck, or a status that names it)."""
+        self.store.update_applied_revision(device_id, revision, time.time())
 
     def record_seq(self, device_id: str, seq: int, floor: int | None = None) -> tuple[bool, int]:
         """Dedup by (device, seq): (first time, cumulative ack)."""

@@ -204,6 +204,8 @@ class ControlCore:
     def _apply(self, device: str, kind: str | None, message: agent_pb2.AgentMessage) -> None:
         if kind == "status":
             self.deployments.record_status(device, message.status)
+            if message.status.desired_revision:  # the status doubles as the desired state's ack
+                self.fleet.record_applied_revision(device, message.status.desired_revision)
         elif kind == "heartbeat":
             self.fleet.record_heartbeat(device, message.heartbeat)
         elif kind == "telemetry":

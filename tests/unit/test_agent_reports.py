@@ -1,5 +1,6 @@
-"""The daemon's path from reconciler statuses and hub Acks to the outbox: progress statuses linger and are
-replaced by newer ones, settled ones go at once, a burst of Acks is applied once."""
+"""The daemon's path from reconciler statuses and hub Acks to the outbox: progress statuses linger (longer
+while progress lasts) and are replaced by newer ones, settled ones go at once, a desired state's ack rides on
+the statuses it causes and a burst of Acks is applied once."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import types
 from pathlib import Path
 
-from agent.daemon import AgentConfig, AgentDaemon
+from agent.daemon import MAX_STATUS_LINGER_S, AgentConfig, AgentDaemon
 from agent.outbox import Outbox
 from agent.state import AgentState
 from protos.edgeport.v1 import agent_pb2
@@ -85,6 +86,64 @@ def test_flush_statuses_empties_the_held_ones_in_one_batch(tmp_path: Path) -> No
     asyncio.run(scenario())
 
 
+def _kinds(daemon: AgentDaemon) -> list[str]:
+    assert daemon.outbox is not None
+    return [m.WhichOneof("body") or "" for m in daemon.outbox.pending()]
+
+
+def test_a_desired_states_ack_rides_on_the_status_it_causes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=30.0)
+        assert daemon.state is not None and daemon.outbox is not None
+        daemon.state.save_desired(agent_pb2.DesiredState(revision=5))
+        daemon._acknowledge_desired()
+        daemon._report(_st("a", agent_pb2.PULLING))
+        assert _kinds(daemon) == []  # both wait out the linger
+        daemon._report(_st("a", agent_pb2.HEALTHY))
+        [message] = daemon.outbox.pending()
+        assert message.status.phase == agent_pb2.HEALTHY and message.status.desired_revision == 5
+        assert daemon._held_flush is None and not daemon._desired_unacked
+
+    asyncio.run(scenario())
+
+
+def test_a_desired_state_that_causes_no_status_gets_its_own_ack_after_the_linger(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=0.05)
+        assert daemon.state is not None and daemon.outbox is not None
+        daemon.state.save_desired(agent_pb2.DesiredState(revision=7))
+        daemon._acknowledge_desired()
+        assert _kinds(daemon) == []
+        await asyncio.sleep(0.2)
+        [message] = daemon.outbox.pending()
+        assert message.desired_ack.revision == 7
+        assert daemon._linger == 0.05  # no progress was held: the next linger is not longer
+        await asyncio.sleep(0.2)
+        assert len(daemon.outbox.pending()) == 1  # acked once
+
+    asyncio.run(scenario())
+
+
+def test_the_linger_grows_while_progress_lasts_and_starts_again_once_settled(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        daemon = _daemon(tmp_path, linger=0.05)
+        lingers = []
+        for _ in range(3):
+            daemon._report(_st("a", agent_pb2.PULLING))
+            await asyncio.sleep(daemon._linger + 0.1)
+            lingers.append(daemon._linger)
+        assert lingers == [0.1, 0.2, 0.4] and len(_sent(daemon)) == 3
+        daemon._report(_st("a", agent_pb2.HEALTHY))
+        assert daemon._linger == 0.05
+        capped = _daemon(tmp_path / "2", linger=3.0)
+        capped._linger = 3.0
+        capped._report(_st("a", agent_pb2.PULLING))
+        capped._flush_progress()
+        assert capped._linger == MAX_STATUS_LINGER_S
+
+    asyncio.run(scenario())
+
+
 def test_a_burst_of_acks_is_applied_once_with_the_highest_seq(tmp_path: Path) -> None:
     async def scenario() -> None:
         daemon = _daemon(tmp_path, linger=0.0)
@@ -122,3 +181,4 @@ def test_the_hubs_telemetry_interval_applies_to_the_round_already_waiting(tmp_pa
         assert daemon._telemetry_timer is None  # a stopped agent leaves no timer behind
 
     asyncio.run(scenario())
+

@@ -293,6 +293,27 @@ def test_core_dedups_by_seq_and_acks_cumulatively(hub: HubServices, tmp_path: Pa
     assert core.handle(session2, telemetry(7)).ack.seq == 7
 
 
+def test_a_status_naming_a_revision_acknowledges_it_and_a_hello_does_too(hub: HubServices) -> None:
+    enroll(hub, "a", [])
+    core = hub.control
+    session, _ = core.open_session("a", agent_pb2.Hello(device_id="a", next_seq=1), transport="test")
+    assert hub.fleet.show("a")["applied_revision"] == 0
+    status = agent_pb2.DeploymentStatus(service="s", generation=1, phase=agent_pb2.PULLING, desired_revision=4)
+    assert core.handle(session, agent_pb2.AgentMessage(seq=1, status=status)).ack.seq == 1
+    assert hub.fleet.show("a")["applied_revision"] == 4
+    untagged = agent_pb2.DeploymentStatus(service="s", generation=1, phase=agent_pb2.HEALTHY)  # an older agent's
+    core.handle(session, agent_pb2.AgentMessage(seq=2, status=untagged))
+    assert hub.fleet.show("a")["applied_revision"] == 4
+    ack = agent_pb2.AgentMessage(seq=3, desired_ack=agent_pb2.DesiredStateAck(revision=5))  # no status to ride on
+    core.handle(session, ack)
+    assert hub.fleet.show("a")["applied_revision"] == 5
+    core.close_session(session)
+    # an agent that stopped before its ack went names the revision it runs in its next Hello
+    session2, _ = core.open_session("a", agent_pb2.Hello(device_id="a", next_seq=4, desired_revision=6), "test")
+    assert hub.fleet.show("a")["applied_revision"] == 6
+    core.close_session(session2)
+
+
 def test_telemetry_retention(hub: HubServices) -> None:
     old = int((time.time() - 8 * 86400) * 1000)
     now = int(time.time() * 1000)
