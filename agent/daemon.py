@@ -56,6 +56,16 @@ _SETTLED_PHASES = frozenset({agent_pb2.HEALTHY, agent_pb2.FAILED, agent_pb2.ROLL
 INVENTORY_ENV = "_EDGEPORT_AGENT_INVENTORY"  # hands the probed inventory across the post-enrollment re-exec
 
 
+def _phase() -> float:
+    """The first wait of a periodic report, as a share of its interval: drawn from [0.5, 1).
+
+    Agents that start or reconnect together (a site powering up, a fleet back after a hub restart) would
+    otherwise send their heartbeats and telemetry rounds in step for as long as they run: 10,000 at once
+    every interval instead of a steady stream.
+    """
+    return random.uniform(0.5, 1.0)
+
+
 class Reexec(Exception):
     """Enrolled just now: start the process afresh so enrollment-only libraries (cryptography) leave memory."""
 
@@ -433,10 +443,12 @@ class AgentDaemon:
 
     async def _heartbeats(self, link: Link) -> None:
         """Heartbeats go straight to the link (seq 0): an old heartbeat is worth nothing after an outage."""
+        spread = True
         while True:
             beat = agent_pb2.Heartbeat(uptime_s=int(time.monotonic() - self.started))
             await link.send(agent_pb2.AgentMessage(seq=0, sent_at_ms=int(time.time() * 1000), heartbeat=beat))
-            await timers.sleep(self.heartbeat_s)
+            await timers.sleep(self.heartbeat_s * (_phase() if spread else 1.0))
+            spread = False
 
     def _set_telemetry_interval(self, seconds: int) -> None:
         """The hub's interval: the next round comes that long from now, not after the interval in force before."""
@@ -451,9 +463,12 @@ class AgentDaemon:
         assert self.outbox is not None and self.reconciler is not None
         loop = asyncio.get_running_loop()
         try:
+            first = True
             while True:
                 self._telemetry_due.clear()
-                self._telemetry_timer = timers.call_later(loop, self.telemetry_s, self._telemetry_due.set)
+                delay = self.telemetry_s * (_phase() if first else 1.0)
+                first = False
+                self._telemetry_timer = timers.call_later(loop, delay, self._telemetry_due.set)
                 await self._telemetry_due.wait()
                 await self._send_telemetry()
         finally:

@@ -1,13 +1,16 @@
 """The daemon's path from reconciler statuses and hub Acks to the outbox: progress statuses linger (longer
 while progress lasts) and are replaced by newer ones, settled ones go at once, a desired state's ack rides on
-the statuses it causes and a burst of Acks is applied once."""
+the statuses it causes, a burst of Acks is applied once, periodic reports start at a random phase."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import types
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from agent.daemon import MAX_STATUS_LINGER_S, AgentConfig, AgentDaemon
 from agent.outbox import Outbox
@@ -182,3 +185,52 @@ def test_the_hubs_telemetry_interval_applies_to_the_round_already_waiting(tmp_pa
 
     asyncio.run(scenario())
 
+
+def test_heartbeats_and_telemetry_rounds_start_at_a_random_phase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Agents that connect together must not report in step: the first wait is a random share of the interval."""
+
+    class Link:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def send(self, message: agent_pb2.AgentMessage) -> None:
+            self.sent += 1
+
+    async def scenario() -> tuple[list[float], list[float]]:
+        daemon = _daemon(tmp_path, linger=0.0)
+        daemon.heartbeat_s, daemon.telemetry_s = 30, 60
+        sleeps: list[float] = []
+        timer_delays: list[float] = []
+
+        async def sleep(delay: float) -> None:
+            sleeps.append(delay)
+            if len(sleeps) == 3:
+                raise asyncio.CancelledError
+
+        def call_later(
+            loop: asyncio.AbstractEventLoop, delay: float, callback: Callable[[], object]
+        ) -> asyncio.TimerHandle:
+            timer_delays.append(delay)
+            return loop.call_later(3600, callback)
+
+        monkeypatch.setattr("agent.daemon.timers.sleep", sleep)
+        monkeypatch.setattr("agent.daemon.timers.call_later", call_later)
+        link = Link()
+        with contextlib.suppress(asyncio.CancelledError):
+            await daemon._heartbeats(link)  # type: ignore[arg-type]
+        assert link.sent == 3  # the first at once, on connecting
+        daemon.reconciler = types.SimpleNamespace(procs={})  # type: ignore[assignment]
+        rounds = asyncio.create_task(daemon._telemetry_loop())
+        await asyncio.sleep(0)
+        rounds.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rounds
+        return sleeps, timer_delays
+
+    phases = [asyncio.run(scenario()) for _ in range(8)]
+    for sleeps, timer_delays in phases:
+        assert 15 <= sleeps[0] < 30 and sleeps[1:] == [30, 30]  # then the interval itself
+        assert 30 <= timer_delays[0] < 60
+    assert len({sleeps[0] for sleeps, _ in phases}) > 1  # drawn, not fixed
