@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", help="simulated device profile: path of a profile JSON file")
     run.add_argument("--label", action="append", type=_label, default=[], metavar="KEY=VALUE",
                      help="label attached to this agent's telemetry (repeatable)")  # fmt: skip
-    run.add_argument("--heartbeat-s", type=_positive, help="heartbeat interval in seconds (default: what the hub says)")
+    run.add_argument("--heartbeat-s", type=_positive,
+                     help="seconds with nothing sent before a heartbeat (default: what the hub says)")  # fmt: skip
     run.add_argument("--telemetry-s", type=_positive, help="telemetry interval in seconds (default: what the hub says)")
     run.add_argument("--runtime-host", default="127.0.0.1", help="address runtimes listen on (default %(default)s)")
     run.add_argument("--keep-runtimes", action="store_true",

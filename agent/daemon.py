@@ -57,13 +57,13 @@ INVENTORY_ENV = "_EDGEPORT_AGENT_INVENTORY"  # hands the probed inventory across
 
 
 def _phase() -> float:
-    """The first wait of a periodic report, as a share of its interval: drawn from [0.5, 1).
+    """The first wait of a periodic report, as a share of its interval: drawn from [0, 1).
 
     Agents that start or reconnect together (a site powering up, a fleet back after a hub restart) would
     otherwise send their heartbeats and telemetry rounds in step for as long as they run: 10,000 at once
     every interval instead of a steady stream.
     """
-    return random.uniform(0.5, 1.0)
+    return random.random()
 
 
 class Reexec(Exception):
@@ -156,6 +156,7 @@ class AgentDaemon:
         self._held_flush: asyncio.TimerHandle | None = None
         self._linger = config.status_linger_s  # the next progress linger (grows while progress lasts)
         self._desired_unacked = False  # a desired state came that no status or DesiredStateAck has acknowledged
+        self._last_sent = 0.0  # loop time of the last message sent to the hub (heartbeats wait for quiet)
         self._ack_to = 0  # the highest hub Ack not yet applied to the outbox (applied once per burst)
         self._ack_pending = False
         self.heartbeat_s = config.heartbeat_s or DEFAULT_HEARTBEAT_S
@@ -404,6 +405,8 @@ class AgentDaemon:
             for message in batch:
                 await link.send(message)
                 sent = message.seq
+            if batch:
+                self._last_sent = asyncio.get_running_loop().time()  # no heartbeat needed for a while
             if not batch:  # an append sets the event (also one made between clear() and here): no timeout needed
                 await self._outbox_changed.wait()
 
@@ -442,13 +445,24 @@ class AgentDaemon:
         self.queue(agent_pb2.AgentMessage(profile=result))
 
     async def _heartbeats(self, link: Link) -> None:
-        """Heartbeats go straight to the link (seq 0): an old heartbeat is worth nothing after an outage."""
-        spread = True
+        """A heartbeat when nothing else went to the hub for an interval, as MQTT's keep-alive sends PINGREQ: any
+        message tells the hub the agent is there (it records when it last heard from each device).
+
+        Heartbeats go straight to the link (seq 0): an old heartbeat is worth nothing after an outage. The
+        Hello stands for the first; the first wait is a random share of the interval (see `_phase`).
+        """
+        loop = asyncio.get_running_loop()
+        wait = self.heartbeat_s * _phase()
         while True:
+            await timers.sleep(wait)
+            quiet = loop.time() - self._last_sent
+            if quiet < self.heartbeat_s - timers.GRAIN_S:  # heard from lately: the next look is one interval on
+                wait = self.heartbeat_s - quiet
+                continue
             beat = agent_pb2.Heartbeat(uptime_s=int(time.monotonic() - self.started))
             await link.send(agent_pb2.AgentMessage(seq=0, sent_at_ms=int(time.time() * 1000), heartbeat=beat))
-            await timers.sleep(self.heartbeat_s * (_phase() if spread else 1.0))
-            spread = False
+            self._last_sent = loop.time()
+            wait = self.heartbeat_s
 
     def _set_telemetry_interval(self, seconds: int) -> None:
         """The hub's interval: the next round comes that long from now, not after the interval in force before."""

@@ -48,7 +48,7 @@ from simulators.models import build_digits_onnx  # noqa: E402
 
 PY = sys.executable
 SHM = "/dev/shm"
-PER_PROCESS = {"mqtt": 2500, "grpc": 1000}  # agents per fleet process by default (see --per-process)
+PER_PROCESS = 2500  # agents per fleet process by default, either transport (see --per-process)
 
 
 def _tmpfs(path: str = SHM, need_bytes: int = 4 * 2**30) -> bool:
@@ -152,7 +152,7 @@ class Bench:
         self.broker = MosquittoBroker(work / "broker", free_port())
         self.hub_proc: subprocess.Popen[bytes] | None = None
         self.fleets: list[subprocess.Popen[bytes]] = []
-        self.per_process = args.per_process  # None: PER_PROCESS of the transport
+        self.per_process = args.per_process  # None: PER_PROCESS
         self.label = f"bench=s{size}"
         self.phases = 0  # deploys so far: each gets a model of its own (fresh_model)
 
@@ -173,7 +173,7 @@ class Bench:
         return f"digits-{tag}:1"
 
     def agents_per_process(self, transport: str) -> int:
-        return self.per_process or PER_PROCESS[transport]
+        return self.per_process or PER_PROCESS
 
     def start(self) -> None:
         self.broker.start()
@@ -361,10 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,1000,10000", help="fleet sizes (default 100,1000,10000)")
     ap.add_argument("--transports", default="grpc,mqtt", help="transports (default grpc,mqtt)")
-    ap.add_argument("--per-process", type=int, help="agents per fleet process (default: 2500 over MQTT, 1000 over "
-                    "gRPC). Fewer processes spend less of a small machine on contention: at 10,000 MQTT agents on "
-                    "2 cores 2,500 per process deployed in 12.3-14.2 s against 13.3-17.1 s with 1,000; over gRPC "
-                    "2,500 was the slower. A fleet process may hold ~3,900 agents under a 20,000 file limit")
+    ap.add_argument("--per-process", type=int, help=f"agents per fleet process (default {PER_PROCESS}). Fewer "
+                    "processes spend less of a small machine on contention and start fewer shared runtimes: at "
+                    "10,000 agents on 2 cores 2,500 per process deployed in 12.3-14.2 s against 13.3-17.1 s with "
+                    "1,000 over MQTT, and in 16.5 s against 19.8-20.2 s over gRPC. A fleet process may hold ~3,900 "
+                    "agents under a 20,000 file limit")
     ap.add_argument("--points-per-s", type=float, default=100_000, help="telemetry points/s offered by the whole "
                     "fleet (default 100000)")
     ap.add_argument("--batch", type=int, default=50, help="points per telemetry message; each device sends one "
@@ -448,8 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     print("* connect time includes enrolling every device (first transport of a size)")
     where = f"tmpfs ({SHM})" if args.device_disk == "tmpfs" else "the work folder"
     print(f"agents: heartbeat every {args.heartbeat_s} s, own telemetry every {args.telemetry_interval} s; "
-          + (f"{args.per_process} per fleet process" if args.per_process else
-             ", ".join(f"{PER_PROCESS[t]} per fleet process over {t}" for t in dict.fromkeys(transports))))
+          f"{args.per_process or PER_PROCESS} per fleet process")
     print(f"device disks: the simulated devices' data dirs were on {where}; the hub's and the broker's on disk")
     if "grpc" in transports:
         print(f"gRPC channel: {'mutual TLS' if args.grpc_security == 'mtls' else 'PLAIN TEXT (hub --insecure)'}")
@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
           "(one onnxruntime session); their scoring URIs name ports nobody serves")
     out = REPO / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    setup = {"per_process": {t: args.per_process or PER_PROCESS[t] for t in transports},
+    setup = {"per_process": args.per_process or PER_PROCESS,
              "offered_points_per_s": args.points_per_s, "batch": args.batch,
              "heartbeat_s": args.heartbeat_s, "telemetry_interval_s": args.telemetry_interval,
              "window_s": args.window, "cpus": os.cpu_count(),

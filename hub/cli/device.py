@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "list",
         help="list devices",
         description="Devices with state, presence, labels, "
-        "agent version, last heartbeat and how many services they run.",
+        "agent version, when the hub last heard from each and how many services they run.",
         examples="  hub device list\n  hub device list --output json\n",
     )
     p.set_defaults(func=cmd_list)
@@ -137,12 +137,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             _presence(d),
             labels(d["labels"]),
             d["agent_version"] or "",
-            d["last_heartbeat"] or "",
+            d["last_seen"] or "",
             len(d["services"]),
         )
         for d in devices
     ]
-    print_table(rows, ["NAME", "STATE", "LABELS", "AGENT", "LAST HEARTBEAT", "SERVICES"])
+    print_table(rows, ["NAME", "STATE", "LABELS", "AGENT", "LAST SEEN", "SERVICES"])
     return 0
 
 
@@ -161,6 +161,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("labels", labels(d["labels"])),
             ("agent", d["agent_version"] or ""),
             ("enrolled", d["enrolled"] or ""),
+            ("last seen", d["last_seen"] or ""),  # any message counts: agents send heartbeats only when quiet
             ("last heartbeat", d["last_heartbeat"] or ""),
             ("uptime", f"{d['uptime_s'] or 0}s"),
             ("cpus", hw.get("cpuCount", "")),

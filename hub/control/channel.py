@@ -73,7 +73,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=10,
         metavar="SECONDS",
-        help="how often agents send a heartbeat (default 10)",
+        help="how long an agent may send nothing before it sends a heartbeat (default 10)",
     )
     parser.add_argument(
         "--telemetry-interval",

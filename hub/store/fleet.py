@@ -249,8 +249,10 @@ class FleetStore:
             held = {s for s in held if s > acked}
             if fresh and seq in held:  # arrived ahead of a gap: remember it on disk too
                 db.execute("INSERT INTO agent_seqs (device_id, seq) VALUES (?, ?)", [device_id, seq])
-            if acked != start:
-                db.execute("UPDATE devices SET acked_seq = ? WHERE id = ?", [acked, device_id])
+            if acked != start:  # the device was heard from: agents send heartbeats only when quiet
+                db.execute(
+                    "UPDATE devices SET acked_seq = ?, last_seen_at = ? WHERE id = ?", [acked, time.time(), device_id]
+                )
                 if stored_held:
                     db.execute("DELETE FROM agent_seqs WHERE device_id = ? AND seq <= ?", [device_id, acked])
             # Cached only now that every statement ran; a rollback of the caller's transaction calls forget_seqs.

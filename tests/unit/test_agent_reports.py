@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import types
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -191,13 +191,6 @@ def test_heartbeats_and_telemetry_rounds_start_at_a_random_phase(
 ) -> None:
     """Agents that connect together must not report in step: the first wait is a random share of the interval."""
 
-    class Link:
-        def __init__(self) -> None:
-            self.sent = 0
-
-        async def send(self, message: agent_pb2.AgentMessage) -> None:
-            self.sent += 1
-
     async def scenario() -> tuple[list[float], list[float]]:
         daemon = _daemon(tmp_path, linger=0.0)
         daemon.heartbeat_s, daemon.telemetry_s = 30, 60
@@ -217,10 +210,10 @@ def test_heartbeats_and_telemetry_rounds_start_at_a_random_phase(
 
         monkeypatch.setattr("agent.daemon.timers.sleep", sleep)
         monkeypatch.setattr("agent.daemon.timers.call_later", call_later)
-        link = Link()
+        link = _Link()
         with contextlib.suppress(asyncio.CancelledError):
             await daemon._heartbeats(link)  # type: ignore[arg-type]
-        assert link.sent == 3  # the first at once, on connecting
+        assert len(link.sent) == 1  # none on connecting (the Hello stands for it), one after the first wait
         daemon.reconciler = types.SimpleNamespace(procs={})  # type: ignore[assignment]
         rounds = asyncio.create_task(daemon._telemetry_loop())
         await asyncio.sleep(0)
@@ -231,6 +224,42 @@ def test_heartbeats_and_telemetry_rounds_start_at_a_random_phase(
 
     phases = [asyncio.run(scenario()) for _ in range(8)]
     for sleeps, timer_delays in phases:
-        assert 15 <= sleeps[0] < 30 and sleeps[1:] == [30, 30]  # then the interval itself
-        assert 30 <= timer_delays[0] < 60
+        assert 0 <= sleeps[0] < 30 and sleeps[1] == 30 and 29 < sleeps[2] <= 30  # then the interval itself
+        assert 0 <= timer_delays[0] < 60
     assert len({sleeps[0] for sleeps, _ in phases}) > 1  # drawn, not fixed
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.sent: list[agent_pb2.AgentMessage] = []
+
+    async def send(self, message: agent_pb2.AgentMessage) -> None:
+        self.sent.append(message)
+
+    async def incoming(self) -> AsyncIterator[agent_pb2.HubMessage]:
+        await asyncio.Event().wait()
+        yield agent_pb2.HubMessage()
+
+
+def test_no_heartbeat_while_other_messages_go_to_the_hub(tmp_path: Path) -> None:
+    """A heartbeat only after an interval with nothing else sent, as MQTT's PINGREQ."""
+
+    async def scenario() -> list[str]:
+        daemon = _daemon(tmp_path, linger=0.0)
+        daemon.heartbeat_s = 1
+        link = _Link()
+        tasks = [asyncio.create_task(daemon._sender(link, 0)), asyncio.create_task(daemon._heartbeats(link))]  # type: ignore[arg-type]
+        for i in range(12):  # a status every 0.25 s for 3 s: the agent is never quiet for a second
+            daemon.queue(agent_pb2.AgentMessage(status=_st(f"s{i}", agent_pb2.HEALTHY)))
+            await asyncio.sleep(0.25)
+        busy = [m.WhichOneof("body") or "" for m in link.sent]
+        await asyncio.sleep(2.6)  # quiet: heartbeats again
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return busy + ["--"] + [m.WhichOneof("body") or "" for m in link.sent[len(busy) :]]
+
+    kinds = asyncio.run(scenario())
+    busy, quiet = kinds[: kinds.index("--")], kinds[kinds.index("--") + 1 :]
+    assert busy == ["status"] * 12
+    assert quiet and set(quiet) == {"heartbeat"}

@@ -276,7 +276,9 @@ def test_core_dedups_by_seq_and_acks_cumulatively(hub: HubServices, tmp_path: Pa
         point = agent_pb2.TelemetryPoint(at_ms=int(time.time() * 1000), metric="agent.rss_bytes", value=seq)
         return agent_pb2.AgentMessage(seq=seq, telemetry=agent_pb2.TelemetryBatch(points=[point]))
 
+    hub.db.db.execute("UPDATE devices SET last_seen_at = 0 WHERE id = 'a'")
     assert core.handle(session, telemetry(1)).ack.seq == 1
+    assert hub.fleet.show("a")["last_seen"] > "2000"  # any stored message counts as hearing from the device
     assert core.handle(session, telemetry(3)).ack.seq == 1  # 2 missing: the ack waits
     assert core.handle(session, telemetry(3)).ack.seq == 1  # a repeat is stored once
     assert core.handle(session, telemetry(2)).ack.seq == 3
