@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -252,4 +253,30 @@ def test_queued_telemetry_points_have_their_own_high_water(hub: HubServices) -> 
     assert drained.wait(10)
     assert writer.wait_idle(10) and not writer.congested()
     assert _count(hub) == 200
+    writer.close()
+
+
+def test_a_sessions_ack_waits_the_ack_delay_and_covers_what_came_meanwhile(hub: HubServices) -> None:
+    enroll(hub, "a")
+    enroll(hub, "b")
+    sa, _ = hub.control.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    sb, _ = hub.control.open_session("b", agent_pb2.Hello(device_id="b"), transport="test")
+    writer = GroupCommit(hub.db, hub.control._store, on_rollback=hub.fleet.forget_seqs, ack_delay=0.5)
+    acks: list[tuple[str, int, float]] = []
+    start = time.monotonic()
+
+    def reply(device: str) -> Callable[[agent_pb2.HubMessage], None]:
+        return lambda m: acks.append((device, m.ack.seq, time.monotonic() - start))
+
+    writer.submit(sa, _points(1), reply("a"))
+    time.sleep(0.2)
+    assert _count(hub) == 3 and acks == []  # stored, not yet acked
+    writer.submit(sa, _points(2), reply("a"))  # stored while a's ack waits: the same ack covers it
+    writer.submit(sb, _points(1), reply("b"))
+    time.sleep(0.45)
+    assert [(d, s) for d, s, _ in acks] == [("a", 2)]  # a's ack went 0.5 s after its first message
+    assert 0.45 <= acks[0][2] < 0.65
+    writer.submit(sb, _points(2), reply("b"))
+    assert writer.wait_idle(5)  # sends what is held at once
+    assert [(d, s) for d, s, _ in acks] == [("a", 2), ("b", 2)] and acks[1][2] < 0.9
     writer.close()
