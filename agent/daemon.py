@@ -407,7 +407,7 @@ class AgentDaemon:
                 sent = message.seq
             if batch:
                 self._last_sent = asyncio.get_running_loop().time()  # no heartbeat needed for a while
-            if not batch:  # an append sets the event (also one made between clear() and here): no timeout needed
+            else:  # an append sets the event (also one made between clear() and here): no timeout needed
                 await self._outbox_changed.wait()
 
     async def _receiver(self, link: Link) -> None:
