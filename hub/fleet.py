@@ -191,8 +191,9 @@ class FleetService:
         self.store.update(device_id, last_heartbeat_at=now, last_seen_at=now, uptime_s=heartbeat.uptime_s)
 
     def record_applied_revision(self, device_id: str, revision: int) -> None:
-        """The agent applied a DesiredState revision (a DesiredStateAck, or a status that names it)."""
-        self.store.update_applied_revision(device_id, revision, time.time())
+        """The agent applied a DesiredState revision (a DesiredStateAck, or a status that names it). When it was
+        last seen, the message's seq already recorded (`record_seq`)."""
+        self.store.update_applied_revision(device_id, revision)
 
     def record_seq(self, device_id: str, seq: int, floor: int | None = None) -> tuple[bool, int]:
         """Dedup by (device, seq): (first time, cumulative ack)."""

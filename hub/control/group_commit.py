@@ -70,6 +70,17 @@ class _Item:
     points: int  # telemetry points the message carries parsed (what its size grows with); 0 while serialized
 
 
+@dataclass(slots=True)
+class _HeldAck:
+    """A session's ack waiting out the ack delay: the reply of its newest stored message, not the item (a parsed
+    telemetry message held 2 s more doubled a 10,000-agent hub's peak)."""
+
+    reply: Reply
+    device: str
+    acked: int
+    due: float  # monotonic time: the first covered message's store time plus the delay
+
+
 def _points(message: agent_pb2.AgentMessage | bytes) -> int:
     if isinstance(message, bytes):
         return 0
@@ -106,10 +117,9 @@ class GroupCommit:
         self._congested_messages = False  # the same for the message mark alone
         self._drained: list[Callable[[], None]] = []
         self.ack_delay = ack_delay
-        # session id -> [reply of its newest stored message, device, cumulative ack, when the ack is due]; in
-        # order of due time, since an entry keeps the due time of the first message it covers (writer thread
-        # only). Not the items: a parsed telemetry message held 2 s more doubled a 10,000-agent hub's peak.
-        self._held_acks: OrderedDict[int, list] = OrderedDict()
+        # session id -> its held ack, in order of due time since an entry keeps the due time of the first
+        # message it covers (writer thread only)
+        self._held_acks: OrderedDict[int, _HeldAck] = OrderedDict()
         self._flush_acks = False  # wait_idle asks the writer to send the held acks now
         self.stats = {"messages": 0, "batches": 0, "failed_batches": 0}
 
@@ -178,7 +188,7 @@ class GroupCommit:
         while True:
             with self._cond:
                 while not (self._queue or self._stopping or self._flush_acks or self._due_acks()):
-                    due = next(iter(self._held_acks.values()))[3] if self._held_acks else None
+                    due = next(iter(self._held_acks.values())).due if self._held_acks else None
                     self._cond.wait(None if due is None else max(0.0, due - time.monotonic()))
                 # Everything held goes once the queue is empty (its acks would be held again otherwise).
                 flush = (self._flush_acks or self._stopping) and not self._queue
@@ -258,25 +268,25 @@ class GroupCommit:
         for session_id, (item, acked) in acks.items():
             held = self._held_acks.get(session_id)
             if held is None:
-                self._held_acks[session_id] = [item.reply, item.session.device_id, acked, due]
+                self._held_acks[session_id] = _HeldAck(item.reply, item.session.device_id, acked, due)
             else:  # the reply of the session's latest message and its ack; the first message's due time
-                held[0], held[2] = item.reply, acked
+                held.reply, held.acked = item.reply, acked
         acks.clear()
         if self.ack_delay <= 0:
             self._send_acks(True)
 
     def _due_acks(self) -> bool:
-        return bool(self._held_acks) and next(iter(self._held_acks.values()))[3] <= time.monotonic()
+        return bool(self._held_acks) and next(iter(self._held_acks.values())).due <= time.monotonic()
 
     def _send_acks(self, everything: bool) -> None:
         """Send the held acks that are due (all of them with `everything`); writer thread."""
         now_ms, now = int(time.time() * 1000), time.monotonic()
         while self._held_acks:
-            session_id, (reply, device, acked, due) = next(iter(self._held_acks.items()))
-            if not everything and due > now:
+            session_id, held = next(iter(self._held_acks.items()))
+            if not everything and held.due > now:
                 break
             del self._held_acks[session_id]
             try:
-                reply(agent_pb2.HubMessage(sent_at_ms=now_ms, ack=agent_pb2.Ack(seq=acked)))
+                held.reply(agent_pb2.HubMessage(sent_at_ms=now_ms, ack=agent_pb2.Ack(seq=held.acked)))
             except Exception:  # a closed stream or broker hiccup: the agent resends, dedup absorbs it
-                log.debug("sending an ack to device %s failed", device, exc_info=True)
+                log.debug("sending an ack to device %s failed", held.device, exc_info=True)

@@ -210,12 +210,12 @@ class FleetStore:
         with self.database.read() as db:
             db.execute(f"UPDATE devices SET {cols} WHERE id = ?", [*fields.values(), device_id])
 
-    def update_applied_revision(self, device_id: str, revision: int, now: float) -> None:
+    def update_applied_revision(self, device_id: str, revision: int) -> None:
         """Set the device's applied revision; no write when it is the one stored (every status names it)."""
         with self.database.read() as db:
             db.execute(
-                "UPDATE devices SET applied_revision = ?, last_seen_at = ? WHERE id = ? AND applied_revision != ?",
-                [revision, now, device_id, revision],
+                "UPDATE devices SET applied_revision = ? WHERE id = ? AND applied_revision != ?",
+                [revision, device_id, revision],
             )
 
     def set_all_offline(self) -> None:
