@@ -23,8 +23,28 @@ from simulators.netfault import (
 from tests.support import PYTHON, REPO
 
 
-async def _echo_server() -> asyncio.Server:
+class _EchoServer:
+    """An echo server whose connection handlers can be ended before its loop closes (otherwise a handler
+    left pending is finalized later, on a closed loop, and pytest reports the error it raises)."""
+
+    def __init__(self, server: asyncio.Server, handlers: set[asyncio.Task[None]]) -> None:
+        self.server, self.handlers = server, handlers
+        self.port: int = server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+
+
+async def _echo_server() -> _EchoServer:
+    handlers: set[asyncio.Task[None]] = set()
+
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
         try:
             while data := await reader.read(65536):
                 writer.write(data)
@@ -33,20 +53,21 @@ async def _echo_server() -> asyncio.Server:
             pass
         finally:
             writer.close()
+            handlers.discard(task)
 
-    return await asyncio.start_server(echo, "127.0.0.1", 0)
+    return _EchoServer(await asyncio.start_server(echo, "127.0.0.1", 0), handlers)
 
 
 def _run(test: Callable[[FaultProxy], Awaitable[None]]) -> None:
     async def main() -> None:
         server = await _echo_server()
-        proxy = FaultProxy(("127.0.0.1", server.sockets[0].getsockname()[1]))
+        proxy = FaultProxy(("127.0.0.1", server.port))
         await proxy.start()
         try:
             await asyncio.wait_for(test(proxy), 20)
         finally:
             await proxy.stop()
-            server.close()
+            await server.close()
 
     asyncio.run(main())
 
@@ -168,13 +189,11 @@ def test_control_socket_runs_commands_and_names_a_bad_one() -> None:
 
 
 def test_threaded_proxy_serves_synchronous_tests() -> None:
-    async def start_echo() -> tuple[asyncio.Server, int]:
-        server = await _echo_server()
-        return server, server.sockets[0].getsockname()[1]
-
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    server, port = asyncio.run_coroutine_threadsafe(start_echo(), loop).result(5)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(_echo_server(), loop).result(5)
+    port = server.port
     try:
         with ThreadedFaultProxy(("127.0.0.1", port)) as proxy:
             with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
@@ -192,8 +211,10 @@ def test_threaded_proxy_serves_synchronous_tests() -> None:
                 s.sendall(b"pong")
                 assert s.recv(4) == b"pong"
     finally:
-        loop.call_soon_threadsafe(server.close)
+        asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
 
 
 @pytest.mark.parametrize(
