@@ -34,6 +34,8 @@ _CHANNEL_OPTIONS = [
     # TLS records of at most 4 KiB: grpc keeps a buffer this size per connection (a simulated fleet holds
     # thousands of connections in one process) and agent messages are small.
     ("grpc.tsi.max_frame_size", 4096),
+    # No BDP pings after each quiet spell (see the hub's SERVER_OPTIONS): ~30% less CPU per round trip here.
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 

@@ -220,3 +220,13 @@ def test_a_first_message_that_is_not_a_hello_is_refused() -> None:
             await front.stop(0)
 
     asyncio.run(scenario())
+
+
+def test_both_ends_of_the_agent_channel_skip_bdp_pings() -> None:
+    """A measured choice (benchmarks/grpc_messages.py): BDP pings after every quiet spell cost 30-38% of the CPU per
+    round trip on either end."""
+    from agent.link.grpc import _CHANNEL_OPTIONS
+    from hub.control.grpc_front import SERVER_OPTIONS
+
+    for options in (dict(SERVER_OPTIONS), dict(_CHANNEL_OPTIONS)):
+        assert options["grpc.http2.bdp_probe"] == 0
