@@ -24,10 +24,12 @@ from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
 # (re)connects at once the hub works through thousands of TLS handshakes and Hellos, and an agent that
 # gives up and retries makes it do its handshake twice (5,000 agents, 15 s: 12,000 attempts, 50 s).
 OPEN_TIMEOUT_S = 60.0
-# Keepalives notice a silently dead network (NAT timeouts, pulled cables) within ~30 s.
+# Keepalives keep NAT mappings open and notice a silently dead network (pulled cables) within ~40 s; the
+# answer may take grpc's default 20 s, as a hub that a whole fleet reconnects to is slow to reply (see the
+# hub's SERVER_OPTIONS).
 _CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),

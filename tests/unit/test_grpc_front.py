@@ -222,11 +222,13 @@ def test_a_first_message_that_is_not_a_hello_is_refused() -> None:
     asyncio.run(scenario())
 
 
-def test_both_ends_of_the_agent_channel_skip_bdp_pings() -> None:
-    """A measured choice (benchmarks/grpc_messages.py): BDP pings after every quiet spell cost 30-38% of the CPU per
-    round trip on either end."""
+def test_both_ends_of_the_agent_channel_skip_bdp_pings_and_wait_20_s_for_a_keepalive_answer() -> None:
+    """Measured choices (benchmarks/grpc_messages.py, benchmarks/fleet.py): BDP pings after every quiet spell cost
+    30-38% of the CPU per round trip, and a 10 s keepalive timeout ended a reconnecting fleet's streams."""
     from agent.link.grpc import _CHANNEL_OPTIONS
     from hub.control.grpc_front import SERVER_OPTIONS
 
     for options in (dict(SERVER_OPTIONS), dict(_CHANNEL_OPTIONS)):
         assert options["grpc.http2.bdp_probe"] == 0
+        assert options["grpc.keepalive_timeout_ms"] >= 20_000
+        assert options["grpc.keepalive_time_ms"] <= 30_000  # a vanished peer is still noticed within a minute
