@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import random
+import select
 import signal
 import statistics
 import subprocess
@@ -149,9 +150,12 @@ async def _client(port: int, pki: dict[str, str], change: tuple[str, int] | None
 
 
 def _expect(proc: subprocess.Popen[str], word: str, timeout: float) -> None:
+    """Wait for `word` on a line of the process's output (each process prints one line at a time)."""
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stdout], [], [], left)[0]:
+            break
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the {word.lower()} line never came: the process exited with {proc.wait()}")
