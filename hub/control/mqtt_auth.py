@@ -21,6 +21,7 @@ import os
 import secrets
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from hub.control.mqtt_topics import Topics
@@ -40,6 +41,16 @@ def hash_password(password: str, *, salt: bytes | None = None, iterations: int =
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialChange:
+    """The latest change to the broker users: a device the broker should now accept (`present`) or refuse,
+    with the password to ask it with (see hub.control.mqtt_probe)."""
+
+    username: str
+    password: str
+    present: bool
+
+
 class BrokerAuth:
     """Device users and the ACL in `directory`; `reload()` tells the broker (pid in `mosquitto.pid`)."""
 
@@ -50,6 +61,7 @@ class BrokerAuth:
         self._key = key if key is not None else _load_key(self.dir / KEY_FILE)
         self._lock = threading.Lock()
         self._devices: dict[str, tuple[str, str]] = {}  # device -> (credential seed, password hash)
+        self._latest: CredentialChange | None = None  # since the files were last written
         self._hub_hash = hash_password(self.hub_password)
 
     @property
@@ -75,22 +87,27 @@ class BrokerAuth:
         password = self.device_password(device_id, seed)
         with self._lock:
             self._devices[device_id] = (seed, hash_password(password))
+            self._latest = CredentialChange(device_id, password, present=True)
         return password
 
     def remove_device(self, device_id: str) -> None:
         """Drop a device user (revocation); call `write()` + `reload()` after."""
         with self._lock:
-            self._devices.pop(device_id, None)
+            gone = self._devices.pop(device_id, None)
+            if gone is not None:
+                self._latest = CredentialChange(device_id, self.device_password(device_id, gone[0]), present=False)
 
     def devices(self) -> list[str]:
         """Device ids that have a broker user now."""
         with self._lock:
             return sorted(self._devices)
 
-    def write(self) -> None:
-        """Replace the password and ACL files atomically (the broker never reads a half-written file)."""
+    def write(self) -> CredentialChange | None:
+        """Replace the password and ACL files atomically (the broker never reads a half-written file); returns
+        the latest device added or removed since the last write (None: none), to ask the broker about."""
         with self._lock:
             devices = sorted(self._devices.items())
+            latest, self._latest = self._latest, None
         lines = [f"{HUB_USERNAME}:{self._hub_hash}"] + [f"{d}:{h}" for d, (_, h) in devices]
         _replace(self.dir / PASSWORD_FILE, "\n".join(lines) + "\n")
         t = self.topics
@@ -110,6 +127,7 @@ class BrokerAuth:
                 "",
             ]
         _replace(self.dir / ACL_FILE, "\n".join(acl))
+        return latest
 
     def reload(self) -> bool:
         """SIGHUP the broker named in `mosquitto.pid`; False when no broker runs from this directory."""

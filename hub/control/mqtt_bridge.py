@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
+from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth, CredentialChange
 from hub.control.mqtt_broker import BrokerError, MosquittoBroker
 from hub.control.mqtt_front import MqttFront
+from hub.control.mqtt_probe import broker_accepts
 from hub.control.mqtt_topics import DEFAULT_PREFIX, Topics
 from hub.errors import BadInput, HubError
 from protos.edgeport.v1 import agent_pb2
@@ -35,7 +38,9 @@ log = logging.getLogger("hub.control.mqtt")
 # mosquitto re-checks every connected client's password on each SIGHUP (~1 s of broker CPU with 10,000
 # clients), so reloads are at most once a second; a device enrolled meanwhile retries its connect.
 FLUSH_INTERVAL_S = 1.0
-SETTLE_S = 3.0  # quiet time after the last change before the trailing reload
+Probe = Callable[[str, str], bool | None]  # (username, password) -> broker accepts / refuses / no answer
+SETTLE_S = 3.0  # quiet time after the last change before asking the broker whether it took it
+MAX_SETTLE_S = 30.0  # the longest wait between reloads while the broker has not taken the change
 
 
 def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
@@ -52,11 +57,21 @@ def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
 
 class _CoalescedFlush:
     """Write the auth files and reload the broker soon after a change, in a worker thread (never in the
-    caller: enrollment runs on the API's event loop): at once when idle, else once per interval (bursts)."""
+    caller: enrollment runs on the API's event loop): at once when idle, else once per interval (bursts).
 
-    def __init__(self, auth: BrokerAuth) -> None:
+    mosquitto clears its reload flag after a reload, so a SIGHUP that lands during a long reload (thousands
+    of clients re-checked, on a busy machine many seconds) is lost, and the devices enrolled last would be
+    refused until some later change. So once a burst is over, the broker is asked (`probe`: a CONNECT with
+    the last added or removed device's credentials) whether it took the last change, and reloaded again,
+    waiting longer each time, until it has.
+    """
+
+    def __init__(self, auth: BrokerAuth, probe: Probe | None = None, *, settle_s: float = SETTLE_S) -> None:
         self.auth = auth
+        self.probe = probe
+        self.settle_s = settle_s
         self._last = 0.0
+        self._check: CredentialChange | None = None  # the last change written, until the broker shows it
         self._pending = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt-auth-flush", daemon=True)
@@ -68,24 +83,40 @@ class _CoalescedFlush:
     def _flush(self) -> None:
         self._last = time.monotonic()
         try:
-            self.auth.write()
+            self._check = self.auth.write() or self._check
             self.auth.reload()
         except OSError:
             log.exception("writing the broker's password/ACL files failed")
 
+    def _taken(self) -> bool:
+        """Whether the broker shows the last change (without a probe: assumed, after one more reload)."""
+        check = self._check
+        if check is None or self.probe is None:
+            self.auth.reload()
+            return True
+        answer = self.probe(check.username, check.password)
+        if answer is check.present:
+            self._check = None
+            return True
+        if answer is not None:
+            log.info("the MQTT broker still %s %s: reloading it again",
+                     "refuses" if check.present else "accepts", check.username)
+        return False
+
     def _run(self) -> None:
-        trailing = False
+        settling, wait = False, self.settle_s
         while not self._stop.is_set():
             if self._pending.wait(0.5):
                 self._stop.wait(max(0.0, self._last + FLUSH_INTERVAL_S - time.monotonic()))
                 self._pending.clear()
                 self._flush()
-                trailing = True
-            elif trailing and time.monotonic() - self._last >= SETTLE_S:
-                # mosquitto clears its reload flag after a reload, so a SIGHUP that lands during a long
-                # reload (thousands of clients re-checked) is lost: repeat one once the burst is over.
-                trailing = False
-                self.auth.reload()
+                settling, wait = True, self.settle_s
+            elif settling and time.monotonic() - self._last >= wait:
+                if self._taken():
+                    settling = False
+                else:
+                    self.auth.reload()
+                    self._last, wait = time.monotonic(), min(wait * 2, MAX_SETTLE_S)
 
     def close(self) -> None:
         self._stop.set()
@@ -167,7 +198,7 @@ class MqttBridge:
             if self.broker is not None:
                 self.broker.stop()
             raise
-        self._flush = _CoalescedFlush(self.auth)
+        self._flush = _CoalescedFlush(self.auth, functools.partial(broker_accepts, self.host, self.port))
         fleet.mqtt_credentials = self.credentials
         self.front.sync_all(list(self.auth.devices()))
         self.url = f"agents MQTT {self.advertise} (prefix {self.topics.prefix}, broker files {self.auth.dir})"
