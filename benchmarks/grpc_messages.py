@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import select
 import signal
 import statistics
@@ -225,8 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --{name} {getattr(args, name)}: must be at least 1", file=sys.stderr)
             return 2
     raise_fd_limit()
-    import resource
-
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if args.streams + 100 > limit:
         print(f"error: --streams {args.streams}: one socket each, and a process may open {limit:,} files",

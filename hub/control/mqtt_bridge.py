@@ -66,7 +66,7 @@ class _CoalescedFlush:
     waiting longer each time, until it has.
     """
 
-    def __init__(self, auth: BrokerAuth, probe: Probe | None = None, *, settle_s: float = SETTLE_S) -> None:
+    def __init__(self, auth: BrokerAuth, probe: Probe, *, settle_s: float = SETTLE_S) -> None:
         self.auth = auth
         self.probe = probe
         self.settle_s = settle_s
@@ -89,10 +89,9 @@ class _CoalescedFlush:
             log.exception("writing the broker's password/ACL files failed")
 
     def _taken(self) -> bool:
-        """Whether the broker shows the last change (without a probe: assumed, after one more reload)."""
+        """Whether the broker shows the last change written (True when there is none to look for)."""
         check = self._check
-        if check is None or self.probe is None:
-            self.auth.reload()
+        if check is None:
             return True
         answer = self.probe(check.username, check.password)
         if answer is check.present:
