@@ -246,13 +246,15 @@ def test_queued_telemetry_points_have_their_own_high_water(hub: HubServices) -> 
         for seq in range(1, 3):
             writer.submit(session, _points(seq, 50), lambda m: None)
         assert not writer.congested()  # at most 100 points queued: at the mark, not past it
-        for seq in range(3, 5):  # the writer may have taken the first one off the queue
+        # The writer may have taken one or both off the queue before it blocked: three more put 150-250 points
+        # in the queue either way, past the mark.
+        for seq in range(3, 6):
             writer.submit(session, _points(seq, 50), lambda m: None)
-        assert writer.congested() and writer.backlog() <= 4
+        assert writer.congested() and writer.backlog() <= 5
         assert not writer.congested(points=False)  # the message mark alone (the gRPC front's) is not passed
     assert drained.wait(10)
     assert writer.wait_idle(10) and not writer.congested()
-    assert _count(hub) == 200
+    assert _count(hub) == 250
     writer.close()
 
 
