@@ -6,6 +6,7 @@ For each fleet size (default 100, 1,000, 10,000) and transport it measures:
   * hub peak RSS and CPU (cores busy) over the phase, broker (mosquitto) RSS;
   * CPU seconds over the deploy of the hub, the broker, the fleet processes and their runtimes;
   * telemetry ingest: numbered sensor points (batched, `--batch` per message) stored per second.
+and holds each 10,000-agent run against the issue's targets (`benchmarks/fleet_targets.py`): met or MISSED.
 
 Agents are the real agent code (`simulators.fleet`), many per process on one event loop, with simulated
 hardware (iot-edge profile). Starting one runtime process per agent cannot fit one machine at these
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
+from fleet_targets import format_verdicts, verdicts  # (benchmarks/ is the script's folder)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -471,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
              "runtime": "agents of a fleet process share one runtime process per service generation",
              "device_disk": args.device_disk, "grpc_security": args.grpc_security}
     runs = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(r).items()} for r in results]
-    (out / "fleet.json").write_text(json.dumps({"benchmark": "benchmarks/fleet.py", "setup": setup, "runs": runs},
-                                               indent=2) + "\n")
+    targets = verdicts(runs)
+    for line in format_verdicts(targets):
+        print(line)
+    (out / "fleet.json").write_text(json.dumps({"benchmark": "benchmarks/fleet.py", "setup": setup, "runs": runs,
+                                                "targets": targets}, indent=2) + "\n")
     print(f"wrote {out / 'fleet.json'}")
     return 0
 
