@@ -348,7 +348,7 @@ class AgentDaemon:
     # ---- loops ----
 
     async def _session_loop(self) -> None:
-        assert self.outbox is not None
+        assert self.outbox is not None and self.identity is not None
         delay = 1.0
         down_since: float | None = None
         while True:
@@ -372,7 +372,7 @@ class AgentDaemon:
                 self._set_telemetry_interval(welcome.telemetry_interval_s)
             self.parts.say(
                 f"connected to hub as device {welcome.device_id or self.identity.device_id} ({self.config.transport})"
-            )  # type: ignore[union-attr]
+            )
             parts = [self._sender(link, welcome.acked_seq), self._receiver(link), self._heartbeats(link)]
             tasks = [asyncio.create_task(p) for p in parts]
             try:

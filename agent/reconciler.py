@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import shutil
@@ -93,10 +94,28 @@ def plan(
 
 
 def _status(
-    m: agent_pb2.ServiceManifest | None, name: str, phase: int, message: str = "", **extra: object
+    m: agent_pb2.ServiceManifest | None,
+    name: str,
+    phase: agent_pb2.Phase,
+    message: str = "",
+    *,
+    scoring_uri: str = "",
+    swagger_uri: str = "",
+    serving_generation: int = 0,
+    log_tail: Iterable[str] = (),
+    restarts: int = 0,
 ) -> agent_pb2.DeploymentStatus:
+    # The defaults are proto3's own (fields without presence): passing them equals leaving them out.
     return agent_pb2.DeploymentStatus(
-        service=name, generation=m.generation if m else 0, phase=phase, message=message, **extra
+        service=name,
+        generation=m.generation if m else 0,
+        phase=phase,
+        message=message,
+        scoring_uri=scoring_uri,
+        swagger_uri=swagger_uri,
+        serving_generation=serving_generation,
+        log_tail=log_tail,
+        restarts=restarts,
     )
 
 
@@ -150,9 +169,9 @@ class Reconciler:
             if not rec.generation or rec.manifest is None:
                 continue
             spec = self._spec(rec.manifest, rec.port, rec.grpc_port, python="")
-            proc = self.supervisor.adopt(spec, rec.pid, rec.pid_start)
-            if proc is not None:
-                self._serve(rec.name, proc)
+            adopted = self.supervisor.adopt(spec, rec.pid, rec.pid_start)
+            if adopted is not None:
+                self._serve(rec.name, adopted)
 
     def desired_changed(self, desired: agent_pb2.DesiredState) -> bool:
         """Apply a DesiredState from the hub (ignored when older than the one applied); wake the loop.
@@ -207,7 +226,7 @@ class Reconciler:
                 coro = self._remove(action.service)
             task = asyncio.get_running_loop().create_task(coro, name=f"{action.kind}:{action.service}")
             self.tasks[action.service] = task
-            task.add_done_callback(lambda t, name=action.service: self._task_done(name, t))
+            task.add_done_callback(functools.partial(self._task_done, action.service))
             started.append(action)
         return started
 
@@ -340,7 +359,9 @@ class Reconciler:
         else:  # copies, which can take long for big models
             layout = await asyncio.to_thread(lay_out, self.cache, m, gen_dir)
         # No requirements: no venv to build, so no trip through the thread pool either.
-        python = self.envs.shared_python(m.environment) or await asyncio.to_thread(self.envs.python_for, m.environment)
+        python = self.envs.shared_python(m.environment)
+        if python is None:
+            python = await asyncio.to_thread(self.envs.python_for, m.environment)
         return layout, python
 
     def _links_possible(self) -> bool:

@@ -72,7 +72,7 @@ class ServiceRecord:
     grpc_port: int = 0
     pid: int = 0
     pid_start: int = 0
-    phase: int = agent_pb2.PHASE_UNSPECIFIED
+    phase: agent_pb2.Phase = agent_pb2.PHASE_UNSPECIFIED
     message: str = ""
     restarts: int = 0
 

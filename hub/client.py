@@ -85,7 +85,7 @@ def _hash_local(source: Path, rel: str) -> LocalFile:
     except FileNotFoundError:
         raise BadInput(f"cannot read {source}: broken symbolic link") from None
     except OSError as exc:
-        raise BadInput(f"cannot read {source}: {exc.strerror.lower()}") from None
+        raise BadInput(f"cannot read {source}: {(exc.strerror or str(exc)).lower()}") from None
     if not stat.S_ISREG(st.st_mode):
         raise BadInput(f"cannot register {source}: not a regular file")
     h = hashlib.sha256()

@@ -8,6 +8,7 @@ services whose target selects it, and its revision grows whenever that set of
 
 from __future__ import annotations
 
+import builtins  # below `def list`, a bare `list[...]` annotation in the class names that method
 import hashlib
 import secrets
 import time
@@ -392,8 +393,8 @@ class DeploymentService:
         for standing in self.fleet.select_standings(row["target"]):  # one read, not one per device
             device_id = standing["id"]
             st = statuses.get(device_id)
-            current = st is not None and st["generation"] == generation
-            phase = PHASES.get(st["phase"], "Pending") if current else "Pending"
+            current = st if st is not None and st["generation"] == generation else None  # its status now
+            phase = PHASES.get(current["phase"], "Pending") if current is not None else "Pending"
             online = bool(standing["online"])
             waiting = "waiting for the device" + ("" if online else " (offline: it gets this when it connects)")
             devices.append(
@@ -404,9 +405,9 @@ class DeploymentService:
                     "serving_generation": st["serving_generation"] if st else 0,
                     "scoring_uri": st["scoring_uri"] if st else "",
                     "swagger_uri": st["swagger_uri"] if st else "",
-                    "message": st["message"] if current and st else waiting,
+                    "message": current["message"] if current is not None else waiting,
                     "online": online,
-                    "log_tail": st["log_tail"] if current else [],
+                    "log_tail": current["log_tail"] if current is not None else [],
                     "restarts": st["restarts"] if st else 0,
                 }
             )
@@ -445,7 +446,7 @@ class DeploymentService:
             raise Conflict(f"service {name} has authentication disabled: it has no keys")
         return {"primaryKey": row["keys"]["primary"], "secondaryKey": row["keys"]["secondary"]}
 
-    def device_services(self, device_id: str) -> list[dict[str, Any]]:
+    def device_services(self, device_id: str) -> builtins.list[dict[str, Any]]:
         """Services on one device with their phases."""
         return [
             {
@@ -457,7 +458,7 @@ class DeploymentService:
             for r in self.store.device_statuses(device_id)
         ]
 
-    def services_using(self, model: str, version: int) -> list[str]:
+    def services_using(self, model: str, version: int) -> builtins.list[str]:
         """Active services whose current (or still serving) generation uses model:version (registry in-use hook)."""
         users: set[str] = set()
         for service, generation in self.store.generations_using(model, version):

@@ -7,6 +7,7 @@ so the database only ever holds its sha256: a copy of hub.db cannot enroll anyth
 
 from __future__ import annotations
 
+import builtins  # below `def list`, a bare `list[...]` annotation in the class names that method
 import functools
 import hashlib
 import hmac
@@ -16,7 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import json_format
 
@@ -220,15 +221,15 @@ class FleetService:
         """Public views of every device."""
         return [_public(r) for r in self.store.list()]
 
-    def active_ids(self) -> list[str]:
+    def active_ids(self) -> builtins.list[str]:
         """Ids of enrolled or pending (not revoked) devices."""
         return [r["id"] for r in self.store.standings() if r["state"] != "revoked"]
 
-    def select(self, selector: str) -> list[str]:
+    def select(self, selector: str) -> builtins.list[str]:
         """Non-revoked devices a target selects: a device name, or `k=v[,k=v...]` (all must match)."""
         return [r["id"] for r in self.select_standings(selector)]
 
-    def select_standings(self, selector: str) -> list[dict[str, Any]]:
+    def select_standings(self, selector: str) -> builtins.list[dict[str, Any]]:
         """`standing` (with `online`) of every device `select(selector)` names, in one read."""
         return [r for r in self.store.standings() if selects(r, selector)]
 
@@ -285,6 +286,11 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Overloads: a timestamp that is there always formats to a string (create_token's "expires").
+@overload
+def _iso(ts: float) -> str: ...
+@overload
+def _iso(ts: float | None) -> str | None: ...
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None

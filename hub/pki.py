@@ -17,13 +17,23 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hub.errors import BadInput
+from hub.errors import BadInput, StorageError
 
 CA_DAYS = 3650
 LEAF_DAYS = 397
+# The key types that can sign certificates (CertificateIssuerPrivateKeyTypes): the hub makes P-256 keys,
+# but a ca.key of any of these types signs as well.
+_ISSUER_KEY_TYPES = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    dsa.DSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
 
 
 @dataclass(frozen=True)
@@ -68,13 +78,18 @@ class CertificateAuthority:
         self.dir = Path(pki_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         key_path, cert_path = self.dir / "ca.key", self.dir / "ca.crt"
+        self._key: CertificateIssuerPrivateKeyTypes
         if key_path.exists() and cert_path.exists():
-            self._key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            if not isinstance(key, _ISSUER_KEY_TYPES):  # e.g. an X25519 key: it cannot sign anything
+                raise StorageError(f"{key_path} holds a {type(key).__name__}, which cannot sign certificates")
+            self._key = key
             self.ca_pem = cert_path.read_bytes()
         else:
-            self._key = ec.generate_private_key(ec.SECP256R1())
+            new_key = ec.generate_private_key(ec.SECP256R1())
+            self._key = new_key
             self.ca_pem = self._self_signed()
-            _write_private(key_path, _key_pem(self._key))
+            _write_private(key_path, _key_pem(new_key))
             cert_path.write_bytes(self.ca_pem)
         self._ca = x509.load_pem_x509_certificate(self.ca_pem)
         self.ca_sha256 = certificate_sha256(self.ca_pem)

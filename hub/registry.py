@@ -243,8 +243,10 @@ class RegistryService:
             rows = store.list_versions(db, name, tags)
         versions = [_from_row(r) for r in rows]
         if latest_only:
-            seen: set[str] = set()
-            versions = [v for v in versions if not (v.name in seen or seen.add(v.name))]
+            first: dict[str, ModelVersion] = {}
+            for v in versions:  # newest first per name: the first seen of each name is its latest
+                first.setdefault(v.name, v)
+            versions = list(first.values())
         return versions
 
     def delete_version(self, name: str, version: int) -> ModelVersion:

@@ -153,7 +153,7 @@ def openapi3(
     v2 = swagger2(service, input_schema, output_schema, auth)
     json_body = lambda ref: {"content": {"application/json": {"schema": {"$ref": ref}}}}  # noqa: E731
     err = {"description": "Error", **json_body("#/components/schemas/ErrorResponse")}
-    security = [{"Bearer": []}] if auth else []
+    security: list[dict[str, list[str]]] = [{"Bearer": []}] if auth else []
     paths: dict[str, Any] = {
         "/": {
             "get": {

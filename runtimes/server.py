@@ -53,6 +53,8 @@ def load_backend(config: ServeConfig, profile: HardwareProfile) -> OnnxBackend |
 def _documents(dp: DataPlane, auth: Authenticator) -> Any:
     def build() -> tuple[dict[str, Any], dict[str, Any]]:
         backend = dp.backend
+        ins: dict[str, Any] | None
+        outs: dict[str, Any] | None
         if isinstance(backend, OnnxBackend):
             ins, outs = onnx_schemas(backend.inputs, backend.outputs)
         elif isinstance(backend, EntryScriptBackend):
@@ -116,7 +118,8 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
         loop.add_signal_handler(sig, stop.set)
     init = loop.run_in_executor(dp.executor, load_backend, config, profile)
     waiter = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([init, waiter], return_when=asyncio.FIRST_COMPLETED)
+    first: list[asyncio.Future[Any]] = [init, waiter]  # a Future[Backend] and a Task[bool]
+    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if init.done():
         try:

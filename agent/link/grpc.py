@@ -100,15 +100,17 @@ class GrpcLink:
         except TimeoutError:
             await self.close()
             raise LinkClosed(f"gRPC {self.identity.grpc_address}: no Welcome within {OPEN_TIMEOUT_S:g}s") from None
-        if first is aio.EOF or not first.HasField("welcome"):
+        if first is None or not first.HasField("welcome"):
             await self.close()
             raise LinkClosed(f"gRPC {self.identity.grpc_address}: the hub did not answer Hello with a Welcome")
         return first.welcome
 
     @staticmethod
-    async def _hello(call: aio.StreamStreamCall, hello: agent_pb2.Hello) -> object:
+    async def _hello(call: aio.StreamStreamCall, hello: agent_pb2.Hello) -> agent_pb2.HubMessage | None:
+        """Send Hello; the hub's first message, or None when it ended the stream first."""
         await call.write(agent_pb2.AgentMessage(seq=0, hello=hello))
-        return await call.read()
+        first = await call.read()
+        return None if first is aio.EOF else first
 
     async def send(self, message: agent_pb2.AgentMessage) -> None:
         """Send one message; raises LinkClosed when the session is gone."""

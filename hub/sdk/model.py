@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # below `def list`, a bare `list[...]` annotation in the class names that method
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +93,7 @@ class Model:
         return self._data["framework"]
 
     @property
-    def files(self) -> list[dict[str, Any]]:
+    def files(self) -> builtins.list[dict[str, Any]]:
         """The version's files: path, digest, size."""
         return [dict(f) for f in self._data["files"]]
 
@@ -122,7 +123,7 @@ class Model:
     def deploy(
         workspace: Workspace,
         name: str,
-        models: list[Model | str],
+        models: builtins.list[Model | str],
         inference_config: InferenceConfig | None = None,
         deployment_config: DeploymentConfig | None = None,
         target: str | None = None,

@@ -128,8 +128,8 @@ class DeploymentStore:
                 sets = ", ".join(f"{k} = ?" for k in values)
                 db.execute(f"UPDATE services SET {sets} WHERE name = ?", [*values.values(), name])
             else:
-                db["services"].insert({"name": name, "created_at": now, **values})
-            db["service_generations"].insert(
+                db.table("services").insert({"name": name, "created_at": now, **values})
+            db.table("service_generations").insert(
                 {"service": name, "generation": generation, "manifest": manifest, "models": json.dumps(models),
                  "created_at": now}
             )

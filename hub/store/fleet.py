@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # below `def list`, a bare `list[...]` annotation in the class names that method
 import json
 import time
 from typing import Any
@@ -135,7 +136,7 @@ class FleetStore:
         with self.database.transaction() as db:
             if _row(db, device_id) is None:
                 row = {"id": device_id, "labels": json.dumps(labels), "state": "pending", "created_at": now}
-                db["devices"].insert(row)
+                db.table("devices").insert(row)
             else:
                 db.execute(
                     "UPDATE devices SET labels = ?, state = 'pending', revoked_at = NULL, online = 0 WHERE id = ?",
@@ -143,7 +144,7 @@ class FleetStore:
                 )
             # A new token replaces any unused older one for the same device.
             db.execute("DELETE FROM enrollment_tokens WHERE device_id = ? AND used_at IS NULL", [device_id])
-            db["enrollment_tokens"].insert(
+            db.table("enrollment_tokens").insert(
                 {
                     "id": token_id,
                     "device_id": device_id,
@@ -259,7 +260,7 @@ class FleetStore:
             self._seqs[device_id] = [acked, held]
             return fresh, acked
 
-    def forget_seqs(self, device_ids: set[str] | list[str]) -> None:
+    def forget_seqs(self, device_ids: set[str] | builtins.list[str]) -> None:
         """Drop cached acks (after a rolled-back transaction): they are read from the database again."""
         for device_id in device_ids:
             self._seqs.pop(device_id, None)

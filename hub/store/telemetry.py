@@ -65,7 +65,8 @@ class TelemetryStore:
         self, *, device: str | None, service: str | None, metric: str | None, since_ms: int, limit: int
     ) -> list[dict[str, Any]]:
         """Points matching the filters, newest first."""
-        where, args = ["at_ms >= ?"], [since_ms]
+        where: list[str] = ["at_ms >= ?"]
+        args: list[str | int] = [since_ms]
         for col, value in (("device", device), ("service", service), ("metric", metric)):
             if value is not None:
                 where.append(f"{col} = ?")
@@ -89,7 +90,7 @@ class TelemetryStore:
     def put_profile(self, device: str, request_id: str, service: str, result: dict[str, Any], at_ms: int) -> None:
         """Store one profile result (a repeat replaces it)."""
         with self.database.read() as db:
-            db["profile_results"].upsert(
+            db.table("profile_results").upsert(
                 {"device": device, "request_id": request_id, "service": service, "result": json.dumps(result),
                  "at_ms": at_ms},
                 pk=("device", "request_id"),

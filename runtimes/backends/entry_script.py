@@ -62,10 +62,11 @@ def check_schema(value: Any, schema: dict[str, Any], where: str) -> None:
         return
     if not isinstance(value, allowed) or (kind in ("number", "integer") and isinstance(value, bool)):
         raise BadRequest(f"{where}: expected {kind}, got {type(value).__name__} ({str(value)[:40]})")
-    if kind == "array" and isinstance(schema.get("items"), dict):
+    # The isinstance checks below repeat what `allowed` just checked, for the type checker.
+    if kind == "array" and isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
             check_schema(item, schema["items"], f"{where}[{i}]")
-    elif kind == "object":
+    elif kind == "object" and isinstance(value, dict):
         props = schema.get("properties") or {}
         for req in schema.get("required") or ():
             if req not in value:

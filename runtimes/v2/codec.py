@@ -96,6 +96,7 @@ def check_shape(value: Any, where: str) -> list[int]:
 
 def _json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
     count = math.prod(shape)
+    arr: np.ndarray
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=np.object_).reshape(-1)
