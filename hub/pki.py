@@ -82,7 +82,8 @@ class CertificateAuthority:
         if key_path.exists() and cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(key, _ISSUER_KEY_TYPES):  # e.g. an X25519 key: it cannot sign anything
-                raise StorageError(f"{key_path} holds a {type(key).__name__}, which cannot sign certificates")
+                kind = type(key).__name__
+                raise StorageError(f"{key_path} is not a signing key ({kind}); the CA signs certificates with it")
             self._key = key
             self.ca_pem = cert_path.read_bytes()
         else:

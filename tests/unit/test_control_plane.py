@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.x509.oid import NameOID
 
 from hub.deployconfig import parse_deployment_config, parse_inference_config, requirements_from_conda
-from hub.errors import BadInput, Conflict, NotFound, Unauthorized
+from hub.errors import BadInput, Conflict, NotFound, StorageError, Unauthorized
 from hub.pki import CertificateAuthority
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
@@ -77,6 +78,18 @@ def test_revoked_device_and_foreign_certificate_are_refused(hub: HubServices, tm
     other = CertificateAuthority(tmp_path / "other-pki").sign_csr(new_csr(), "dev-1")
     with pytest.raises(Unauthorized, match="not issued by this hub"):
         hub.fleet.authenticate_certificate(other.pem)
+
+
+def test_a_ca_key_that_cannot_sign_is_refused_at_load_and_kept(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    CertificateAuthority(pki)
+    wrong = x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (pki / "ca.key").write_bytes(wrong)  # a key-agreement key: it cannot sign certificates
+    with pytest.raises(StorageError, match=r"ca\.key is not a signing key \(X25519PrivateKey\)"):
+        CertificateAuthority(pki)
+    assert (pki / "ca.key").read_bytes() == wrong  # left for the operator to look at, not replaced
 
 
 def test_bad_enrollment_inputs(hub: HubServices) -> None:
