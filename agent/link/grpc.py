@@ -100,6 +100,9 @@ class GrpcLink:
         except TimeoutError:
             await self.close()
             raise LinkClosed(f"gRPC {self.identity.grpc_address}: no Welcome within {OPEN_TIMEOUT_S:g}s") from None
+        except asyncio.InvalidStateError:  # grpc.aio's "RPC already finished": the hub ended it (shutting down)
+            await self.close()
+            raise LinkClosed(f"gRPC {self.identity.grpc_address}: the hub ended the call before the Hello") from None
         if first is None or not first.HasField("welcome"):
             await self.close()
             raise LinkClosed(f"gRPC {self.identity.grpc_address}: the hub did not answer Hello with a Welcome")
@@ -121,6 +124,10 @@ class GrpcLink:
                 await self._call.write(message)
         except (grpc.RpcError, aio.UsageError) as exc:
             raise LinkClosed(f"gRPC send failed: {exc}") from None
+        except asyncio.InvalidStateError:
+            # grpc.aio raises this, not an RpcError, when the call ended before the write: a hub restart
+            # caught an agent between its last read and a write (it stopped that agent, 1 in 5,000).
+            raise LinkClosed("gRPC send failed: the hub ended the stream") from None
 
     async def incoming(self) -> AsyncIterator[agent_pb2.HubMessage]:
         """HubMessages as they arrive; raises LinkClosed when the stream ends."""
