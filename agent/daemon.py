@@ -40,6 +40,10 @@ from agent.telemetry import RuntimeStats, TelemetryCollector, rss_bytes, scrape
 from protos.edgeport.v1 import agent_pb2
 
 RECONNECT_MAX_S = 10.0  # short enough to be back soon after a hub restart; jitter spreads a fleet's retries
+# After a session ends: at least this pause (a hub that ends sessions at once is not hammered), plus a random
+# share of the hub's reconnect spread (Welcome.reconnect_spread_ms), and of at least this spread.
+RECONNECT_PAUSE_S = 0.5
+MIN_RECONNECT_SPREAD_S = 1.0
 DEFAULT_HEARTBEAT_S = 10
 DEFAULT_TELEMETRY_S = 60  # when the hub names none; hubs say 60 by default too
 # A progress status (Pending, Pulling, Starting, Restarting) waits this long before it goes into the outbox; a
@@ -64,6 +68,15 @@ def _phase() -> float:
     every interval instead of a steady stream.
     """
     return random.random()
+
+
+def reconnect_pause(spread_s: float, share: float) -> float:
+    """Seconds to wait after losing a session, `share` being drawn from [0, 1).
+
+    A hub restart ends every session at once; without a spread its whole fleet would redo its TLS
+    handshakes within the same second. The hub names the spread, sized to its fleet.
+    """
+    return RECONNECT_PAUSE_S + share * max(MIN_RECONNECT_SPREAD_S, spread_s)
 
 
 class Reexec(Exception):
@@ -351,6 +364,7 @@ class AgentDaemon:
         assert self.outbox is not None and self.identity is not None
         delay = 1.0
         down_since: float | None = None
+        spread_s = 0.0  # the reconnect spread the hub named in its last Welcome
         while True:
             link = self._make_link()
             try:
@@ -365,6 +379,7 @@ class AgentDaemon:
                 delay = min(RECONNECT_MAX_S, delay * 2)
                 continue
             delay, down_since = 1.0, None
+            spread_s = welcome.reconnect_spread_ms / 1000
             self.outbox.ack(welcome.acked_seq)
             if not self.config.heartbeat_s and welcome.heartbeat_interval_s > 0:
                 self.heartbeat_s = welcome.heartbeat_interval_s
@@ -391,9 +406,10 @@ class AgentDaemon:
                 raise AgentError(f"the hub refused this device: {reason}", 1)
             if reason is not None and not isinstance(reason, LinkClosed):
                 raise reason
-            self.parts.say(f"disconnected from hub ({reason}); reconnecting")
+            pause = reconnect_pause(spread_s, random.random())
+            self.parts.say(f"disconnected from hub ({reason}); reconnecting in {pause:.1f} s")
             down_since = time.monotonic()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pause)
 
     async def _sender(self, link: Link, acked: int) -> None:
         """Replay the outbox oldest first, then send new entries as they come (each exactly in seq order)."""

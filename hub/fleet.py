@@ -153,6 +153,10 @@ class FleetService:
             raise Unauthorized(f"certificate of device {device_id} was superseded by a newer enrollment")
         return row
 
+    def enrolled_count(self) -> int:
+        """How many devices may connect: enrolled, not revoked."""
+        return self.store.count_enrolled()
+
     def is_active(self, device_id: str) -> bool:
         """Enrolled and not revoked."""
         row = self.store.standing(device_id)

@@ -6,6 +6,7 @@ import argparse
 import socket
 from typing import TYPE_CHECKING
 
+from hub.control.core import DEFAULT_RECONNECTS_PER_S
 from hub.control.grpc_front import GrpcFront
 from hub.errors import BadInput
 from hub.names import parse_duration
@@ -84,6 +85,16 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         "10,000 agents at 15 s kept a hub busy with 667 messages/s)",
     )
     parser.add_argument(
+        "--reconnect-rate",
+        type=float,
+        default=DEFAULT_RECONNECTS_PER_S,
+        metavar="PER_SECOND",
+        help="reconnections this hub takes per second (TLS handshake and Hello each; default "
+        f"{DEFAULT_RECONNECTS_PER_S:.0f}, what a 2-core hub managed). Agents that lose the hub spread their "
+        "reconnects over enrolled devices / this (at most 120 s), so a restart does not bring the whole fleet "
+        "back in one burst",
+    )
+    parser.add_argument(
         "--telemetry-retention",
         default="7d",
         metavar="DURATION",
@@ -110,6 +121,10 @@ def agent_channel(services: HubServices, args: argparse.Namespace) -> AgentChann
             raise BadInput(f"--{flag.replace('_', '-')} must be 1-3600 seconds, got {value}")
     services.control.heartbeat_interval_s = getattr(args, "heartbeat_interval", 10)
     services.control.telemetry_interval_s = getattr(args, "telemetry_interval", 60)
+    rate = getattr(args, "reconnect_rate", DEFAULT_RECONNECTS_PER_S)
+    if not 1 <= rate <= 1_000_000:
+        raise BadInput(f"--reconnect-rate must be 1-1000000 reconnections per second, got {rate:g}")
+    services.control.reconnects_per_s = rate
     services.telemetry.retention_s = parse_duration(getattr(args, "telemetry_retention", "7d"))
     return AgentChannel(
         services,

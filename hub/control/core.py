@@ -44,6 +44,13 @@ log = logging.getLogger("hub.control")
 
 DeviceListener = Callable[[str], None]
 
+# Reconnections a hub takes per second after a restart (TLS handshake and Hello each): a 2-core hub took
+# 340-540 mutual-TLS connections/s (benchmarks/grpc_streams.py, benchmarks/fleet.py). The agents' Welcome
+# asks them to spread a reconnect over fleet size / this, so 10,000 come back over 20 s, not in one burst.
+DEFAULT_RECONNECTS_PER_S = 500.0
+RECONNECT_SPREAD_MAX_S = 120.0  # bigger fleets get this: beyond it, waiting costs more than the burst
+FLEET_SIZE_TTL_S = 30.0  # how long a count of enrolled devices serves every Welcome
+
 
 @dataclass
 class Session:
@@ -78,12 +85,15 @@ class ControlCore:
         *,
         heartbeat_interval_s: int = 10,
         telemetry_interval_s: int = 60,
+        reconnects_per_s: float = DEFAULT_RECONNECTS_PER_S,
     ) -> None:
         self.fleet = fleet
         self.deployments = deployments
         self.telemetry = telemetry
         self.heartbeat_interval_s = heartbeat_interval_s
         self.telemetry_interval_s = telemetry_interval_s
+        self.reconnects_per_s = reconnects_per_s
+        self._fleet_size: tuple[float, int] | None = None  # (monotonic time read, enrolled devices)
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._listeners: list[DeviceListener] = []
@@ -121,8 +131,21 @@ class ControlCore:
             acked_seq=acked,
             heartbeat_interval_s=self.heartbeat_interval_s,
             telemetry_interval_s=self.telemetry_interval_s,
+            reconnect_spread_ms=self.reconnect_spread_ms(),
         )
         return session, welcome
+
+    def reconnect_spread_ms(self) -> int:
+        """How long a fleet that loses this hub at once should spread its reconnections over, in ms.
+
+        Every enrolled device may be among them (a hub restart drops them all), at `reconnects_per_s`;
+        the count is read at most every FLEET_SIZE_TTL_S, not for each of a reconnecting fleet's Hellos.
+        """
+        now = time.monotonic()
+        cached = self._fleet_size
+        if cached is None or now - cached[0] > FLEET_SIZE_TTL_S:
+            cached = self._fleet_size = (now, self.fleet.enrolled_count())
+        return int(min(RECONNECT_SPREAD_MAX_S, cached[1] / self.reconnects_per_s) * 1000)
 
     def close_session(self, session: Session) -> None:
         """The connection ended: the device is offline unless a newer session replaced this one."""

@@ -122,6 +122,11 @@ class FleetStore:
             r["labels"] = json.loads(r["labels"])
         return rows
 
+    def count_enrolled(self) -> int:
+        """How many devices are enrolled (not pending, not revoked)."""
+        with self.database.snapshot() as db:
+            return int(next(iter(db.query("SELECT count(*) AS n FROM devices WHERE state = 'enrolled'")))["n"])
+
     def list(self) -> list[dict[str, Any]]:
         """Every device, by name."""
         with self.database.read() as db:

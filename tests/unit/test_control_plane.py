@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.x509.oid import NameOID
 
+from hub.control.core import FLEET_SIZE_TTL_S, RECONNECT_SPREAD_MAX_S
 from hub.deployconfig import parse_deployment_config, parse_inference_config, requirements_from_conda
 from hub.errors import BadInput, Conflict, NotFound, StorageError, Unauthorized
 from hub.pki import CertificateAuthority
@@ -306,6 +307,27 @@ def test_core_dedups_by_seq_and_acks_cumulatively(hub: HubServices, tmp_path: Pa
     session2, welcome2 = core.open_session("a", agent_pb2.Hello(device_id="a", next_seq=10), transport="test")
     assert welcome2.acked_seq == 3
     assert core.handle(session2, telemetry(7)).ack.seq == 7
+
+
+def test_the_welcome_spreads_reconnects_over_the_enrolled_fleet(
+    hub: HubServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = hub.control
+    assert core is not None
+    for name in ("a", "b", "c"):
+        enroll(hub, name, [])
+    hub.fleet.create_token("pending-one", [])  # not enrolled yet: cannot be among those reconnecting
+    hub.fleet.revoke("c")
+    core.reconnects_per_s = 4.0
+    _, welcome = core.open_session("a", agent_pb2.Hello(device_id="a"), transport="test")
+    assert welcome.reconnect_spread_ms == 500  # 2 enrolled devices at 4 a second
+    enroll(hub, "d", [])
+    assert core.reconnect_spread_ms() == 500  # the count serves every Welcome for a while, not one query each
+    clock = time.monotonic() + FLEET_SIZE_TTL_S + 1
+    monkeypatch.setattr("hub.control.core.time.monotonic", lambda: clock)
+    assert core.reconnect_spread_ms() == 750  # read again: 3 enrolled
+    core.reconnects_per_s = 0.001
+    assert core.reconnect_spread_ms() == RECONNECT_SPREAD_MAX_S * 1000  # a huge fleet waits at most this
 
 
 def test_a_status_naming_a_revision_acknowledges_it_and_a_hello_does_too(hub: HubServices) -> None:
