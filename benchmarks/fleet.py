@@ -157,6 +157,7 @@ class Bench:
         self.sampler: Sampler | None = None
         self.fleets: list[subprocess.Popen[bytes]] = []
         self.per_process = args.per_process  # None: PER_PROCESS
+        self.hub_args: list[str] = []  # more `hub serve` options (benchmarks/reconnect.py's settings)
         self.label = f"bench=s{size}"
         self.phases = 0  # deploys so far: each gets a model of its own (fresh_model)
 
@@ -191,7 +192,7 @@ class Bench:
             [PY, "-m", "hub", "serve", "--data-dir", str(self.work / "hub"), "--port", str(self.port),
              "--grpc-port", str(self.grpc_port), "--telemetry-interval", str(self.args.telemetry_interval),
              "--mqtt", self.broker.url, "--mqtt-dir", str(self.broker.dir),
-             *(["--insecure"] if self.args.grpc_security == "plaintext" else [])],
+             *(["--insecure"] if self.args.grpc_security == "plaintext" else []), *self.hub_args],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
