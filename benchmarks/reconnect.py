@@ -78,9 +78,18 @@ def connects(bench: Bench, since: int) -> int:
         return log.read().count(b" connected (")
 
 
+def wait_online(bench: Bench, what: str, size: int, timeout: float) -> float:
+    """Seconds until `size` devices are online at the hub (one count per look)."""
+
+    def check() -> bool | str:
+        online = bench.db("SELECT count(*) FROM devices WHERE online = 1")
+        return online >= size or f"{online}/{size}"
+
+    return bench.wait(what, check, timeout)
+
+
 def restart(bench: Bench, size: int, timeout: float) -> dict[str, float]:
     """Restart the hub under the connected fleet; time until every device is online again."""
-    online = "SELECT count(*) FROM devices WHERE online = 1"
     log_at = (bench.work / "hub.log").stat().st_size
     start = time.monotonic()
     bench.stop_hub()
@@ -90,7 +99,7 @@ def restart(bench: Bench, size: int, timeout: float) -> dict[str, float]:
     cpu0 = bench.sampler.cpu()
     probe = ApiProbe(bench.port, "p0-00000")
     try:
-        bench.wait("back online", lambda: bench.db(online) >= size or f"{bench.db(online)}/{size}", timeout)
+        wait_online(bench, "back online", size, timeout)
     finally:
         answers = probe.close()
     done = time.monotonic()
@@ -136,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(bench.stop)
         bench.start()
         bench.start_fleets("grpc", 0.0, 1)
-        online = "SELECT count(*) FROM devices WHERE online = 1"
-        took = bench.wait("online", lambda: bench.db(online) >= args.size or f"{bench.db(online)}/{args.size}",
-                          args.timeout)  # fmt: skip
+        took = wait_online(bench, "online", args.size, args.timeout)
         print(f"  {args.size} online after {took:.1f} s (enrollment included)", flush=True)
         for setting in settings:
             bench.hub_args = SETTINGS[setting]
