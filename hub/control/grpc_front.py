@@ -251,6 +251,7 @@ class AgentServicer:
                     else:  # the stream's own look: at its start, or when a batch read failed
                         allowed, desired = self.core.is_allowed(session), None
                     if not allowed:
+                        log.info("device %s is revoked: closing its stream", device)
                         await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"device {device} is revoked")
                     for message in self.core.outgoing(session, desired):
                         yield message
@@ -283,8 +284,8 @@ class AgentServicer:
                     # thousands of streams waiting with their own timeouts kept the event loop busy.
                     self.flowing.clear()
                     await self.flowing.wait()
-        except (aio.AioRpcError, asyncio.CancelledError):
-            pass
+        except (aio.AioRpcError, aio.AbortError, asyncio.CancelledError):
+            pass  # the stream ended (by the agent, or by the hub aborting it, e.g. on revocation): said elsewhere
         except Exception:  # never let one agent's stream error go unnoticed
             log.exception("reading from device %s failed", session.device_id)
         finally:
