@@ -73,6 +73,7 @@ class ArtifactCache:
         # Bytes held, kept up to date by fetch and evict so an evict under the bound needs no folder scan
         # (one per deploy); None until the first evict scans. A scan also corrects it whenever it is over.
         self._usage: int | None = None
+        self._pulling: dict[str, tuple[asyncio.Lock, int]] = {}  # blob hex -> (its pull's lock, tasks using it)
 
     def path(self, digest: str) -> Path:
         """Where the verified blob `digest` lives (whether or not it is there)."""
@@ -100,6 +101,26 @@ class ArtifactCache:
         if final.is_file():
             self.touch(digest)
             return final
+        # One pull per blob at a time: two services deploying at once may want the same blob, and two pulls
+        # writing one .partial would corrupt it, and the second would find it already renamed away.
+        lock, users = self._pulling.get(hexpart, (asyncio.Lock(), 0))
+        self._pulling[hexpart] = (lock, users + 1)
+        try:
+            async with lock:
+                if final.is_file():  # the pull we waited for got it
+                    self.touch(digest)
+                    return final
+                return await self._pull(registry, repository, digest, hexpart, size)
+        finally:
+            lock, users = self._pulling[hexpart]
+            if users > 1:
+                self._pulling[hexpart] = (lock, users - 1)
+            else:
+                del self._pulling[hexpart]
+
+    async def _pull(self, registry: str, repository: str, digest: str, hexpart: str, size: int) -> Path:
+        """Download (or resume) `digest` into partial/, verify it, and move it into blobs/."""
+        final = self.blob_dir / hexpart
         partial = self.partial_dir / f"{hexpart}.partial"
         hasher = hashlib.sha256()
         have = 0
@@ -120,7 +141,11 @@ class ArtifactCache:
         if hasher.hexdigest() != hexpart:
             partial.unlink(missing_ok=True)
             got = hasher.hexdigest()
-            raise CacheError(f"blob {digest} from {repository} is corrupt: its bytes hash to sha256:{got}")
+            raise CacheError(
+                f"blob {digest} from {repository} is corrupt (digest mismatch): its bytes hash to sha256:{got}"
+            )
+        # A zero-byte blob (an empty __init__.py) has no body to write, so nothing made the .partial file.
+        partial.touch(exist_ok=True)
         fd = os.open(partial, os.O_RDONLY)
         try:  # durable before the rename: a blob in blobs/ is never half-written
             await asyncio.to_thread(self.sync, fd)

@@ -17,7 +17,9 @@ import pytest
 
 import agent.registry_client as registry_client
 from agent.cache import ArtifactCache, CacheError
+from agent.layout import blobs_of, lay_out
 from agent.registry_client import RegistryClient
+from protos.edgeport.v1 import agent_pb2
 
 
 class _BlobServer(http.server.ThreadingHTTPServer):
@@ -142,6 +144,65 @@ def test_corrupt_blob_is_rejected_and_not_kept(tmp_path: Path, server: _BlobServ
         fetch(cache, _url(server), "m", digest, len(good))
     assert not cache.has(digest)
     assert list((tmp_path / "partial").iterdir()) == []
+
+
+@pytest.mark.parametrize("size_known", [True, False])
+def test_zero_and_one_byte_blobs_are_fetched_like_any_other(
+    tmp_path: Path, server: _BlobServer, size_known: bool
+) -> None:
+    cache = ArtifactCache(tmp_path)
+    for data in (b"", b"\n"):  # an empty __init__.py, a one-byte file
+        digest = _add(server, data)
+        path = fetch(cache, _url(server), "src/app", digest, len(data) if size_known else -1)
+        assert path.read_bytes() == data and cache.has(digest)
+    assert list((tmp_path / "partial").iterdir()) == []
+
+
+def test_a_zero_byte_blob_with_a_wrong_digest_is_refused(tmp_path: Path, server: _BlobServer) -> None:
+    digest = "sha256:" + hashlib.sha256(b"not empty").hexdigest()
+    server.blobs[digest] = b""
+    with pytest.raises(CacheError, match="digest mismatch"):
+        fetch(ArtifactCache(tmp_path), _url(server), "m", digest, 0)
+
+
+def test_many_files_with_the_same_content_are_pulled_once(tmp_path: Path, server: _BlobServer) -> None:
+    """Several services deploying at once may need one blob: one pull, and each gets the verified file."""
+    data = os.urandom(200_000)
+    digest = _add(server, data)
+    empty = _add(server, b"")
+    cache = ArtifactCache(tmp_path)
+
+    async def pull_together() -> list[Path]:
+        try:
+            return await asyncio.gather(
+                *(cache.fetch(_url(server), "m", d, n) for d, n in [(digest, len(data)), (empty, -1)] * 8)
+            )
+        finally:
+            cache.client.close()
+
+    paths = asyncio.run(pull_together())
+    assert {p.read_bytes() for p in paths} == {data, b""}
+    assert sorted(path for path, _ in server.requests) == sorted(
+        [f"/v2/m/blobs/{digest}", f"/v2/m/blobs/{empty}"]
+    )  # each blob went over the network once
+    assert list((tmp_path / "partial").iterdir()) == [] and cache._pulling == {}
+
+
+def test_lay_out_places_many_files_with_the_same_content(tmp_path: Path, server: _BlobServer) -> None:
+    """A source folder of score.py and several empty __init__.py files: every file laid out, from one blob each."""
+    script = b"def init():\n    pass\n\ndef run(raw):\n    return raw\n"
+    files = {"score.py": script, "__init__.py": b"", "pkg/__init__.py": b"", "pkg/sub/__init__.py": b"",
+             "copy_of_score.py": script}  # fmt: skip
+    refs = [agent_pb2.FileRef(path=name, digest=_add(server, data), size=len(data)) for name, data in files.items()]
+    source = agent_pb2.SourceBundle(repository="src/svc", entry_script="score.py", files=refs)
+    manifest = agent_pb2.ServiceManifest(name="svc", generation=1, source=source)
+    cache = ArtifactCache(tmp_path / "cache")
+    for repo, ref in blobs_of(manifest):
+        fetch(cache, _url(server), repo, ref.digest, ref.size)
+    assert len(server.requests) == 1  # one script pulled once; a blob known to be empty needs no pull
+    layout = lay_out(cache, manifest, tmp_path / "gen")
+    assert layout.source_dir is not None
+    assert {name: (layout.source_dir / name).read_bytes() for name in files} == files
 
 
 def test_wrong_size_missing_blob_and_bad_digest(tmp_path: Path, server: _BlobServer) -> None:

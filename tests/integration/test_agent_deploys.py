@@ -1,0 +1,90 @@
+"""Deploys a new user makes first, through the hub CLI to a real `agent run` (mutual TLS), ending in what the
+hub shows: a source folder with an empty `__init__.py`, an entry script whose init() raises, and a model whose
+blob is damaged on the hub's disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.registry_support import CliResult, hub_cli
+from tests.support import PYTHON, REPO, Processes, free_port, wait_for
+
+SCORE_PY = "def init():\n    pass\n\n\ndef run(raw):\n    return {'echo': raw}\n"
+PACKAGE_SCORE_PY = (
+    "from helpers.consts import ANSWER\n\n\ndef init():\n    pass\n\n\ndef run(raw):\n    return {'answer': ANSWER}\n"
+)
+
+
+@dataclass
+class Setup:
+    """A hub, one enrolled agent, and the folder test files go to."""
+
+    url: str
+    device: str
+    files: Path
+    processes: Processes
+    agent: Any
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, procs: Processes) -> Iterator[Setup]:
+    """One hub (mutual TLS on its gRPC port) and one agent that pulls with a short retry window."""
+    tmp = tmp_path_factory.mktemp("agent-deploys")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    procs.start([PYTHON, "-m", "hub", "serve", "--data-dir", str(tmp / "hub"), "--port", str(port),
+                 "--grpc-port", str(free_port())], name="hub", cwd=REPO)  # fmt: skip
+    wait_for(lambda: httpx.get(f"{url}/api/v1/devices", timeout=2).status_code == 200, timeout=30, what="hub up")
+    token = _ok(hub_cli(url, "device", "enroll", "dev-1", "--output", "json")).json()["token"]
+    agent = procs.start(
+        [PYTHON, "-m", "agent", "run", "--hub", f"127.0.0.1:{port}", "--data-dir", str(tmp / "agent"),
+         "--token", token, "--heartbeat-s", "2"],
+        name="agent", cwd=REPO,
+    )  # fmt: skip
+    wait_for(lambda: "connected to hub" in procs.log(agent), timeout=30, what="agent connected")
+    yield Setup(url, "dev-1", tmp / "files", procs, agent)
+
+
+def _ok(result: CliResult) -> CliResult:
+    assert result.code == 0, f"exit {result.code}\nstdout:\n{result.out}\nstderr:\n{result.err}"
+    return result
+
+
+def _source(setup: Setup, name: str, files: dict[str, str]) -> Path:
+    """A source folder with `files` and an inference config pointing at it; returns the config's path."""
+    folder = setup.files / name
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    ic = setup.files / f"{name}-ic.json"
+    ic.write_text(json.dumps({"entryScript": "score.py", "sourceDirectory": name, "runtime": "python"}))
+    return ic
+
+
+def _model(setup: Setup, name: str, content: bytes) -> None:
+    folder = setup.files / f"model-{name}"
+    folder.mkdir(parents=True)
+    (folder / "weights.bin").write_bytes(content)
+    _ok(hub_cli(setup.url, "model", "register", "-n", name, "-p", str(folder)))
+
+
+def test_a_source_folder_with_an_empty_init_py_deploys(setup: Setup) -> None:
+    # Empty files (two of them, one content) and two files with the same content: each is one blob.
+    ic = _source(setup, "empty-init", {"score.py": PACKAGE_SCORE_PY, "__init__.py": "", "helpers/__init__.py": "",
+                                       "helpers/consts.py": "ANSWER = 42\n", "echo.py": SCORE_PY,
+                                       "echo_copy.py": SCORE_PY})  # fmt: skip
+    _model(setup, "empty-init-model", b"weights")
+    done = _ok(hub_cli(setup.url, "deploy", "-n", "empty-init", "-m", "empty-init-model:1", "--ic", str(ic),
+                       "--target", setup.device, "--timeout", "90", "--output", "json"))  # fmt: skip
+    shown = done.json()
+    assert shown["state"] == "Healthy", shown
+    (device,) = shown["devices"]
+    reply = httpx.post(device["scoring_uri"], json={"x": 1}, timeout=10)
+    assert reply.status_code == 200 and reply.json() == {"answer": 42}, reply.text
