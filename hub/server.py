@@ -1,23 +1,22 @@
-"""`hub serve`: uvicorn (REST + OCI) and other rooms' components in one asyncio loop, stopped cleanly on signals.
+"""`hub serve`: the hub's composition root and its run loop.
 
-Components are objects with `async start()` / `async stop()` (and optionally a
-`url` shown on the ready line): the gRPC agent channel, the MQTT bridge. Rooms
-register a factory in `COMPONENT_FACTORIES`; it receives the services and the
-parsed `hub serve` arguments and returns a component, or None when not enabled.
+`build_hub` constructs, in order, every service (`HubServices.open`) and every component that
+runs next to the HTTP API (the agents' gRPC channel, the MQTT bridge when configured) from one
+typed `HubConfig`; `run_hub` starts them in that order in one asyncio loop, serves until
+SIGTERM/SIGINT, and stops them in reverse.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import uvicorn
@@ -25,16 +24,17 @@ import uvicorn
 from agent import event_loop
 from hub import collector
 from hub.api.app import create_app
-from hub.control.channel import agent_channel
-from hub.control.mqtt_bridge import mqtt_bridge
+from hub.control.channel import AgentChannel
+from hub.control.mqtt_bridge import MqttBridge
 from hub.errors import HubError
+from hub.serve_config import HubConfig
 from hub.services import HubServices
 
 log = logging.getLogger("hub.server")
 
 
 class Component(Protocol):
-    """Something `hub serve` runs next to the HTTP API."""
+    """Something `hub serve` runs next to the HTTP API (optionally with a `url` for the ready line)."""
 
     async def start(self) -> None:
         """Start serving (return once ready)."""
@@ -43,19 +43,47 @@ class Component(Protocol):
         """Stop and release everything."""
 
 
-ComponentFactory = Callable[[HubServices, argparse.Namespace], Component | None]
-# Rooms append factories here (room 4: the gRPC AgentService; room 5: the MQTT bridge).
-COMPONENT_FACTORIES: list[ComponentFactory] = [agent_channel, mqtt_bridge]
-
-
 @dataclass
-class ServeOptions:
-    """Where the hub keeps its state and listens."""
+class Hub:
+    """One hub, fully built and not yet started: its services and its components in start order."""
 
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 7070
-    access_log: bool = False
+    config: HubConfig
+    services: HubServices
+    components: list[Component] = field(default_factory=list)
+
+
+def build_hub(config: HubConfig) -> Hub:
+    """Open the data dir, build every service, then every component `config` enables (nothing started yet).
+
+    DataDirLocked (exit 2) when another hub holds the data dir; the data dir is released on any failure.
+    """
+    services = HubServices.open(config.data_dir, config.agents)
+    try:
+        components: list[Component] = [
+            AgentChannel(
+                services,
+                host=config.host,
+                api_port=config.port,
+                grpc_port=config.agents.grpc_port,
+                insecure=config.agents.insecure,
+                artifact_url=config.agents.artifact_url,
+            )
+        ]
+        if config.mqtt is not None:
+            bridge = functools.partial(
+                MqttBridge,
+                services,
+                config.mqtt.url,
+                directory=config.mqtt.directory or config.data_dir / "mqtt",
+                advertise=config.mqtt.advertise,
+                run_broker=config.mqtt.run_broker,
+            )
+            # No prefix given: the bridge's default, the protocol's topic prefix.
+            components.append(bridge() if config.mqtt.prefix is None else bridge(prefix=config.mqtt.prefix))
+    except BaseException:
+        services.close()
+        raise
+    return Hub(config, services, components)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -82,33 +110,31 @@ def _listen(host: str, port: int) -> socket.socket:
         raise HubError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
-async def run_hub(options: ServeOptions, args: argparse.Namespace) -> None:
-    """Open the data dir, start the API and every component, serve until SIGTERM/SIGINT, then stop all."""
-    services = HubServices.open(options.data_dir)  # DataDirLocked (exit 2) when another hub holds it
-    components: list[Component] = []
+async def run_hub(config: HubConfig) -> None:
+    """Build the hub, start the API and every component, serve until SIGTERM/SIGINT, then stop all."""
+    hub = build_hub(config)
+    started: list[Component] = []
     try:
-        sock = _listen(options.host, options.port)
+        sock = _listen(config.host, config.port)
         port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(services),
+        uvicorn_config = uvicorn.Config(
+            create_app(hub.services),
             log_level="warning",
-            access_log=options.access_log,
+            access_log=config.access_log,
             lifespan="off",
             timeout_graceful_shutdown=5,
         )
-        server = _EmbeddedUvicorn(config)
+        server = _EmbeddedUvicorn(uvicorn_config)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        for factory in COMPONENT_FACTORIES:
-            component = factory(services, args)
-            if component is not None:
-                try:
-                    await component.start()
-                except OSError as exc:  # a busy port, a missing file: one line, not a traceback
-                    raise HubError(f"cannot start {type(component).__name__}: {exc.strerror or exc}") from None
-                components.append(component)
+        for component in hub.components:
+            try:
+                await component.start()
+            except OSError as exc:  # a busy port, a missing file: one line, not a traceback
+                raise HubError(f"cannot start {type(component).__name__}: {exc.strerror or exc}") from None
+            started.append(component)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if serving.done():
@@ -116,27 +142,27 @@ async def run_hub(options: ServeOptions, args: argparse.Namespace) -> None:
                 raise HubError("the HTTP server stopped during startup")
             await asyncio.sleep(0.02)
         collector.settle()  # everything started: what exists now lives as long as the hub
-        base = f"http://{options.host}:{port}"
-        extras = "".join(f", {getattr(c, 'url', '')}" for c in components if getattr(c, "url", ""))
+        base = f"http://{config.host}:{port}"
+        extras = "".join(f", {getattr(c, 'url', '')}" for c in started if getattr(c, "url", ""))
         print(
-            f"hub serving {base} (API {base}/api/v1, OCI {options.host}:{port}/v2/{extras}; data {options.data_dir})",
+            f"hub serving {base} (API {base}/api/v1, OCI {config.host}:{port}/v2/{extras}; data {config.data_dir})",
             flush=True,
         )
         await asyncio.wait({serving, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
         await serving
     finally:
-        for component in reversed(components):
+        for component in reversed(started):
             try:
                 await component.stop()
             except Exception:  # keep stopping the others; the process is ending anyway
                 log.exception("stopping %r failed", component)
-        services.close()
+        hub.services.close()
     print("hub stopped", flush=True)
 
 
-def serve(options: ServeOptions, args: argparse.Namespace) -> int:
+def serve(config: HubConfig) -> int:
     """Run the hub in the foreground; returns the exit code (HubError propagates to the CLI)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    event_loop.run(run_hub(options, args))
+    event_loop.run(run_hub(config))
     return 0

@@ -1,21 +1,30 @@
-"""`HubServices`: the one core every front (REST API, gRPC, MQTT, CLI-in-process) calls.
+"""`HubServices`: every service of one hub, built in order from one data dir.
 
-It holds the database, the blob store and each room's service. Rooms add their
-service as a field with a default of None and build it in `HubServices.open`
-(marked below), so fronts receive everything through this one object.
+This is the hub's composition root for state: the database, the blob store, the registry,
+artifacts, fleet, deployments, telemetry and the agent-channel core are each constructed here
+and handed the others they need, so every front (REST API, gRPC, MQTT) receives one fully
+built object. `hub.server.build_hub` adds the network components on top.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hub.artifacts import ArtifactService
 from hub.blobs import BlobStore
-from hub.control.plane import attach_control_plane
+from hub.control.core import ControlCore
+from hub.deployments import DeploymentService, ResolvedModel
+from hub.errors import Conflict
+from hub.fleet import FleetService
+from hub.pki import CertificateAuthority
 from hub.registry import RegistryService
+from hub.serve_config import DEFAULT_PORT, AgentChannelConfig
 from hub.store import Database
+from hub.store.deployments import DeploymentStore
+from hub.store.fleet import FleetStore
+from hub.store.telemetry import TelemetryStore
+from hub.telemetry import TelemetryService
 
 
 @dataclass
@@ -27,36 +36,79 @@ class HubServices:
     blobs: BlobStore
     registry: RegistryService
     artifacts: ArtifactService
-    # --- other rooms' services (room 4: fleet, deployments, telemetry, control) ---
-    fleet: Any = None
-    deployments: Any = None
-    telemetry: Any = None
-    control: Any = None
+    fleet: FleetService
+    deployments: DeploymentService
+    telemetry: TelemetryService
+    control: ControlCore
 
     @classmethod
-    def open(cls, data_dir: Path) -> HubServices:
-        """Open (and lock) the data dir and build every service; DataDirLocked if another hub holds it."""
+    def open(cls, data_dir: Path, agents: AgentChannelConfig | None = None) -> HubServices:
+        """Open (and lock) the data dir and build every service; DataDirLocked if another hub holds it.
+
+        `agents`: the pace agents are asked to keep and how long telemetry is kept (defaults otherwise).
+        """
+        agents = agents or AgentChannelConfig()
         data_dir = Path(data_dir)
         db = Database(data_dir)
         try:
-            blobs = BlobStore(data_dir)
-            registry = RegistryService(db, blobs)
-            services = cls(
-                data_dir=data_dir,
-                db=db,
-                blobs=blobs,
-                registry=registry,
-                artifacts=ArtifactService(blobs, registry),
-            )
-            # --- rooms build and wire their services here (e.g. registry.in_use_checks.append(...)) ---
-            attach_control_plane(services)  # fleet, deployments, telemetry, agent-channel core
+            return cls._build(data_dir, db, agents)
         except BaseException:
             db.close()
             raise
-        return services
+
+    @classmethod
+    def _build(cls, data_dir: Path, db: Database, agents: AgentChannelConfig) -> HubServices:
+        blobs = BlobStore(data_dir)
+        registry = RegistryService(db, blobs)
+        artifacts = ArtifactService(blobs, registry)
+        fleet = FleetService(FleetStore(db), CertificateAuthority(data_dir / "pki"))
+
+        def resolve(name: str, version: int | None) -> ResolvedModel:
+            v = registry.get_version(name, version)
+            files = [{"path": f.path, "digest": f.digest, "size": f.size} for f in v.files]
+            return ResolvedModel(name=v.name, version=v.version, files=files, manifest_digest=v.manifest_digest)
+
+        # The OCI base in manifests until `hub serve` has bound its port and knows the real one.
+        deployments = DeploymentService(
+            DeploymentStore(db), fleet, resolve, blobs.exists, registry_url=f"http://127.0.0.1:{DEFAULT_PORT}"
+        )
+        telemetry = TelemetryService(TelemetryStore(db), retention_s=agents.telemetry_retention_s)
+        control = ControlCore(
+            fleet,
+            deployments,
+            telemetry,
+            db,
+            heartbeat_interval_s=agents.heartbeat_interval_s,
+            telemetry_interval_s=agents.telemetry_interval_s,
+            reconnects_per_s=agents.reconnects_per_s,
+        )
+
+        def refuse_in_use(name: str, version: int) -> None:
+            users = deployments.services_using(name, version)
+            if users:
+                raise Conflict(
+                    f"model {name}:{version} is used by service {', '.join(users)}; delete or update it first"
+                )
+
+        # How the services call each other back: a model in use cannot be deleted, a service's source
+        # bundle is served over OCI, and the fronts hear of every device whose desired state or standing changed.
+        registry.in_use_checks.append(refuse_in_use)
+        artifacts.repository_resolvers.append(deployments.knows_source_repository)
+        deployments.on_devices_changed = control.notify_many
+        fleet.on_device_changed = control.notify
+        return cls(
+            data_dir=data_dir,
+            db=db,
+            blobs=blobs,
+            registry=registry,
+            artifacts=artifacts,
+            fleet=fleet,
+            deployments=deployments,
+            telemetry=telemetry,
+            control=control,
+        )
 
     def close(self) -> None:
         """Store what agents already sent, then release the database and the data-dir lock."""
-        if self.control is not None:
-            self.control.close()
+        self.control.close()
         self.db.close()

@@ -10,16 +10,17 @@ from hub.api import blobs, devices, enroll, models, oci, services
 from hub.api.blob_fastpath import BlobFastPath
 from hub.api.errors import install_error_handlers
 from hub.services import HubServices
+from hub.version import VERSION
 
-# Each module exposes `router`; rooms append theirs (room 4: devices, services).
-ROUTER_MODULES: list[ModuleType] = [blobs, models, oci, devices, enroll, services]
+# Each module exposes `router`; the API is these, in this order.
+ROUTER_MODULES: tuple[ModuleType, ...] = (blobs, models, oci, devices, enroll, services)
 
 
 def create_app(services: HubServices) -> FastAPI:
     """Build the app around `services`; every route reaches them through `hub.api.deps.Services`."""
     app = FastAPI(
         title="Edgeport hub",
-        version="0.1.0",
+        version=VERSION,
         description="REST admin API of the Edgeport hub (models, blobs, devices, services) "
         "and the pull side of the OCI distribution API under /v2/.",
     )

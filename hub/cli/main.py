@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 from types import ModuleType
 
 from hub.cli import deploy, device, model, serve, service
 from hub.cli.parsing import HubArgumentParser, add_global_options
 from hub.errors import HubError
+from hub.version import VERSION
 
-# Rooms append their groups (room 4: device, service, deploy).
-COMMAND_MODULES: list[ModuleType] = [serve, model, device, deploy, service]
+# The command groups in the order `hub --help` lists them.
+COMMAND_MODULES: tuple[ModuleType, ...] = (serve, model, device, deploy, service)
 
 DESCRIPTION = """\
 Edgeport hub: register models, deploy them to devices, and run the hub server.
@@ -29,20 +29,13 @@ examples:
 """
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("edgeport")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full `hub` parser with every registered command group."""
     parser = HubArgumentParser(
         prog="hub", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_global_options(parser, defaults=True)
-    parser.add_argument("--version", action="version", version=f"hub (edgeport) {_version()}")
+    parser.add_argument("--version", action="version", version=f"hub (edgeport) {VERSION}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMAND_MODULES:
         module.register(subparsers)

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hub.control.group_commit import GroupCommit, Reply
+from hub.control.session import Session
 from hub.errors import HubError
+from hub.serve_config import DEFAULT_RECONNECTS_PER_S
 from protos.edgeport.v1 import agent_pb2
 
 if TYPE_CHECKING:
@@ -44,25 +46,8 @@ log = logging.getLogger("hub.control")
 
 DeviceListener = Callable[[str], None]
 
-# Reconnections a hub takes per second after a restart (TLS handshake and Hello each): a 2-core hub took
-# 340-540 mutual-TLS connections/s (benchmarks/grpc_streams.py, benchmarks/fleet.py). The agents' Welcome
-# asks them to spread a reconnect over fleet size / this, so 10,000 come back over 20 s, not in one burst.
-DEFAULT_RECONNECTS_PER_S = 500.0
 RECONNECT_SPREAD_MAX_S = 120.0  # bigger fleets get this: beyond it, waiting costs more than the burst
 FLEET_SIZE_TTL_S = 30.0  # how long a count of enrolled devices serves every Welcome
-
-
-@dataclass
-class Session:
-    """One live connection of one device through one front."""
-
-    device_id: str
-    transport: str
-    id: int
-    opened_at: float = field(default_factory=time.time)
-    sent_revision: int = -1  # revision of the last DesiredState handed to this session
-    floor_set: bool = False  # first sequenced message of the session seen (gap handling, see handle())
-    closed: bool = False
 
 
 @dataclass
@@ -102,9 +87,6 @@ class ControlCore:
         self._log_waits: dict[str, _LogWait] = {}
         self.database = database
         self.ingest = GroupCommit(database, self._store, on_rollback=fleet.forget_seqs)
-        # Services tell the core when a device's desired state or standing changed.
-        deployments.on_devices_changed = self.notify_many
-        fleet.on_device_changed = self.notify
 
     # ---- authentication (fronts call one of these before open_session) ----
 

@@ -36,17 +36,17 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 
+from hub.control.session import Session
 from hub.errors import HubError
 from protos.edgeport.v1 import agent_pb2
 
 if TYPE_CHECKING:
-    from hub.control.core import Session
     from hub.store.db import Database
 
 log = logging.getLogger("hub.control.ingest")
 
 Reply = Callable[[agent_pb2.HubMessage], None]
-StoreOne = Callable[["Session", agent_pb2.AgentMessage], "int | None"]
+StoreOne = Callable[[Session, agent_pb2.AgentMessage], int | None]
 
 # Bounds how long one transaction holds the database (~15 ms): the API and the gRPC front's
 # event loop wait on it. Past a few hundred, bigger batches save little more.

@@ -12,7 +12,6 @@ With `--mqtt-run-broker` the hub also runs mosquitto itself (config in the --mqt
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import logging
@@ -212,26 +211,3 @@ class MqttBridge:
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
 
-
-def add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """`--mqtt` and its companions for `hub serve`."""
-    group = parser.add_argument_group("MQTT bridge (IoT devices)")
-    group.add_argument("--mqtt", metavar="URL", help="connect to this MQTT broker, e.g. mqtt://127.0.0.1:1883 "
-                       "(devices may then run `agent run --transport mqtt`)")
-    group.add_argument("--mqtt-dir", type=Path, help="folder of the broker's password and ACL files, which the hub "
-                       "writes (default: DATA_DIR/mqtt); the broker's pid file there is sent SIGHUP on change")
-    group.add_argument("--mqtt-prefix", default=DEFAULT_PREFIX, help=f"topic prefix (default {DEFAULT_PREFIX})")
-    group.add_argument("--mqtt-advertise", metavar="URL", help="broker URL given to devices (default: --mqtt)")
-    group.add_argument("--mqtt-run-broker", action="store_true",
-                       help="also run mosquitto on --mqtt's host:port, configured in --mqtt-dir")
-
-
-def mqtt_bridge(services: HubServices, args: argparse.Namespace) -> MqttBridge | None:
-    """Component factory for `hub serve` (None without --mqtt)."""
-    url = getattr(args, "mqtt", None)
-    if not url or services.control is None:
-        return None
-    directory = getattr(args, "mqtt_dir", None) or Path(services.data_dir) / "mqtt"
-    return MqttBridge(services, url, directory=Path(directory), prefix=getattr(args, "mqtt_prefix", DEFAULT_PREFIX),
-                      advertise=getattr(args, "mqtt_advertise", None),
-                      run_broker=getattr(args, "mqtt_run_broker", False))
