@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,12 @@ from pathlib import Path
 
 HEALTH_POLL_S = 0.2
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
+START_MARKER = "agent starts generation"  # in the line the supervisor writes to the log before each start
+# The last line of a Python traceback: `RuntimeError: calibration table missing`, `json.decoder.JSONDecodeError: ...`.
+_EXCEPTION_LINE = re.compile(
+    r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Failure|Fault)(?::\s.*)?"
+)
+ERROR_LINE_CHARS = 300
 
 
 class RuntimeUnhealthy(Exception):
@@ -203,6 +210,31 @@ async def probe_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0
                 await writer.wait_closed()
 
 
+def error_line(log_lines: list[str]) -> str:
+    """The runtime's own account of why it failed: the last exception line of its latest start
+    (`RuntimeError: calibration table missing`), else its last `error: ...` line; "" when it gave none."""
+    since_start = log_lines
+    for i in range(len(log_lines) - 1, -1, -1):
+        if log_lines[i].startswith("---") and START_MARKER in log_lines[i]:
+            since_start = log_lines[i + 1 :]
+            break
+    found = ""
+    for line in reversed(since_start):
+        text = line.strip()
+        if _EXCEPTION_LINE.fullmatch(text):
+            found = text
+            break
+        if not found and text.startswith("error: "):
+            found = text.removeprefix("error: ")
+    return found[:ERROR_LINE_CHARS]
+
+
+def failure(what: str, log_lines: list[str]) -> str:
+    """`what` went wrong, followed by the runtime's own error line when its log has one."""
+    line = error_line(log_lines)
+    return f"{what}: {line}" if line else what
+
+
 def tail(path: Path, lines: int = 30) -> list[str]:
     """The last `lines` lines of a log file ([] when there is none)."""
     try:
@@ -219,6 +251,12 @@ def run_command(
     return subprocess.run(
         args, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, check=False
     )
+
+
+def _unhealthy(what: str, log_path: Path) -> RuntimeUnhealthy:
+    """RuntimeUnhealthy whose reason names the runtime's own error line, with the log's last lines."""
+    lines = tail(log_path, 200)  # a deep traceback still ends within these
+    return RuntimeUnhealthy(failure(what, lines), lines[-30:])
 
 
 class Supervisor:
@@ -249,7 +287,7 @@ class Supervisor:
             if log_path.stat().st_size > LOG_ROTATE_BYTES:  # keep one previous log; restarts append, never grow forever
                 os.replace(log_path, log_path.with_suffix(".log.1"))
         with open(log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} agent starts generation {spec.generation}\n".encode())
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {START_MARKER} {spec.generation}\n".encode())
             log.flush()
             popen = subprocess.Popen(
                 spec.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
@@ -263,12 +301,12 @@ class Supervisor:
         while True:
             code = proc.exit_code()
             if code is not None:
-                raise RuntimeUnhealthy(f"runtime exited with code {code} during start", tail(proc.log_path))
+                raise _unhealthy(f"runtime exited with code {code} during start", proc.log_path)
             # A 200 while our process is gone came from someone else on the port: not ours.
             if await probe_healthy(proc.spec.port, proc.spec.host, 1.0) and proc.alive():
                 return
             if time.monotonic() >= deadline:
-                raise RuntimeUnhealthy(f"runtime not healthy within {timeout_s:g}s", tail(proc.log_path))
+                raise _unhealthy(f"runtime not healthy within {timeout_s:g}s", proc.log_path)
             await asyncio.sleep(HEALTH_POLL_S)
 
     def watch_exit(self, proc: RuntimeProcess, on_exit: Callable[[], object]) -> Callable[[], None] | None:

@@ -17,6 +17,11 @@ from tests.integration.registry_support import CliResult, hub_cli
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 SCORE_PY = "def init():\n    pass\n\n\ndef run(raw):\n    return {'echo': raw}\n"
+BROKEN_PY = (
+    'def init():\n    raise RuntimeError("calibration table missing: /etc/cal.json")\n\n\n'
+    "def run(raw):\n    return raw\n"
+)
+CAUSE = "RuntimeError: calibration table missing: /etc/cal.json"
 PACKAGE_SCORE_PY = (
     "from helpers.consts import ANSWER\n\n\ndef init():\n    pass\n\n\ndef run(raw):\n    return {'answer': ANSWER}\n"
 )
@@ -88,3 +93,30 @@ def test_a_source_folder_with_an_empty_init_py_deploys(setup: Setup) -> None:
     (device,) = shown["devices"]
     reply = httpx.post(device["scoring_uri"], json={"x": 1}, timeout=10)
     assert reply.status_code == 200 and reply.json() == {"answer": 42}, reply.text
+
+
+def test_a_failed_start_names_the_runtimes_own_error_line(setup: Setup) -> None:
+    """Rolled back (a good generation keeps serving) and Failed (nothing to go back to): both say why, in the
+    table and in JSON."""
+    good = _source(setup, "cal-good", {"score.py": SCORE_PY})
+    broken = _source(setup, "cal-bad", {"score.py": BROKEN_PY})
+    _model(setup, "cal-model", b"calibration")
+    _ok(hub_cli(setup.url, "deploy", "-n", "cal", "-m", "cal-model:1", "--ic", str(good), "--target", setup.device,
+                "--timeout", "90"))  # fmt: skip
+    update = hub_cli(setup.url, "service", "update", "-n", "cal", "--ic", str(broken), "--timeout", "90")
+    assert update.code == 1 and CAUSE in update.err, update.err
+    table = _ok(hub_cli(setup.url, "service", "show", "cal")).out
+    assert "RolledBack" in table and CAUSE in table, table
+    (device,) = _ok(hub_cli(setup.url, "service", "show", "cal", "--output", "json")).json()["devices"]
+    assert device["phase"] == "RolledBack" and device["serving_generation"] == 1
+    assert device["message"] == (
+        f"generation 2 failed: runtime exited with code 1 during start: {CAUSE}; rolled back to generation 1"
+    )
+    assert httpx.post(device["scoring_uri"], json={"x": 1}, timeout=10).status_code == 200  # still serving
+
+    fresh = hub_cli(setup.url, "deploy", "-n", "cal-fresh", "-m", "cal-model:1", "--ic", str(broken),
+                    "--target", setup.device, "--timeout", "90")  # fmt: skip
+    assert fresh.code == 1 and CAUSE in fresh.err, fresh.err
+    assert CAUSE in _ok(hub_cli(setup.url, "service", "show", "cal-fresh")).out
+    (device,) = _ok(hub_cli(setup.url, "service", "show", "cal-fresh", "--output", "json")).json()["devices"]
+    assert device["phase"] == "Failed" and device["message"] == f"runtime exited with code 1 during start: {CAUSE}"
