@@ -1,25 +1,28 @@
 """`DeployClient`: the control-plane calls the CLI and the SDK share (devices, services, telemetry), over HubClient.
 
-It also turns an inference config into what the hub stores (the entry script's folder
-uploaded as blobs) and waits for a service generation to settle, reporting each
-device's phase changes as they happen.
+It also turns an inference config into what the hub stores (a snapshot of the entry
+script's folder, filtered by its ignore files, uploaded as blobs) and waits for a service
+generation to settle, reporting each device's phase changes as they happen.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from hub.client import HubClient, collect_files
+from hub.client import HubClient
 from hub.deployconfig import InferenceConfig
-from hub.errors import HubError
+from hub.errors import BadInput, HubError
+from hub.sourcedir import snapshot_source
 
 # Called with (device, phase, message) whenever a device's phase for the awaited generation changes.
 PhaseChange = Callable[[str, str, str], None]
+# Called with (kind, text), kind "info" or "warning", about what a source upload is about to send.
+Notify = Callable[[str, str], None]
 SETTLED_OK = "Healthy"
 SETTLED_BAD = ("Failed", "RolledBack")
-MAX_SOURCE_FILES = 1000
 
 
 class DeploymentFailed(HubError):
@@ -66,19 +69,34 @@ class DeployClient:
 
     # ---- services ----
 
-    def upload_inference(self, ic: InferenceConfig) -> dict[str, Any]:
-        """Upload the entry script's folder (skipping stored blobs); the `inference` part of a deploy request."""
+    def upload_inference(self, ic: InferenceConfig, notify: Notify | None = None) -> dict[str, Any]:
+        """Upload a snapshot of the entry script's folder (skipping stored blobs); the `inference` part of a deploy.
+
+        The folder is filtered by `.amlignore` (or `.gitignore`) and every kept file is copied
+        and hashed before the first byte goes out (hub.sourcedir), so a file that changes while
+        it is read fails here, naming it, with nothing uploaded or registered. `notify(kind,
+        text)` gets the "uploading N files" line (kind "info") and each warning (kind "warning":
+        key-like files, a large folder); without it, warnings go through `warnings.warn`.
+        """
         assert ic.source_directory is not None and ic.entry_script is not None
-        files = collect_files(ic.source_directory)
-        files = [f for f in files if "__pycache__" not in f.path.split("/")]
-        if len(files) > MAX_SOURCE_FILES:
-            raise HubError(f"source directory {ic.source_directory} has {len(files)} files; the limit is "
-                           f"{MAX_SOURCE_FILES} (point sourceDirectory at the scoring code only)")
-        for f in files:
-            self.hub.upload_blob(f.source, f.digest, f.size)
+        with snapshot_source(ic.source_directory) as snapshot:
+            kept = {f.path for f in snapshot.files}
+            if ic.entry_script not in kept:
+                raise BadInput(f"entry script {ic.entry_script} is left out of {ic.source_directory} by "
+                               f"{', '.join(snapshot.ignore_files) or 'an ignore file'}; it must be uploaded")
+            if notify is not None:
+                notify("info", snapshot.summary())
+            for text in snapshot.warnings():
+                if notify is not None:
+                    notify("warning", text)
+                else:
+                    warnings.warn(text, UserWarning, stacklevel=2)
+            for f in snapshot.files:
+                self.hub.upload_blob(f.copy, f.digest, f.size)
+            source_files = [{"path": f.path, "digest": f.digest, "size": f.size} for f in snapshot.files]
         return {
             "entry_script": ic.entry_script,
-            "source_files": [{"path": f.path, "digest": f.digest, "size": f.size} for f in files],
+            "source_files": source_files,
             "requirements": ic.requirements,
             "environment_variables": ic.environment_variables,
             "description": ic.description,

@@ -10,7 +10,7 @@ from typing import Any
 from hub.cli.output import print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
-from hub.deploy_client import DeployClient, DeploymentFailed
+from hub.deploy_client import DeployClient, DeploymentFailed, Notify
 from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config
 from hub.deployments import ModelRef
 from hub.names import validate_fleet_name
@@ -94,6 +94,18 @@ def load_configs(ic_path: Path | None, dc_path: Path | None) -> tuple[Any, dict[
     return ic, dc
 
 
+def source_notices(args: argparse.Namespace) -> Notify:
+    """Where the source upload's "uploading N files" line (stdout, stderr with --output json) and warnings go."""
+    info = sys.stderr if args.output == "json" else sys.stdout
+
+    def notify(kind: str, text: str) -> None:
+        stream = sys.stderr if kind == "warning" else info
+        stream.write(f"warning: {text}\n" if kind == "warning" else f"{text}\n")
+        stream.flush()
+
+    return notify
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     """Validate, upload the entry script's folder, record the service, follow it."""
     validate_fleet_name("service", args.name)
@@ -101,7 +113,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         ModelRef.parse(m)
     ic, dc = load_configs(args.ic, args.dc)
     client = DeployClient(HubClient(getattr(args, "hub", None)))
-    inference = client.upload_inference(ic) if ic is not None else None
+    inference = client.upload_inference(ic, source_notices(args)) if ic is not None else None
     view = client.deploy(
         args.name, args.models, args.target, inference=inference, deployment=dc or {}, overwrite=args.overwrite
     )

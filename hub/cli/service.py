@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hub.cli.deploy import add_wait_options, follow, load_configs
+from hub.cli.deploy import add_wait_options, follow, load_configs, source_notices
 from hub.cli.output import print_fields, print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
@@ -198,7 +198,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     if not (args.models or ic or dc is not None or args.target):
         raise BadInput("nothing to update: give -m, --ic, --dc or --target")
     client = _client(args)
-    inference = client.upload_inference(ic) if ic is not None else None
+    inference = client.upload_inference(ic, source_notices(args)) if ic is not None else None
     view = client.update(name, models=args.models, inference=inference, deployment=dc, target=args.target)
     return follow(client, args, view)
 
