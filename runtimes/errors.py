@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import grpc
 
+# Longest error message sent to a client: messages may quote what the client sent.
+MAX_MESSAGE_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """`message` cut to MAX_MESSAGE_CHARS (a client's oversized input never comes back whole)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 15] + f"... ({len(message)} chars)"
+
 
 class ScoringError(Exception):
     """An expected error: its message goes to the client as-is (never a traceback)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import reprlib
 import sys
 import time
 import traceback
@@ -61,7 +62,8 @@ def check_schema(value: Any, schema: dict[str, Any], where: str) -> None:
     if value is None and schema.get("nullable"):
         return
     if not isinstance(value, allowed) or (kind in ("number", "integer") and isinstance(value, bool)):
-        raise BadRequest(f"{where}: expected {kind}, got {type(value).__name__} ({str(value)[:40]})")
+        # reprlib: bounded in depth and length (str() of a deeply nested value recurses without limit)
+        raise BadRequest(f"{where}: expected {kind}, got {type(value).__name__} ({reprlib.repr(value)[:40]})")
     # The isinstance checks below repeat what `allowed` just checked, for the type checker.
     if kind == "array" and isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):

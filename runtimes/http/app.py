@@ -11,13 +11,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
 from runtimes.auth import Authenticator
 from runtimes.backends.base import V1Request, V1Response
 from runtimes.dataplane import DataPlane
-from runtimes.errors import BadRequest, MethodNotAllowed, NotFound, ScoringError
+from runtimes.errors import BadRequest, MethodNotAllowed, NotFound, ScoringError, one_line
 from runtimes.http.protocol import Request, render
 from runtimes.metrics import Metrics
 from runtimes.v2 import codec
@@ -28,6 +29,22 @@ log = logging.getLogger("runtimes.http")
 Reply = tuple[int, bytes, str, list[tuple[str, str]] | None]
 JSON = "application/json"
 RUN_TIME_HEADER = "x-ms-run-fn-exec-ms"  # the header Azure ML's server puts the run() time in
+MAX_NAME_CHARS = 256  # longest model name or version accepted in a V2 path
+
+
+def path_param(raw: str, what: str) -> str:
+    """A percent-decoded V2 path segment (model name or version); BadRequest when it cannot be one."""
+    if len(raw) > 3 * MAX_NAME_CHARS:  # checked before decoding: %XX takes three characters
+        raise BadRequest(f"{what} in the path is {len(raw)} characters long; at most {MAX_NAME_CHARS} are accepted")
+    try:
+        text = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(f"{what} in the path is not valid percent-encoded UTF-8: {raw[:80]!r}") from None
+    if len(text) > MAX_NAME_CHARS:
+        raise BadRequest(f"{what} in the path is {len(text)} characters long; at most {MAX_NAME_CHARS} are accepted")
+    if not text.isprintable() or "/" in text:
+        raise BadRequest(f"{what} in the path holds control characters or '/': {text[:80]!r}")
+    return text
 
 
 def _json(status: int, doc: Any) -> Reply:
@@ -74,10 +91,10 @@ class HttpApp:
             else:
                 route = self.static.get(path.rstrip("/") or "/")
                 if route is None:
-                    raise NotFound(f"no such endpoint: {req.method} {path}")
+                    raise NotFound(f"no such endpoint: {req.method} {path:.200}")
                 endpoint = route[0]
                 if req.method not in ("GET", "HEAD"):
-                    raise MethodNotAllowed(f"{path} takes GET, not {req.method}")
+                    raise MethodNotAllowed(f"{path:.200} takes GET, not {req.method}")
                 result = route[1](req)
             if isinstance(result, tuple):
                 return self._bytes(req, endpoint, started, result)
@@ -100,9 +117,9 @@ class HttpApp:
     @staticmethod
     def _error(exc: BaseException) -> Reply:
         if isinstance(exc, ScoringError):
-            return _json(exc.status, {"error": str(exc)})
+            return _json(exc.status, {"error": one_line(str(exc))})
         log.exception("unexpected error while answering a request")
-        return _json(500, {"error": f"internal error: {type(exc).__name__}: {exc}"})
+        return _json(500, {"error": one_line(f"internal error: {type(exc).__name__}: {exc}")})
 
     # health and documents ---------------------------------------------------------------------
     def health(self, req: Request) -> Reply:
@@ -166,30 +183,33 @@ class HttpApp:
     def v2_model(self, req: Request) -> tuple[str, Reply | Awaitable[Reply]]:
         """`/v2/models/{m}[/versions/{v}][/ready|/infer]`."""
         parts = req.path[len("/v2/models/") :].rstrip("/").split("/")
+        if len(parts) > 4:  # <m>/versions/<v>/<action> at most
+            raise NotFound(f"no such endpoint: {req.method} {req.path:.200}")
         name, version, action = parts[0], None, ""
         rest = parts[1:]
         if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
+            version, rest = path_param(rest[1], "model version"), rest[2:]
         if len(rest) == 1:
             action = rest[0]
         elif rest:
-            raise NotFound(f"no such endpoint: {req.method} {req.path}")
+            raise NotFound(f"no such endpoint: {req.method} {req.path:.200}")
         if not name:
             raise NotFound("model name missing in the path: /v2/models/<model>/...")
+        name = path_param(name, "model name")
         if action == "infer":
             if req.method != "POST":
-                raise MethodNotAllowed(f"{req.path} takes POST, not {req.method}")
+                raise MethodNotAllowed(f"{req.path:.200} takes POST, not {req.method}")
             self.auth.check(req.headers.get("authorization"))
             return "v2_infer", self.infer(req, name, version)
         if req.method not in ("GET", "HEAD"):
-            raise MethodNotAllowed(f"{req.path} takes GET, not {req.method}")
+            raise MethodNotAllowed(f"{req.path:.200} takes GET, not {req.method}")
         if action == "ready":
             ready = self.dp.model_ready(name, version)
             return "health", _json(200 if ready else 503, {"name": name, "ready": ready})
         if action == "":
             self.auth.check(req.headers.get("authorization"))
             return "metadata", _json(200, self.dp.model_metadata(name, version))
-        raise NotFound(f"no such endpoint: {req.method} {req.path}")
+        raise NotFound(f"no such endpoint: {req.method} {req.path:.200}")
 
     def infer(self, req: Request, name: str, version: str | None) -> Reply | Awaitable[Reply]:
         """`POST .../infer`: decode (JSON or binary extension), run, encode."""
@@ -200,7 +220,7 @@ class HttpApp:
             try:
                 header_len = int(header)
             except ValueError:
-                raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r}") from None
+                raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r:.40}") from None
         request = codec.decode_request(req.body, header_len)
         result = self.dp.infer(name, version, request)
         if isinstance(result, InferResponse):

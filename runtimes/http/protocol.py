@@ -7,7 +7,9 @@ wait (model on a worker thread, batching, entry scripts) return a coroutine; the
 stops reading until it is answered, so pipelined requests keep their order.
 
 Bodies: Content-Length above the cap gets 413 before the body is read (and the connection is
-closed); a chunked body is counted as it arrives and cut off the same way.
+closed); a chunked body is counted as it arrives and cut off the same way. The request line and
+headers are bounded too: a URL over MAX_URL_BYTES gets 414, a head over MAX_HEAD_BYTES or with
+more than MAX_HEADERS fields gets 431 (httptools itself buffers a header without limit).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from typing import Any
 import httptools
 
 log = logging.getLogger("runtimes.http")
+
+MAX_URL_BYTES = 8192
+MAX_HEAD_BYTES = 65536
+MAX_HEADERS = 128
+LINGER_S = 1.0  # how long a refused request's connection keeps draining before it is closed
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
@@ -91,6 +98,8 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.busy = False
         self.closing = False
+        self.in_head = True  # between requests or inside a request line/headers
+        self.head_bytes = 0  # bytes received while in_head: bounds what httptools buffers
         self._reset()
 
     def _reset(self) -> None:
@@ -99,6 +108,7 @@ class HttpProtocol(asyncio.Protocol):
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_large = False
+        self.refused: tuple[int, str] | None = None  # (status, message) for a head over its limits
 
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,6 +122,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.in_head:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -119,6 +131,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             self._fail(400, f"malformed HTTP request: {exc}")
+            return
+        if self.refused is None and self.in_head and self.head_bytes > MAX_HEAD_BYTES:
+            self.refused = 431, f"request line and headers are over {MAX_HEAD_BYTES} bytes"
+        if self.refused is not None:
+            self._fail(*self.refused)
             return
         if self.too_large:
             self._fail(413, f"request body is larger than the {self.max_body}-byte limit (--max-body-bytes)")
@@ -128,14 +145,25 @@ class HttpProtocol(asyncio.Protocol):
     # httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
+        self.in_head = True
 
     def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > MAX_URL_BYTES:
+            self.refused = self.refused or (414, f"the URL is over {MAX_URL_BYTES} bytes")
+            return
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= MAX_HEADERS:
+            self.refused = self.refused or (431, f"more than {MAX_HEADERS} header fields")
+            return
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        if self.refused is not None:
+            return
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             self.too_large = True  # answered after feed_data returns; the body is never read
@@ -153,7 +181,8 @@ class HttpProtocol(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        if self.too_large:
+        self.in_head = True  # what follows is the next request's head
+        if self.too_large or self.refused is not None:
             return
         path, _, query = self.url.partition(b"?")
         chunks = self.chunks
@@ -197,10 +226,21 @@ class HttpProtocol(asyncio.Protocol):
         self._drain()
 
     def _fail(self, status: int, message: str) -> None:
-        if self.transport is not None and not self.closing:
-            body = f'{{"error": {_json_str(message)}}}'.encode()
-            self.transport.write(render(status, body, "application/json", None, keep_alive=False))
-        self._close()
+        transport = self.transport
+        if transport is None or self.closing:
+            self._close()
+            return
+        body = f'{{"error": {_json_str(message)}}}'.encode()
+        transport.write(render(status, body, "application/json", None, keep_alive=False))
+        self.closing = True
+        if transport.can_write_eof():
+            # Lingering close: send FIN after the answer and discard what the client still sends for
+            # a moment; closing at once with unread data makes the kernel send RST, which can
+            # destroy the answer before the client reads it.
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        else:
+            transport.close()
 
     def _close(self) -> None:
         self.closing = True

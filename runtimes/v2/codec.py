@@ -10,8 +10,8 @@ closes (so curl or wrk can post binary tensors from a file).
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import struct
 from typing import Any
 
@@ -22,10 +22,24 @@ from runtimes.errors import BadRequest
 from runtimes.v2.types import DTYPES, InferRequest, InferResponse, v2_datatype
 
 _LEN = struct.Struct("<I")
+# numpy's limit on dimensions (a longer shape can never be an array) and a bound on each one.
+MAX_DIMS = 64
+MAX_DIM = 2**40
+# Deepest nesting the JSON header of a binary-extension body may have when its end must be found
+# by scanning (V2 headers are a few levels deep; the scan is iterative, so this is a sanity bound).
+MAX_HEADER_DEPTH = 64
+# Longest leading JSON object looked for in front of binary data sent without its length.
+MAX_SCANNED_HEADER = 1 << 20
+_STRUCTURAL = re.compile(rb'[\[\]{}"]')
+_STRING_REST = re.compile(rb'(?:[^"\\]|\\.)*"', re.S)  # the rest of a JSON string after its opening quote
 
 
 def bytes_from_wire(buf: bytes | memoryview, count: int, where: str) -> np.ndarray:
     """Decode `count` length-prefixed BYTES elements."""
+    if count * 4 > len(buf):  # before allocating: every element takes at least its 4-byte length
+        raise BadRequest(
+            f"{where}: BYTES data ends inside element {len(buf) // 4} of {count} (each takes at least 4 bytes)"
+        )
     out = np.empty(count, dtype=np.object_)
     pos = 0
     view = memoryview(buf)
@@ -56,14 +70,15 @@ def bytes_to_wire(arr: np.ndarray) -> bytes:
 def raw_to_array(raw: bytes | memoryview, datatype: str, shape: list[int], where: str) -> np.ndarray:
     """A numpy array over raw tensor bytes (binary extension or gRPC raw_*_contents)."""
     count = math.prod(shape)
+    check_dims(shape, where)
     if datatype == "BYTES":
-        return bytes_from_wire(raw, count, where).reshape(shape)
+        return reshape(bytes_from_wire(raw, count, where), shape, where)
     dtype = DTYPES[datatype]
     if len(raw) != count * dtype.itemsize:
         raise BadRequest(
             f"{where}: {len(raw)} bytes of data for shape {shape} {datatype}, expected {count * dtype.itemsize}"
         )
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape)
+    return reshape(np.frombuffer(raw, dtype=dtype.newbyteorder("<")), shape, where)
 
 
 def array_to_raw(arr: np.ndarray) -> bytes:
@@ -74,24 +89,51 @@ def array_to_raw(arr: np.ndarray) -> bytes:
 
 
 def _json_prefix_end(body: bytes) -> int | None:
-    """Byte offset where a leading JSON object ends when more bytes follow it, else None."""
+    """Byte offset where a leading JSON object ends when more bytes follow it, else None.
+
+    An iterative scan of brackets and strings (no recursion, so any nesting is answered with 400,
+    never a RecursionError), over at most MAX_SCANNED_HEADER bytes; linear in what it reads.
+    """
     if not body.startswith(b"{"):
         return None
-    decoder = json.JSONDecoder()
-    for limit in (4096, 65536, len(body)):  # the header is small: try prefixes before the whole body
-        try:
-            _, end = decoder.raw_decode(body[:limit].decode("latin-1"))  # latin-1: one char per byte
-        except ValueError:
-            continue
-        return end if end < len(body) else None
-    return None
+    limit = min(len(body), MAX_SCANNED_HEADER)
+    depth = 0
+    pos = 0
+    while True:
+        found = _STRUCTURAL.search(body, pos, limit)
+        if found is None:
+            return None
+        char = body[found.start()]
+        pos = found.end()
+        if char == 0x22:  # '"': skip the string, escapes included
+            rest = _STRING_REST.match(body, pos, limit)
+            if rest is None:
+                return None  # unterminated within the window: not a header followed by data
+            pos = rest.end()
+        elif char in (0x7B, 0x5B):  # '{' '['
+            depth += 1
+            if depth > MAX_HEADER_DEPTH:
+                raise BadRequest(f"the JSON header is nested deeper than {MAX_HEADER_DEPTH} levels")
+        else:
+            depth -= 1
+            if depth == 0:
+                return pos if pos < len(body) else None
 
 
 def check_shape(value: Any, where: str) -> list[int]:
     """A V2 shape: a list of non-negative ints."""
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
         raise BadRequest(f"{where}: 'shape' must be a list of non-negative integers, got {value!r:.80}")
-    return value
+    return check_dims(value, where)
+
+
+def check_dims(shape: list[int], where: str) -> list[int]:
+    """BadRequest unless `shape` could be an array: at most MAX_DIMS dimensions, each at most MAX_DIM."""
+    if len(shape) > MAX_DIMS:
+        raise BadRequest(f"{where}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
+    if any(d > MAX_DIM for d in shape):
+        raise BadRequest(f"{where}: shape {shape!r:.80} has a dimension over {MAX_DIM}")
+    return shape
 
 
 def _json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
@@ -111,7 +153,14 @@ def _json_to_array(data: Any, datatype: str, shape: list[int], where: str) -> np
         raise BadRequest(f"{where}: 'data' is not a list of {datatype} values ({exc})") from None
     if arr.size != count:
         raise BadRequest(f"{where}: 'data' has {arr.size} elements but shape {shape} needs {count}")
-    return arr.reshape(shape)
+    return reshape(arr, shape, where)
+
+
+def reshape(arr: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+    try:
+        return arr.reshape(shape)
+    except ValueError as exc:  # numpy's own limits (total size beyond what an array can index)
+        raise BadRequest(f"{where}: shape {shape!r:.80} is not a valid array shape ({exc})") from None
 
 
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
@@ -151,7 +200,7 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise BadRequest(f"{where}: missing 'name'")
-        where = f"inputs[{i}] ('{name}')"
+        where = f"inputs[{i}] ({name[:64]!r})"
         datatype = item.get("datatype")
         if datatype not in DTYPES:
             raise BadRequest(f"{where}: unknown datatype {datatype!r}; one of {', '.join(DTYPES)}")

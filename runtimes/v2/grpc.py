@@ -17,7 +17,7 @@ import numpy as np
 from protos.inference import SERVICE_NAME, message_class, service_methods
 from runtimes.auth import Authenticator
 from runtimes.dataplane import DataPlane
-from runtimes.errors import BadRequest, ScoringError
+from runtimes.errors import BadRequest, ScoringError, one_line
 from runtimes.v2 import codec
 from runtimes.v2.types import DTYPES, InferRequest, InferResponse, v2_datatype
 
@@ -47,12 +47,13 @@ def decode_infer_request(msg: Any) -> InferRequest:
         raise BadRequest("ModelInferRequest has no inputs")
     inputs: dict[str, np.ndarray] = {}
     for i, t in enumerate(msg.inputs):
-        where = f"inputs[{i}] ('{t.name}')"
+        where = f"inputs[{i}] ({t.name[:64]!r})"
         if t.datatype not in DTYPES:
             raise BadRequest(f"{where}: unknown datatype {t.datatype!r}")
         shape = [int(d) for d in t.shape]
         if any(d < 0 for d in shape):
-            raise BadRequest(f"{where}: shape {shape} has a negative dimension")
+            raise BadRequest(f"{where}: shape {shape!r:.80} has a negative dimension")
+        codec.check_dims(shape, where)
         if raw:
             inputs[t.name] = codec.raw_to_array(raw[i], t.datatype, shape, where)
             continue
@@ -70,7 +71,7 @@ def decode_infer_request(msg: Any) -> InferRequest:
             arr[:] = values
         else:
             arr = np.array(values, dtype=dtype)
-        inputs[t.name] = arr.reshape(shape)
+        inputs[t.name] = codec.reshape(arr, shape, where)
     return InferRequest(inputs=inputs, outputs=[o.name for o in msg.outputs] or None, id=msg.id or None)
 
 
@@ -103,7 +104,7 @@ class GrpcInferenceService:
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, ScoringError):
-            await context.abort(exc.grpc_code, str(exc))
+            await context.abort(exc.grpc_code, one_line(str(exc)))
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

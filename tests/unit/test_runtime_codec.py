@@ -187,3 +187,31 @@ def test_binary_body_without_header_length() -> None:
     assert got[1:].tolist() == [32.0, -2.5]
     with pytest.raises(BadRequest, match="not valid JSON"):
         codec.decode_request(b'{"inputs": ' + raw, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\x00binary",
+        b'{"inputs": ' + b"[" * 100_000,
+        b'{"a": "' + b'\\"' * 50_000,  # an unterminated string of escaped quotes: scanned once, not per quote
+    ],
+    ids=["deep-then-binary", "deep-unterminated", "unterminated-string"],
+)
+def test_deep_or_unterminated_json_is_bad_request_not_recursion(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        codec.decode_request(body, None)
+
+
+def test_json_header_end_found_by_scan_with_strings_holding_brackets() -> None:
+    tensor = {"name": "x", "shape": [2], "datatype": "INT32", "parameters": {"binary_data_size": 8}}
+    head = json.dumps({"id": 'a}"]{[', "inputs": [tensor]}).encode()
+    req = codec.decode_request(head + np.array([1, 2], "<i4").tobytes(), None)
+    assert req.id == 'a}"]{[' and req.inputs["x"].tolist() == [1, 2]
+
+
+def test_bytes_count_checked_before_allocating() -> None:
+    with pytest.raises(BadRequest, match="ends inside element"):
+        codec.raw_to_array(b"\x00" * 8, "BYTES", [10**12], "inputs[0]")
+    with pytest.raises(BadRequest, match="at most 64"):
+        codec.raw_to_array(b"\x00" * 4, "FP32", [1] * 65, "inputs[0]")
