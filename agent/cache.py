@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import stat
@@ -34,12 +35,15 @@ class CacheError(Exception):
     """A blob could not be fetched or did not verify (message says which and why).
 
     `transient` is True when trying again later may work (network cut, hub busy or down);
-    False when it will not (unknown blob, corrupt bytes, malformed digest).
+    False when it will not (unknown blob, corrupt bytes, malformed digest). `status` is the HTTP
+    status of a registry that answered with an error (0 when it did not answer): a registry that
+    keeps answering 500 (a blob damaged on its disk) is retried only for a bounded time.
     """
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, status: int = 0) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -182,10 +186,14 @@ class ArtifactCache:
         if response.status == 416 and have:  # we already hold everything the server has
             return hasher, have
         if response.status not in (200, 206):
-            body = response.error_body.decode(errors="replace").strip()
+            said = _registry_message(response.error_body)
+            message = f"pull {registry}{path}: HTTP {response.status}: {said}"
+            if "corrupt" in said.lower():
+                message = f"the registry {registry} says blob {digest} of {repository} is corrupt: {said}"
             raise CacheError(
-                f"pull {registry}{path}: HTTP {response.status}: {body[:300]}",
+                message,
                 transient=response.status >= 500 or response.status == 429,
+                status=response.status,
             )
         return sink.hasher, sink.have
 
@@ -246,6 +254,19 @@ class _PartialFile:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _registry_message(body: bytes) -> str:
+    """The message of a registry's error answer: OCI's `errors[0].message` or the hub's `error.message`, else
+    the start of the body as it came."""
+    text = body.decode(errors="replace").strip()
+    with contextlib.suppress(ValueError, TypeError, KeyError, IndexError, AttributeError):
+        parsed = json.loads(text)
+        errors = parsed.get("errors")
+        message = errors[0]["message"] if errors else parsed["error"]["message"]
+        if isinstance(message, str) and message:
+            return message[:300]
+    return text[:300]
 
 
 def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:

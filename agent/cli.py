@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-runtimes", action="store_true",
                      help="leave runtimes running when the agent stops (a restarted agent adopts them)")  # fmt: skip
     run.add_argument("--cache-max-gb", type=float, default=10.0, help="artifact cache bound (default %(default)s GB)")
+    run.add_argument("--pull-retry-window-s", type=_positive, default=300, metavar="SECONDS",
+                     help="how long to retry a pull the registry keeps refusing (a blob corrupt on the hub) before "
+                          "the deploy fails (default %(default)s); an unreachable hub is retried for ever")  # fmt: skip
 
     status = sub.add_parser("status", help="show this agent's identity, services and outbox (offline, from state)")
     status.add_argument("--data-dir", type=Path, required=True)
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_runtimes=args.keep_runtimes,
         owns_process=True,
         cache_max_bytes=int(args.cache_max_gb * 1024**3),
+        pull_retry_window_s=float(args.pull_retry_window_s),
     )
     return main_async(config)
 

@@ -32,7 +32,7 @@ from agent.link.enroll import AGENT_VERSION, EnrollError, enroll, identity_dir
 from agent.outbox import DEFAULT_MAX_BYTES as OUTBOX_MAX_BYTES
 from agent.outbox import Outbox
 from agent.profiler import profile_service
-from agent.reconciler import Reconciler
+from agent.reconciler import DEFAULT_PULL_RETRY_WINDOW_S, Reconciler
 from agent.registry_client import RegistryClient
 from agent.state import AgentState, Identity
 from agent.supervisor import Supervisor, tail
@@ -113,6 +113,8 @@ class AgentConfig:
     cache_max_bytes: int = CACHE_MAX_BYTES
     outbox_max_bytes: int = OUTBOX_MAX_BYTES
     status_linger_s: float = DEFAULT_STATUS_LINGER_S  # 0: every status goes into the outbox at once
+    # How long a pull the registry keeps refusing (a blob damaged on the hub) is retried before the generation fails.
+    pull_retry_window_s: float = DEFAULT_PULL_RETRY_WINDOW_S
 
 
 def say(line: str) -> None:
@@ -233,6 +235,7 @@ class AgentDaemon:
             services_dir=self.data_dir / "services",
             default_registry=hub if "://" in hub else f"http://{hub}",
             host=self.config.runtime_host,
+            pull_retry_window_s=self.config.pull_retry_window_s,
         )
         self.reconciler.resume()
         for name, proc in self.reconciler.procs.items():

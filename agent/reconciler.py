@@ -52,6 +52,10 @@ SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # of a level-triggered loop; where exits cannot be watched it is what notices them, so it is short there.
 RESYNC_S = 30.0
 POLL_S = 2.0
+# A registry that keeps answering a pull with an error (a blob damaged on the hub's disk answers 500) is retried
+# for this long, then the generation fails with the registry's answer. A registry that cannot be reached at all
+# (the device is offline) is retried for as long as it takes: the link being down is no fault of the generation.
+DEFAULT_PULL_RETRY_WINDOW_S = 300.0
 
 Report = Callable[[agent_pb2.DeploymentStatus], None]
 
@@ -134,6 +138,7 @@ class Reconciler:
         default_registry: str,
         host: str = "127.0.0.1",
         advertise_host: str | None = None,
+        pull_retry_window_s: float = DEFAULT_PULL_RETRY_WINDOW_S,
     ) -> None:
         self.state = state
         self.cache = cache
@@ -150,6 +155,9 @@ class Reconciler:
         self.pull_backoffs: dict[str, Backoff] = {}
         self._restarted_at_start: set[str] = set()
         self.retry_at: dict[str, float] = {}  # service -> monotonic time before which a failed pull is not retried
+        self.pull_retry_window_s = pull_retry_window_s
+        # service -> (generation, monotonic time) of the first pull the registry refused, while it keeps refusing
+        self.refused_since: dict[str, tuple[int, float]] = {}
         self._exit_watches: dict[str, Callable[[], None]] = {}  # service -> stops the watch on its runtime's exit
         self._polling = False  # a runtime's exit could not be watched: passes run every POLL_S to notice it
         self._wake = asyncio.Event()
@@ -405,8 +413,13 @@ class Reconciler:
         try:
             _, python = await self._prepare(m)
         except CacheError as exc:
-            if exc.transient:  # network or hub trouble: not the generation's fault, try again after a backoff
-                delay = self.pull_backoffs.setdefault(m.name, Backoff()).next_delay()
+            if exc.transient:  # network or hub trouble: try again after a backoff, within bounds
+                delay = self._pull_retry_delay(m, exc)
+                if delay is None:
+                    self._forget_pull_failures(m.name)
+                    window = f"{self.pull_retry_window_s:g}s"
+                    await self._fail(rec, m, f"{exc} (still refused after retrying for {window})", [], old)
+                    return
                 self.retry_at[m.name] = time.monotonic() + delay
                 timers.call_later(asyncio.get_running_loop(), delay, self._wake.set)  # the retry's pass
                 self.report(_status(m, m.name, agent_pb2.PULLING, f"{exc}; retrying in {delay:g}s"))
@@ -419,8 +432,7 @@ class Reconciler:
         except OSError as exc:  # disk full, permissions: say so rather than crash the task
             await self._fail(rec, m, f"preparing files failed: {exc}", [], old)
             return
-        self.pull_backoffs.pop(m.name, None)
-        self.retry_at.pop(m.name, None)
+        self._forget_pull_failures(m.name)
         port = m.port or free_port(self.host)
         grpc_port = free_port(self.host)
         stopped_old = False
@@ -450,6 +462,27 @@ class Reconciler:
         self.backoffs.pop(m.name, None)
         self._cleanup_generations(m.name, keep={m.generation, previous})
         self._evict()
+
+    def _pull_retry_delay(self, m: agent_pb2.ServiceManifest, exc: CacheError) -> float | None:
+        """Seconds until the next try of a pull that failed for a passing reason; None once a registry that
+        keeps refusing it has been retried for the whole window."""
+        delay = self.pull_backoffs.setdefault(m.name, Backoff()).next_delay()
+        if not exc.status:  # not answered at all (offline, cut): no bound, see DEFAULT_PULL_RETRY_WINDOW_S
+            return delay
+        now = time.monotonic()
+        generation, since = self.refused_since.get(m.name, (0, now))
+        if generation != m.generation:
+            since = now
+        self.refused_since[m.name] = (m.generation, since)
+        left = since + self.pull_retry_window_s - now
+        if left <= 0:
+            return None
+        return max(0.1, round(min(delay, left), 1))  # the last try comes as the window closes, not a backoff later
+
+    def _forget_pull_failures(self, name: str) -> None:
+        self.pull_backoffs.pop(name, None)
+        self.retry_at.pop(name, None)
+        self.refused_since.pop(name, None)
 
     async def _fail(
         self,
@@ -573,8 +606,7 @@ class Reconciler:
         shutil.rmtree(self.services_dir / name, ignore_errors=True)
         self.state.delete_service(name)
         self.backoffs.pop(name, None)
-        self.pull_backoffs.pop(name, None)
-        self.retry_at.pop(name, None)
+        self._forget_pull_failures(name)
         self._evict()
         self.report(_status(rec.manifest if rec else None, name, agent_pb2.REMOVED, "stopped and cleaned up"))
 
