@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ EMPTY_JSON = b"{}"
 EMPTY_JSON_DIGEST = "sha256:" + hashlib.sha256(EMPTY_JSON).hexdigest()
 # Errors that mean "the disk (or this process's file-size allowance) is full".
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_BLOB_NAME = re.compile(r"^[0-9a-f]{64}$")
 
 
 class CorruptBlob(StorageError):
@@ -139,6 +141,10 @@ class BlobStore:
         except OSError as exc:
             raise StorageError(f"cannot use blob folder {self.dir}: {(exc.strerror or str(exc)).lower()}") from None
         self._verified: dict[str, _Stamp] = {}
+        # digest -> when (time.time) a client last relied on the blob being stored: a HEAD or PUT
+        # that found it, a registration naming it, a version deleted with it. Garbage collection
+        # spares a blob claimed within its grace period, as it spares one written within it.
+        self._claims: dict[str, float] = {}
         self._lock = threading.Lock()
         self._remove_stale_temps()
         if not self.exists(EMPTY_JSON_DIGEST):
@@ -242,6 +248,53 @@ class BlobStore:
                     return
                 remaining -= len(chunk)
                 yield chunk
+
+    # --- garbage collection ------------------------------------------------------------------
+    def claim(self, digest: str) -> bool:
+        """Note that a client relies on this blob from now on; True when it is stored.
+
+        Checked and noted under the lock `collect_if_unwanted` holds, so a blob found here is
+        not collected until the grace period after this call has passed.
+        """
+        path = self.path(digest)
+        with self._lock:
+            self._claims[digest] = time.time()
+            return path.is_file()
+
+    def stored_digests(self) -> Iterator[str]:
+        """The digests of every stored blob (temp files of uploads in progress are not blobs)."""
+        with os.scandir(self.dir) as entries:
+            for entry in entries:
+                if _BLOB_NAME.fullmatch(entry.name):
+                    yield "sha256:" + entry.name
+
+    def collect_if_unwanted(self, digest: str, grace_s: float, now: float | None = None) -> int | None:
+        """Delete the blob unless it was written or claimed within `grace_s`; the bytes freed, or None if kept.
+
+        The caller has checked that nothing references it; the age checks and the unlink happen
+        under the lock `claim` takes, so a claim is either seen here or sees the blob gone.
+        """
+        now = time.time() if now is None else now
+        path = self.path(digest)
+        with self._lock:
+            if now - self._claims.get(digest, 0.0) < grace_s:
+                return None
+            try:
+                st = path.stat()
+                if now - st.st_mtime < grace_s:
+                    return None
+                path.unlink()
+            except FileNotFoundError:
+                return None
+            self._verified.pop(digest, None)
+            self._claims.pop(digest, None)
+        return st.st_size
+
+    def forget_claims(self, older_than_s: float, now: float | None = None) -> None:
+        """Drop claims older than `older_than_s` (they no longer protect anything)."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        with self._lock:
+            self._claims = {d: t for d, t in self._claims.items() if t >= cutoff}
 
     def remove(self, digest: str) -> None:
         """Delete a blob (used by garbage collection; missing is fine)."""

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hub.blobs import EMPTY_JSON, EMPTY_JSON_DIGEST, BlobStore, validate_digest
-from hub.errors import BadInput, NotFound
+from hub.errors import BadInput, InsufficientStorage, NotFound
 from hub.names import LABEL_KEY_RE, NAME_RE, validate_labels, validate_name
 from hub.store import Database
 from hub.store import registry as store
@@ -199,7 +199,8 @@ class RegistryService:
             if path in seen:
                 raise BadInput(f"file {path!r} is listed twice")
             seen.add(path)
-            if not self.blobs.exists(f.digest):
+            # A claim, not a mere look: blob collection now spares it until this version holds it.
+            if not self.blobs.claim(f.digest):
                 raise BadInput(f"file {path!r}: blob {f.digest} has not been uploaded")
             stored = self.blobs.size(f.digest)
             if stored != f.size:
@@ -250,13 +251,28 @@ class RegistryService:
         return versions
 
     def delete_version(self, name: str, version: int) -> ModelVersion:
-        """Delete one version unless something uses it (in-use checks raise Conflict); blobs stay stored."""
+        """Delete one version unless something uses it (in-use checks raise Conflict).
+
+        Its blobs stay until blob collection finds nothing else references them, at the earliest
+        a grace period after this delete. On a full disk the database's space reserve is given
+        up so that the delete (which frees space) still goes through.
+        """
         existing = self.get_version(name, version)
         for check in self.in_use_checks:
             check(name, version)
+        try:
+            self._delete_rows(name, version)
+        except InsufficientStorage:
+            if not self.db.reserve.release():
+                raise
+            self._delete_rows(name, version)
+        for digest in {f.digest for f in existing.files} | {existing.manifest_digest}:
+            self.blobs.claim(digest)  # starts the grace period: a concurrent re-register may still want them
+        return existing
+
+    def _delete_rows(self, name: str, version: int) -> None:
         with self.db.transaction() as db:
             store.delete_version(db, name, version)
-        return existing
 
     # --- OCI view --------------------------------------------------------------------------------
     def knows_repository(self, repository: str) -> bool:

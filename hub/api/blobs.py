@@ -1,23 +1,47 @@
-"""Blob upload: `HEAD /api/v1/blobs/{digest}` (is it stored?) and `PUT /api/v1/blobs/{digest}` (stream it in)."""
+"""Blobs: `HEAD /api/v1/blobs/{digest}` (is it stored?), `PUT /api/v1/blobs/{digest}` (stream it in),
+`POST /api/v1/blobs/gc` (collect unreferenced blobs now)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from hub.api.deps import Services
+from hub.blob_gc import collector_for
 from hub.blobs import validate_digest
 from hub.errors import BadInput
 
 router = APIRouter(prefix="/api/v1/blobs", tags=["blobs"])
 
 
+class CollectRequest(BaseModel):
+    """Body of `POST /api/v1/blobs/gc` (optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+    grace_s: float | None = Field(
+        default=None, ge=0, le=10 * 365 * 86400,
+        description="spare blobs written or used less than this many seconds ago (default: the hub's --blob-grace)",
+    )
+
+
+@router.post("/gc", summary="Collect unreferenced blobs now; says how many and how many bytes were reclaimed")
+async def collect_blobs(services: Services, body: CollectRequest | None = None) -> dict[str, Any]:
+    """Mark and sweep once: blobs no model version or live service generation references, older than the grace."""
+    grace = body.grace_s if body is not None else None
+    report = await run_in_threadpool(collector_for(services).collect, grace)
+    return report.to_json()
+
+
 @router.head("/{digest}", summary="Is a blob stored intact? 200 yes, 404 no")
 def blob_exists(digest: str, services: Services) -> Response:
     """200 with Content-Length when the blob is stored intact; 404 when absent or corrupt (so clients re-upload it)."""
     validate_digest(digest)
-    if not services.blobs.is_intact(digest):
+    # A client that finds the blob will not upload it: claim it so collection spares it meanwhile.
+    if not services.blobs.claim(digest) or not services.blobs.is_intact(digest):
         return Response(status_code=404)
     return Response(status_code=200, headers={"Content-Length": str(services.blobs.size(digest))})
 
@@ -31,7 +55,7 @@ async def put_blob(digest: str, request: Request, services: Services) -> dict[st
     validate_digest(digest)
     announced = request.headers.get("content-length")
     expected = int(announced) if announced and announced.isdigit() else None
-    if await run_in_threadpool(services.blobs.is_intact, digest):
+    if services.blobs.claim(digest) and await run_in_threadpool(services.blobs.is_intact, digest):
         # Content-addressed: stored intact means identical, no need to read the body.
         # A corrupt copy falls through and is replaced atomically by the upload (self-repair).
         return {"digest": digest, "size": services.blobs.size(digest), "created": False}

@@ -79,5 +79,5 @@ def show_version(name: str, version: int, services: Services) -> dict[str, Any]:
 
 @router.delete("/{name}/versions/{version}", summary="Delete one version (refused while a service uses it)")
 def delete_version(name: str, version: int, services: Services) -> dict[str, Any]:
-    """Delete; 409 when in use. Blobs stay stored (other versions may share them)."""
+    """Delete; 409 when in use. Blobs no other version or service uses are collected after the grace period."""
     return services.registry.delete_version(name, version).to_json()

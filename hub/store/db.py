@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -14,7 +17,12 @@ import sqlite_utils
 
 from hub.errors import BadInput, Conflict, InsufficientStorage, StorageError
 
+log = logging.getLogger("hub.store")
+
 SchemaFn = Callable[[sqlite_utils.Database], None]
+
+RESERVE_FILE = "space.reserve"
+RESERVE_BYTES = 16 * 1024 * 1024  # room for deleting a version (and the WAL pages it writes) on a full disk
 
 # Rooms append their schema functions at import time (see hub/store/<room>.py).
 _SCHEMAS: list[SchemaFn] = []
@@ -28,6 +36,74 @@ def schema(fn: SchemaFn) -> SchemaFn:
 
 class DataDirLocked(Conflict):
     """Another hub process already serves this data dir."""
+
+
+class SpaceReserve:
+    """A file of real (allocated) blocks kept in the data dir, given up when the disk is full.
+
+    Once the disk is full, SQLite cannot even delete (a delete writes pages to the WAL), so
+    the way out - deleting a version and collecting its blobs - would fail too. Whoever frees
+    space (a delete) releases the reserve and retries; the blob collector re-creates it once
+    there is room again.
+    """
+
+    def __init__(self, path: Path, size: int = RESERVE_BYTES) -> None:
+        self.path = path
+        self.size = size
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        """True when the reserve file is in place at full size."""
+        try:
+            return self.path.stat().st_size >= self.size
+        except FileNotFoundError:
+            return False
+
+    def ensure(self) -> bool:
+        """Create the reserve if it is missing; False (and nothing left behind) when the disk has no room."""
+        with self._lock:
+            if self.held:
+                return True
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+                try:
+                    _allocate(fd, self.size)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    return False
+                log.warning("cannot keep a space reserve at %s: %s", self.path, exc.strerror or exc)
+                return False
+            return True
+
+    def release(self) -> int:
+        """Delete the reserve file; the bytes it gave back (0 when there was none)."""
+        with self._lock:
+            try:
+                size = self.path.stat().st_size
+                self.path.unlink()
+            except FileNotFoundError:
+                return 0
+        log.warning("disk full: released the %d-byte space reserve %s so deleting can proceed", size, self.path)
+        return size
+
+
+def _allocate(fd: int, size: int) -> None:
+    # Real blocks, not a sparse file: only allocated space is given back when the file goes.
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        chunk = b"\0" * (1024 * 1024)
+        written = 0
+        while written < size:
+            written += os.write(fd, chunk[: size - written])
 
 
 class Database:
@@ -46,8 +122,10 @@ class Database:
         except OSError as exc:
             raise BadInput(f"cannot use data dir {self.data_dir}: {(exc.strerror or str(exc)).lower()}") from None
         self._lock_fd: int | None = None
+        self.reserve = SpaceReserve(self.data_dir / RESERVE_FILE)
         if lock:
             self._acquire_dir_lock()
+            self.reserve.ensure()  # best effort: on an already full disk there is none until space is freed
         try:
             conn = sqlite3.connect(self.data_dir / "hub.db", check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
