@@ -131,6 +131,7 @@ def _status(data: Path) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_outage_store_and_forward(tmp_path: Path, processes: Processes) -> None:
     """Telemetry made while the hub is down waits in the outbox and reaches the hub, acked, once it is back."""
     port, grpc_port = free_port(), free_port()

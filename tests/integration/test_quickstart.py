@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 
+@pytest.mark.slow
 def test_demo_registers_deploys_and_scores_on_every_device(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc = subprocess.run(

@@ -13,6 +13,7 @@ from tests.support import PYTHON, REPO
 BENCH = "benchmarks/reconnect.py"
 
 
+@pytest.mark.slow
 def test_a_small_run_brings_the_fleet_back_after_each_restart(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     done = subprocess.run([PYTHON, BENCH, "--size", "6", "--json", str(out)],

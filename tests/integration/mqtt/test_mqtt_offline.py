@@ -48,6 +48,7 @@ def _online(hub: MqttHub, names: list[str]) -> list[bool]:
     return [hub.device(n)["online"] for n in names]
 
 
+@pytest.mark.slow
 def test_cut_under_load_loses_nothing_duplicates_nothing_and_converges(
     tmp_path: Path, mqtt_hub: MqttHub, proxy: ThreadedFaultProxy, fleet_factory: Any, digits_model: Path
 ) -> None:
