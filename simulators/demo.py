@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -230,17 +231,22 @@ def _tail(path: Path, lines: int = 15) -> str:
 def main(argv: list[str] | None = None) -> int:
     """`python -m simulators demo`: the Quick start path, end to end."""
     ap = argparse.ArgumentParser(prog="python -m simulators demo", description=__doc__)
-    ap.add_argument("--work-dir", type=Path, help="where data, models and logs go (default: a new temp dir)")
+    ap.add_argument(
+        "--work-dir", type=Path, help="where data, models and logs go, kept afterwards (default: a temp dir, removed)"
+    )
     ap.add_argument("--keep", action="store_true", help="leave the hub, agents and service running at the end")
     args = ap.parse_args(argv)
+    own_work_dir = args.work_dir is None  # a temp dir the demo made is the demo's to remove
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="edgeport-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work dir: {work}")
     demo = Demo(work.resolve(), args.keep)
+    finished = False
     try:
         demo.run()
         while args.keep:
             time.sleep(3600)
+        finished = True
     except DemoFailed as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr)
         return 1
@@ -248,5 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         demo.stop()
+        if own_work_dir and finished:
+            shutil.rmtree(work, ignore_errors=True)
+        else:  # asked for, or kept for the logs that say what went wrong
+            print(f"\ndata, model and logs are in {work}", file=sys.stdout if finished else sys.stderr)
     print("\ndemo finished: model registered, deployed to simulated devices and scored.")
+    if own_work_dir:
+        print(f"removed the work dir {work}")
     return 0

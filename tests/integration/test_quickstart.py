@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -16,10 +17,11 @@ import pytest
 def test_demo_registers_deploys_and_scores_on_every_device(tmp_path: Path) -> None:
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "simulators", "demo", "--work-dir", str(tmp_path)],
+        [sys.executable, "-m", "simulators", "demo"],
         capture_output=True,
         text=True,
         timeout=240,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its own work dir goes, to see that it is removed
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -28,6 +30,7 @@ def test_demo_registers_deploys_and_scores_on_every_device(tmp_path: Path) -> No
     assert {a[0] for a in answers} == {"edge-1", "vm-1"}, out[-4000:]
     assert all(predicted == true for _, _, predicted, true in answers)
     assert "demo finished" in out
+    assert "removed the work dir" in out and list(tmp_path.glob("edgeport-demo-*")) == [], out[-2000:]
     # nothing left running: the hub and agents were stopped, so their scoring URIs no longer answer
     for _, uri, _, _ in answers:
         port = int(uri.split(":")[2].split("/")[0])
