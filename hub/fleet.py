@@ -21,13 +21,18 @@ from typing import Any, overload
 
 from google.protobuf import json_format
 
-from hub.errors import BadInput, Conflict, NotFound, Unauthorized
-from hub.names import parse_labels, validate_fleet_name
+from hub.errors import Conflict, NotFound, Unauthorized
+from hub.names import (
+    DEFAULT_TOKEN_TTL_S,
+    Target,
+    check_token_lifetime,
+    parse_labels,
+    parse_target,
+    validate_fleet_name,
+)
 from hub.pki import CertificateAuthority, common_name
 from hub.store.fleet import FleetStore
 from protos.edgeport.v1 import agent_pb2
-
-DEFAULT_TOKEN_TTL_S = 3600
 
 
 class FleetService:
@@ -56,8 +61,7 @@ class FleetService:
         """Register `device_id` (pending) and return `{"device", "token", "expires"}` (expires: ISO UTC)."""
         validate_fleet_name("device", device_id)
         parsed = parse_labels(labels)
-        if ttl_s <= 0:
-            raise BadInput("token lifetime must be positive")
+        check_token_lifetime(ttl_s)
         existing = self.store.get(device_id)
         if existing is not None and existing["state"] == "enrolled":
             raise Conflict(f"device {device_id} is already enrolled; run `hub device revoke {device_id}` first")
@@ -255,14 +259,17 @@ def selects(standing: dict[str, Any], selector: str) -> bool:
     """Whether a target selector (a device name, or `k=v[,k=v...]`) picks this non-revoked device row."""
     if standing["state"] == "revoked":
         return False
-    if "=" not in selector:
-        return standing["id"] == selector
-    return all(standing["labels"].get(k) == v for k, v in _selector_labels(selector).items())
+    target = _stored_target(selector)
+    if target.device is not None:
+        return standing["id"] == target.device
+    return all(standing["labels"].get(k) == v for k, v in target.labels.items())
 
 
 @functools.lru_cache(maxsize=256)
-def _selector_labels(selector: str) -> dict[str, str]:
-    return parse_labels([p for p in selector.split(",") if p.strip()])
+def _stored_target(selector: str) -> Target:
+    # Targets are checked with parse_target before they are stored; one stored while a stray comma
+    # was still let through (`site=lab,`) keeps selecting what it selected then.
+    return parse_target(",".join(term for term in selector.split(",") if term.strip()))
 
 
 def row_cert(row: dict[str, Any]) -> str:

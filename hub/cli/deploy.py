@@ -12,8 +12,7 @@ from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.deploy_client import DeployClient, DeploymentFailed, Notify
 from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config
-from hub.deployments import ModelRef
-from hub.names import validate_fleet_name
+from hub.names import ModelRef, parse_target, validate_fleet_name
 
 DEFAULT_WAIT_S = 600.0
 
@@ -111,6 +110,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     validate_fleet_name("service", args.name)
     for m in args.models:
         ModelRef.parse(m)
+    parse_target(args.target)  # refused here, before any upload, as the hub would refuse it
     ic, dc = load_configs(args.ic, args.dc)
     client = DeployClient(HubClient(getattr(args, "hub", None)))
     inference = client.upload_inference(ic, source_notices(args)) if ic is not None else None

@@ -10,7 +10,7 @@ from hub.cli.output import labels, print_fields, print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.deploy_client import DeployClient
-from hub.names import parse_duration, parse_labels, validate_fleet_name
+from hub.names import parse_duration, parse_labels, parse_token_lifetime, validate_fleet_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         metavar="KEY=VALUE",
         help="label used by deploy targets (repeatable)",
     )
-    p.add_argument("--expires", default="1h", help="token lifetime: 90s, 30m, 1h, 2d (default 1h)")
+    p.add_argument("--expires", default="1h", help="token lifetime: 90s, 30m, 1h, 2d (default 1h, at most 30d)")
     p.set_defaults(func=cmd_enroll)
 
     p = add_command(
@@ -106,7 +106,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     """Print the token (or JSON)."""
     validate_fleet_name("device", args.name)  # check locally first: clear errors even with no hub running
     parse_labels(args.label)
-    parse_duration(args.expires)
+    parse_token_lifetime(args.expires)  # at most 30 days, as the hub will insist
     client = _client(args)
     out = client.enroll_device(args.name, args.label, args.expires)
     if args.output == "json":

@@ -10,9 +10,8 @@ from hub.cli.output import print_fields, print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.deploy_client import DeployClient
-from hub.deployments import ModelRef
 from hub.errors import BadInput
-from hub.names import validate_fleet_name
+from hub.names import ModelRef, parse_target, validate_fleet_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -194,6 +193,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     name = _name(args)
     for m in args.models or []:
         ModelRef.parse(m)
+    if args.target is not None:
+        parse_target(args.target)  # refused here, before any upload, as the hub would refuse it
     ic, dc = load_configs(args.ic, args.dc)
     if not (args.models or ic or dc is not None or args.target):
         raise BadInput("nothing to update: give -m, --ic, --dc or --target")
