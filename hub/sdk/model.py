@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import builtins  # below `def list`, a bare `list[...]` annotation in the class names that method
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hub.sdk.webservice import DeploymentConfig, InferenceConfig, Webservice
 from hub.sdk.workspace import Workspace
-
-if TYPE_CHECKING:
-    from hub.sdk.webservice import DeploymentConfig, InferenceConfig, Webservice
 
 
 class Model:
@@ -118,7 +116,7 @@ class Model:
     def __repr__(self) -> str:
         return f"Model(name={self.name!r}, version={self.version})"
 
-    # --- deployment (room 4 adds Model.deploy here, or in hub/sdk/webservice.py) -----------------
+    # --- deployment -------------------------------------------------------------------------------
     @staticmethod
     def deploy(
         workspace: Workspace,
@@ -130,6 +128,4 @@ class Model:
         overwrite: bool = False,
     ) -> Webservice:
         """Deploy `models` as service `name` to the devices `target` selects; see `Webservice.deploy`."""
-        from hub.sdk.webservice import Webservice
-
         return Webservice.deploy(workspace, name, models, inference_config, deployment_config, target, overwrite)

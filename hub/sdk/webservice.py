@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from hub.deploy_client import DeployClient
 from hub.deployconfig import InferenceConfig as ParsedInferenceConfig
 from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config
-from hub.errors import BadInput, HubError
+from hub.errors import HubError
+from hub.names import ModelRef, parse_target
 
-if TYPE_CHECKING:  # hub.sdk.model imports this module lazily (Model.deploy)
-    from hub.sdk.model import Model
+if TYPE_CHECKING:
     from hub.sdk.workspace import Workspace
+
+
+class ModelVersion(Protocol):
+    """What a deploy needs of a model: a `Model`, or anything else with a name and a version."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 class InferenceConfig:
@@ -103,9 +114,9 @@ class DeploymentConfig:
         return dict(self._data)
 
 
-def _model_ref(model: Model | str) -> str:
+def _model_ref(model: ModelVersion | str) -> str:
     if isinstance(model, str):
-        return model
+        return str(ModelRef.parse(model))  # a bad reference is refused before anything is uploaded
     return f"{model.name}:{model.version}"
 
 
@@ -123,19 +134,19 @@ class Webservice:
         cls,
         workspace: Workspace,
         name: str,
-        models: list[Model | str],
+        models: Sequence[ModelVersion | str],
         inference_config: InferenceConfig | None = None,
         deployment_config: DeploymentConfig | None = None,
         target: str | None = None,
         overwrite: bool = False,
     ) -> Webservice:
         """Record the service on the hub (returns at once; call `wait_for_deployment`)."""
-        if not target:
-            raise BadInput("target is required: a device name or label=value")
+        parse_target(target)  # a missing or malformed target is refused before anything is uploaded
+        refs = [_model_ref(m) for m in models]
         client = DeployClient(workspace.client)
         inference = client.upload_inference(inference_config.parsed()) if inference_config else None
         dc = deployment_config.to_json() if deployment_config else {}
-        client.deploy(name, [_model_ref(m) for m in models], target, inference=inference, deployment=dc,
+        client.deploy(name, refs, str(target), inference=inference, deployment=dc,
                       overwrite=overwrite)
         return cls(workspace, name)
 
@@ -218,7 +229,7 @@ class Webservice:
 
     def update(
         self,
-        models: list[Model | str] | None = None,
+        models: Sequence[ModelVersion | str] | None = None,
         inference_config: InferenceConfig | None = None,
         deployment_config: DeploymentConfig | None = None,
     ) -> Webservice:
