@@ -1,6 +1,7 @@
-"""Errors every hub room raises, each mapped once to an HTTP status and a CLI exit code.
+"""The hub's expected errors, each mapped once to an HTTP status and a CLI exit code.
 
-Fronts (REST, gRPC, MQTT, CLI) translate these; rooms never format HTTP or exit codes.
+Services raise these; only the fronts (REST, gRPC, MQTT, CLI) translate them, so no service
+formats an HTTP response or picks an exit code.
 """
 
 from __future__ import annotations
