@@ -1,7 +1,6 @@
 """The MQTT Link: the same protobuf messages as the gRPC stream, through a broker (MQTT 5).
 
-Topics, under the prefix the hub gave at enrollment (the hub's hub/control/mqtt_topics.py
-is the other half of this contract; a test keeps the two equal):
+Topics (protos/mqtt/topics.py, the layout the hub uses too), under the prefix the hub gave at enrollment:
 
     {prefix}/{device}/desired   in   HubMessage(desired), retained: a device that connects late gets it at once
     {prefix}/{device}/inbox     in   HubMessage (welcome, acks, requests)
@@ -13,7 +12,7 @@ what the hub sends while the device is away is queued by the broker; only the hu
 cumulative Acks go at QoS 0 (a lost one is covered by the next, or the Welcome's acked_seq). `open` publishes
 Hello and waits for the hub's Welcome on the inbox, like the gRPC stream's first exchange.
 
-The connection is agent/link/mqtt_connection.py, an asyncio Protocol (no thread, no paho):
+The connection is protos/mqtt/connection.py, an asyncio Protocol (no thread, no paho):
 a simulated fleet runs thousands of links on one loop.
 """
 
@@ -26,10 +25,23 @@ import urllib.parse
 from collections.abc import AsyncIterator
 
 from agent.link.base import LinkClosed
-from agent.link.mqtt_codec import Connect, Message, Will, reason_name
-from agent.link.mqtt_connection import MqttConnection
 from agent.state import Identity
 from protos.edgeport.v1 import agent_pb2
+from protos.mqtt import (
+    DEFAULT_PREFIX,
+    DESIRED,
+    INBOX,
+    OFFLINE_PAYLOAD,
+    ONLINE,
+    ONLINE_PAYLOAD,
+    REPORTED,
+    Connect,
+    Message,
+    MqttConnection,
+    Topics,
+    Will,
+    reason_name,
+)
 
 OPEN_TIMEOUT_S = 15.0
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscriptions and queued messages this long
@@ -43,14 +55,6 @@ _AUTH_FAILURES = {134, 135}  # Bad User Name or Password, Not authorized
 # to reload the broker), so a revoked device stops, a freshly enrolled one does not.
 REFUSED_GIVE_UP_S = float(os.environ.get("EDGEPORT_MQTT_REFUSED_GIVE_UP_S", "60"))
 _refusals: dict[str, float] = {}  # device -> when its current run of credential refusals began (monotonic)
-
-DESIRED, INBOX, REPORTED, ONLINE = "desired", "inbox", "reported", "online"
-ONLINE_PAYLOAD, OFFLINE_PAYLOAD = b"online", b"offline"
-
-
-def topic(prefix: str, device: str, kind: str) -> str:
-    """`{prefix}/{device}/{kind}`: the per-device topic layout shared with the hub."""
-    return f"{prefix}/{device}/{kind}"
 
 
 def _parse_url(url: str) -> tuple[str, int]:
@@ -67,7 +71,7 @@ class MqttLink:
         self.identity = identity
         self.mqtt = dict(identity.mqtt or {})
         self.broker = broker or self.mqtt.get("url", "")
-        self.prefix = self.mqtt.get("topic_prefix") or "edgeport"
+        self.prefix = self.mqtt.get("topic_prefix") or DEFAULT_PREFIX
         self.keepalive_s = keepalive_s or DEFAULT_KEEPALIVE_S
         self.refused = False  # the broker keeps refusing our credentials: reconnecting will not help
         self._conn: MqttConnection | None = None
@@ -77,9 +81,10 @@ class MqttLink:
         self._drained.set()
         self._connected = False
         self._closed_reason = ""
+        self._topics: dict[str, str] = {}  # kind -> this device's topic, set by open()
 
     def _topic(self, kind: str) -> str:
-        return topic(self.prefix, self.identity.device_id, kind)
+        return self._topics[kind]
 
     # ---- connection callbacks (on the loop) ----
 
@@ -111,6 +116,12 @@ class MqttLink:
         if not self.broker:
             raise LinkClosed("no MQTT broker URL (give --broker)")
         host, port = _parse_url(self.broker)
+        try:
+            topics = Topics(self.prefix)
+        except ValueError as exc:  # the hub's enrollment answer names the prefix
+            self.refused = True
+            raise LinkClosed(f"enrolled MQTT settings: {exc}") from None
+        self._topics = {kind: topics.of(kind, device) for kind in (DESIRED, INBOX, REPORTED, ONLINE)}
         conn = MqttConnection(self._on_message, self._on_puback, self._on_close)
         self._conn = conn
         try:

@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from hub.control.mqtt_topics import Topics
+from protos.mqtt import Topics
 
 log = logging.getLogger("hub.control.mqtt")
 

@@ -26,9 +26,9 @@ from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth, CredentialChange
 from hub.control.mqtt_broker import BrokerError, MosquittoBroker
 from hub.control.mqtt_front import MqttFront
 from hub.control.mqtt_probe import broker_accepts
-from hub.control.mqtt_topics import DEFAULT_PREFIX, Topics
 from hub.errors import BadInput, HubError
 from protos.edgeport.v1 import agent_pb2
+from protos.mqtt import DEFAULT_PREFIX, Topics
 
 if TYPE_CHECKING:
     from hub.services import HubServices

@@ -33,13 +33,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from agent import event_loop
-from agent.link.mqtt_codec import Connect, Message, reason_name
-from agent.link.mqtt_connection import MqttConnection
+from hub import event_loop
 from hub.control.core import ControlCore, Session
-from hub.control.mqtt_topics import OFFLINE_PAYLOAD, ONLINE, REPORTED, Topics
 from hub.errors import HubError
 from protos.edgeport.v1 import agent_pb2
+from protos.mqtt import OFFLINE_PAYLOAD, ONLINE, REPORTED, Connect, Message, MqttConnection, Topics, reason_name
 
 log = logging.getLogger("hub.control.mqtt")
 

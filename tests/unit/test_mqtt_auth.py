@@ -1,4 +1,4 @@
-"""Broker password hashes (mosquitto's $7$ format), the ACL file, and the topic layout both sides share."""
+"""Broker password hashes (mosquitto's $7$ format), the ACL file, and the topic layout."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.link import mqtt as agent_mqtt
-from hub.control import mqtt_topics
 from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth, hash_password
 from hub.control.mqtt_bridge import parse_mqtt_url
-from hub.control.mqtt_topics import Topics
 from hub.errors import BadInput
+from protos.mqtt import Topics
 
 
 @pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd not installed")
@@ -51,14 +49,11 @@ def test_files_list_exactly_the_devices_with_their_own_topics(tmp_path: Path) ->
     assert auth.reload() is False  # no broker pid file here: nothing to signal
 
 
-def test_hub_and_agent_use_the_same_topic_layout() -> None:
+def test_topics_name_and_parse_a_device_topic() -> None:
     t = Topics("edgeport")
-    for kind, method in (("desired", t.desired), ("inbox", t.inbox), ("reported", t.reported), ("online", t.online)):
-        assert agent_mqtt.topic("edgeport", "cam-1", kind) == method("cam-1")
-    assert (agent_mqtt.DESIRED, agent_mqtt.INBOX, agent_mqtt.REPORTED, agent_mqtt.ONLINE) == (
-        mqtt_topics.DESIRED, mqtt_topics.INBOX, mqtt_topics.REPORTED, mqtt_topics.ONLINE)
-    assert (agent_mqtt.ONLINE_PAYLOAD, agent_mqtt.OFFLINE_PAYLOAD) == (
-        mqtt_topics.ONLINE_PAYLOAD, mqtt_topics.OFFLINE_PAYLOAD)
+    assert (t.desired("cam-1"), t.inbox("cam-1"), t.reported("cam-1"), t.online("cam-1")) == (
+        "edgeport/cam-1/desired", "edgeport/cam-1/inbox", "edgeport/cam-1/reported", "edgeport/cam-1/online")
+    assert t.all("reported") == "edgeport/+/reported"
     assert t.parse("edgeport/cam-1/reported") == ("cam-1", "reported")
     assert t.parse("other/cam-1/reported") is None and t.parse("edgeport/a/b/c") is None
 

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from agent.link import mqtt_codec as codec
-from agent.link.mqtt_codec import Connect, PacketReader, ProtocolError, Will
+from protos.mqtt import codec
+from protos.mqtt.codec import Connect, PacketReader, ProtocolError, Will
 
 
 @pytest.mark.parametrize(

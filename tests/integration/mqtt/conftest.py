@@ -17,7 +17,7 @@ import pytest
 
 from hub.control.mqtt_auth import BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
-from hub.control.mqtt_topics import Topics
+from protos.mqtt.topics import Topics
 from simulators.fleet import FleetOptions, SimulatedFleet
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 

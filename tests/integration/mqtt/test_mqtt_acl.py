@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 
 from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
-from hub.control.mqtt_topics import Topics
+from protos.mqtt.topics import Topics
 from tests.integration.mqtt.conftest import broker_auth
 from tests.support import wait_for
 

@@ -1,4 +1,4 @@
-"""The agent's own MQTT 5 connection (agent/link/mqtt_connection.py) against a real mosquitto: retained
+"""The MQTT 5 connection hub and agent connect with (protos/mqtt/connection.py) against a real mosquitto: retained
 delivery, QoS 1 both ways, the ACL's refusals as reason codes, keep-alive, and the Last Will only when the
 connection drops without DISCONNECT."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from agent.link.mqtt_codec import Connect, Message, Will
-from agent.link.mqtt_connection import MqttConnection
 from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
-from hub.control.mqtt_topics import Topics
+from protos.mqtt.codec import Connect, Message, Will
+from protos.mqtt.connection import MqttConnection
+from protos.mqtt.topics import Topics
 from tests.integration.mqtt.conftest import broker_auth
 from tests.support import free_port
 

@@ -8,15 +8,15 @@ import asyncio
 import time
 from pathlib import Path
 
-from agent.link.mqtt_codec import Connect, Message
-from agent.link.mqtt_connection import MqttConnection
 from hub.control import mqtt_front
 from hub.control.mqtt_auth import HUB_USERNAME
 from hub.control.mqtt_broker import MosquittoBroker
 from hub.control.mqtt_front import MqttFront
-from hub.control.mqtt_topics import Topics
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
+from protos.mqtt.codec import Connect, Message
+from protos.mqtt.connection import MqttConnection
+from protos.mqtt.topics import Topics
 from tests.integration.mqtt.conftest import broker_auth
 from tests.support import wait_for
 from tests.unit.enrollment import enroll

@@ -10,7 +10,7 @@ from hub.control.mqtt_auth import BrokerAuth
 from hub.control.mqtt_bridge import _CoalescedFlush
 from hub.control.mqtt_broker import MosquittoBroker
 from hub.control.mqtt_probe import broker_accepts
-from hub.control.mqtt_topics import Topics
+from protos.mqtt.topics import Topics
 from tests.integration.mqtt.conftest import broker_auth
 from tests.support import free_port, wait_for
 

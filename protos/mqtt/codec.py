@@ -1,6 +1,6 @@
-"""MQTT 5 packets, the subset an agent speaks, encoded and decoded (OASIS MQTT 5.0, chapters 2 and 3).
+"""MQTT 5 packets, the subset Edgeport's clients speak, encoded and decoded (OASIS MQTT 5.0, chapters 2 and 3).
 
-An agent connects (with a Last Will), subscribes, publishes and acknowledges at QoS 0 or 1,
+An agent (or the hub's bridge) connects (with a Last Will), subscribes, publishes and acknowledges at QoS 0 or 1,
 pings and disconnects. It never uses QoS 2, topic aliases or AUTH, so those are refused as
 protocol errors rather than half supported. `PacketReader` cuts a byte stream into packets
 without copying more than once; the `parse_*` functions read the packets a broker sends.

@@ -1,4 +1,4 @@
-"""The MQTT topic layout (the agent's link mirrors it: agent/link/mqtt.py; a test keeps them equal).
+"""The MQTT topic layout, the one both the hub's bridge and the agent's link use.
 
 Per device, under a configurable prefix (default `edgeport`):
 
@@ -30,21 +30,25 @@ class Topics:
                 or self.prefix.endswith("/"):
             raise ValueError(f"invalid MQTT topic prefix {self.prefix!r}: no '+', '#' or leading/trailing '/'")
 
+    def of(self, kind: str, device: str) -> str:
+        """The device's topic of one kind (DESIRED, INBOX, REPORTED or ONLINE)."""
+        return f"{self.prefix}/{device}/{kind}"
+
     def desired(self, device: str) -> str:
         """Where the device's DesiredState is retained."""
-        return f"{self.prefix}/{device}/{DESIRED}"
+        return self.of(DESIRED, device)
 
     def inbox(self, device: str) -> str:
         """Hub -> device one-off messages (welcome, acks, requests)."""
-        return f"{self.prefix}/{device}/{INBOX}"
+        return self.of(INBOX, device)
 
     def reported(self, device: str) -> str:
         """Device -> hub AgentMessages."""
-        return f"{self.prefix}/{device}/{REPORTED}"
+        return self.of(REPORTED, device)
 
     def online(self, device: str) -> str:
         """Device presence: 'online' / 'offline' (Last Will), retained."""
-        return f"{self.prefix}/{device}/{ONLINE}"
+        return self.of(ONLINE, device)
 
     def all(self, kind: str) -> str:
         """Subscription filter for one kind across every device, e.g. `edgeport/+/reported`."""
