@@ -8,7 +8,7 @@ import sys
 # (command, module with main(argv) -> int, one-line help); modules load only when chosen.
 COMMANDS: list[tuple[str, str, str]] = [
     ("demo", "simulators.demo", "run the Quick start: one hub, simulated devices, deploy and score a real model"),
-    ("fleet", "simulators.fleet", "run N simulated agents (real agent code) in one process"),
+    ("fleet", "simulators.fleet_cli", "run N simulated agents (real agent code) in one process"),
     ("netfault", "simulators.netfault_cli", "a TCP proxy that adds latency, drops, cuts and restores a link"),
 ]
 

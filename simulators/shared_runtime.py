@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.supervisor import RuntimeProcess, RuntimeSpec, Supervisor
-from agent.telemetry import RuntimeStats, rss_bytes, scrape
+from agent import RuntimeProcess, RuntimeSpec, RuntimeStats, Supervisor, rss_bytes, scrape
 
 SCRAPE_TTL_S = 5.0  # well under the telemetry interval (60 s by default), so every agent's points stay recent
 
