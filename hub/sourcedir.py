@@ -81,9 +81,10 @@ class SourceSnapshot:
         keys = self.key_like()
         if keys:
             shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-            out.append(f"{shown} in {self.root} look{'s' if len(keys) == 1 else ''} like private key"
-                       f"{'s' if len(keys) != 1 else ''} and will be uploaded to the hub and every device; "
-                       "list them in .amlignore to leave them out")
+            what = "looks like a private key" if len(keys) == 1 else "look like private keys"
+            them = "it" if len(keys) == 1 else "them"
+            out.append(f"{shown} in {self.root} {what} and will be uploaded to the hub and every device; "
+                       f"list {them} in .amlignore to leave {them} out")
         if self.total_bytes > LARGE_SOURCE_BYTES:
             biggest = sorted(self.files, key=lambda f: f.size, reverse=True)[:3]
             out.append(f"source folder {self.root} holds {_human_size(self.total_bytes)} "

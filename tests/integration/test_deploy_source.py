@@ -118,3 +118,36 @@ def test_a_file_growing_during_the_upload_fails_naming_it_and_registers_nothing(
     assert_one_line_error(result, 1, str(log), "changed while it was read")
     assert hub_cli(hub_url, "service", "show", "svc-growing").code == 2  # no such service
     assert not _hub_has(hub_url, score)  # nothing uploaded either
+
+
+def test_the_sdk_warns_about_key_like_files_and_refuses_a_changing_one(hub_url: str, tmp_path: Path) -> None:
+    from hub import InferenceConfig, Webservice, Workspace
+    from hub.sourcedir import SourceChanged
+
+    ws = Workspace(hub_url)
+    _source(tmp_path, {"score.py": "def init(): pass\ndef run(d): return 'sdk'\n", "deploy.key": "PRIVATE"})
+    ic = InferenceConfig(entry_script="score.py", source_directory=tmp_path / "src")
+    with pytest.warns(UserWarning, match=r"deploy\.key .* looks like a private key"):
+        service = Webservice.deploy(ws, "svc-sdk", ["digits:1"], ic, target=TARGET)
+    assert service.reload().generation == 1
+
+    log = tmp_path / "src" / "train.log"
+    log.write_bytes(b"x" * (32 * 1024 * 1024))
+    stop = threading.Event()
+
+    def append() -> None:
+        with open(log, "ab") as fh:
+            while not stop.is_set():
+                fh.write(b"y" * 4096)
+                fh.flush()
+                stop.wait(0.0005)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        with pytest.raises(SourceChanged, match=r"train\.log changed while it was read"):
+            service.update(inference_config=ic)
+    finally:
+        stop.set()
+        writer.join(5)
+    assert service.reload().generation == 1  # the failed update recorded nothing
