@@ -11,12 +11,15 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from hub.blobs import BlobStore, validate_digest
+from hub.blobs import DIGEST_RE, BlobStore, validate_digest
 from hub.errors import BadInput, NotFound
 from hub.registry import MANIFEST_MEDIA_TYPE, RegistryService
 
 # Repository names per the distribution spec: lowercase/uppercase path components joined by '/'.
 REPOSITORY_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+MAX_REPOSITORY_CHARS = 512  # "models/" or "sources/" and a name of at most 255 characters
+# A tag per the distribution spec (ASCII only), or a digest.
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 KnowsRepository = Callable[[str], bool]
 ManifestLookup = Callable[[str, str], tuple[bytes, str] | None]
@@ -94,7 +97,8 @@ class ArtifactService:
         """Raise UnknownRepository unless some room serves this repository."""
         if repository in self._seen:
             return
-        if not REPOSITORY_RE.fullmatch(repository) or not any(known(repository) for known in self.repository_resolvers):
+        well_formed = len(repository) <= MAX_REPOSITORY_CHARS and REPOSITORY_RE.fullmatch(repository)
+        if not well_formed or not any(known(repository) for known in self.repository_resolvers):
             raise UnknownRepository(f"repository {repository!r} is not known to this hub")
         # Resolvers answer "was it ever created" (a model or service name is never reused for
         # something else), so a yes stays true: remember it and skip the query next time.
@@ -117,6 +121,9 @@ class ArtifactService:
     def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(manifest bytes, digest, media type) of `repository` at a tag or digest."""
         self.check_repository(repository)
+        if not TAG_RE.fullmatch(reference) and not DIGEST_RE.fullmatch(reference):
+            shown = reference if len(reference) <= 60 else reference[:57] + "..."
+            raise UnknownManifest(f"manifest {repository}:{shown!r} not found: not a tag or sha256 digest")
         for lookup in self.manifest_lookups:
             found = lookup(repository, reference)
             if found is not None:

@@ -105,6 +105,15 @@ def validate_file_path(path: object) -> str:
     return posixpath.normpath(path)
 
 
+def validate_version(version: object) -> int:
+    """Return `version` if it is a whole number from 1 to 2**63-1 (what SQLite stores), else raise BadInput."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= store.MAX_VERSION:
+        big = isinstance(version, int) and version.bit_length() > 64  # str() of a huge int is slow or refused
+        shown = "(a number of more than 19 digits)" if big else repr(version)[:30]
+        raise BadInput(f"bad version {shown}: expected a whole number from 1 to {store.MAX_VERSION}")
+    return version
+
+
 def build_manifest(name: str, version: int, files: list[ModelFile], created_at: str) -> bytes:
     """The OCI image manifest (artifact form) of a model version, as canonical bytes."""
     manifest = {
@@ -217,6 +226,8 @@ class RegistryService:
     def get_version(self, name: str, version: int | None = None) -> ModelVersion:
         """One version (the latest when `version` is None); NotFound when absent."""
         validate_name(name)
+        if version is not None:
+            validate_version(version)
         with self.db.read() as db:
             if version is None:
                 version = store.latest_version(db, name)
@@ -302,7 +313,7 @@ class RegistryService:
         with self.db.read() as db:
             if reference.startswith("sha256:"):
                 row = store.version_by_manifest(db, name, reference)
-            elif reference.isdigit():
+            elif reference.isascii() and reference.isdigit() and 1 <= int(reference) <= store.MAX_VERSION:
                 row = store.get_version(db, name, int(reference))
             elif reference == "latest":
                 latest = store.latest_version(db, name)

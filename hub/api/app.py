@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from hub.api import blobs, devices, enroll, models, oci, services
 from hub.api.blob_fastpath import BlobFastPath
 from hub.api.errors import install_error_handlers
+from hub.api.limits import RequestLimits
 from hub.services import HubServices
 from hub.version import VERSION
 
@@ -28,5 +29,6 @@ def create_app(services: HubServices) -> FastAPI:
     install_error_handlers(app)
     for module in ROUTER_MODULES:
         app.include_router(module.router)
+    app.add_middleware(RequestLimits)  # body size and JSON depth, before any route parses a body
     app.add_middleware(BlobFastPath, services=services)  # fleets pulling one model at once
     return app

@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.artifacts import RangeNotSatisfiable, UnknownBlob, UnknownManifest, UnknownRepository
 from hub.errors import BadInput, HubError
@@ -50,6 +51,30 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, BadInput(f"invalid request: {where}: {first.get('msg', 'bad value')}"))
 
 
+class RouteError(HubError):
+    """No route for this path or method (FastAPI's own 404/405), in the hub's error shape."""
+
+    code = "not_found"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.code = "not_found" if status == 404 else "bad_input"
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"no such resource: {request.method} {request.url.path[:200]}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path[:200]}"
+    else:
+        message = str(exc.detail)
+    response = error_response(request, RouteError(message, exc.status_code))
+    response.headers.update(exc.headers or {})
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s crashed", request.method, request.url.path)
     return error_response(request, HubError(f"internal error: {type(exc).__name__}: {exc}"))
@@ -59,4 +84,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
     app.add_exception_handler(HubError, _hub_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

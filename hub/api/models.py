@@ -4,33 +4,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from hub.api.deps import Services
-from hub.names import parse_label
-from hub.registry import ModelFile
+from hub.names import parse_label, validate_name
+from hub.registry import MAX_FILES, ModelFile
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
+
+MAX_INT64 = 2**63 - 1  # SQLite's INTEGER: version numbers and sizes past it cannot be stored or looked up
+ModelName = Annotated[str, Path(description="the model's name: 1-255 of A-Z a-z 0-9 . _ -")]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT64, description="a version number (1, 2, ...)")]
 
 
 class FileEntry(BaseModel):
     """One file of the version: its relative path and an already uploaded blob."""
 
-    path: str = Field(description="path relative to the model folder, '/'-separated")
-    digest: str = Field(description="sha256:<hex> of an uploaded blob")
-    size: int = Field(ge=0)
+    path: str = Field(max_length=4096, description="path relative to the model folder, '/'-separated")
+    digest: str = Field(max_length=71, description="sha256:<hex> of an uploaded blob")
+    size: int = Field(ge=0, le=MAX_INT64)
 
 
 class RegisterRequest(BaseModel):
     """Body of `POST /api/v1/models`: creates the next version of `name`."""
 
-    name: str
-    files: list[FileEntry]
-    tags: dict[str, str] = Field(default_factory=dict)
-    properties: dict[str, str] = Field(default_factory=dict)
-    description: str = ""
-    framework: str = ""
+    name: str  # checked by the registry, with a message naming the rule
+    files: list[FileEntry] = Field(max_length=MAX_FILES)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    properties: dict[str, str] = Field(default_factory=dict, max_length=1000)
+    description: str = Field(default="", max_length=64 * 1024)
+    framework: str = Field(default="", max_length=255)
 
 
 @router.post("", status_code=201, summary="Register the next version of a model (all files uploaded first)")
@@ -50,8 +54,10 @@ def register_model(body: RegisterRequest, services: Services) -> dict[str, Any]:
 @router.get("", summary="List model versions (filter by name and tags)")
 def list_models(
     services: Services,
-    name: str | None = None,
-    tag: Annotated[list[str] | None, Query(description="KEY=VALUE or KEY (any value); repeat for several")] = None,
+    name: Annotated[str | None, Query(max_length=255)] = None,
+    tag: Annotated[
+        list[str] | None, Query(max_length=100, description="KEY=VALUE or KEY (any value); repeat for several")
+    ] = None,
     latest: Annotated[bool, Query(description="only the latest version of each model")] = False,
 ) -> list[dict[str, Any]]:
     """Versions newest first per name."""
@@ -66,18 +72,18 @@ def list_models(
 
 
 @router.get("/{name}", summary="The latest version of a model")
-def show_latest(name: str, services: Services) -> dict[str, Any]:
+def show_latest(name: ModelName, services: Services) -> dict[str, Any]:
     """The latest version; 404 when the model has none."""
-    return services.registry.get_version(name).to_json()
+    return services.registry.get_version(validate_name(name)).to_json()
 
 
 @router.get("/{name}/versions/{version}", summary="One version of a model")
-def show_version(name: str, version: int, services: Services) -> dict[str, Any]:
+def show_version(name: ModelName, version: VersionNumber, services: Services) -> dict[str, Any]:
     """That version; 404 when absent."""
-    return services.registry.get_version(name, version).to_json()
+    return services.registry.get_version(validate_name(name), version).to_json()
 
 
 @router.delete("/{name}/versions/{version}", summary="Delete one version (refused while a service uses it)")
-def delete_version(name: str, version: int, services: Services) -> dict[str, Any]:
+def delete_version(name: ModelName, version: VersionNumber, services: Services) -> dict[str, Any]:
     """Delete; 409 when in use. Blobs no other version or service uses are collected after the grace period."""
-    return services.registry.delete_version(name, version).to_json()
+    return services.registry.delete_version(validate_name(name), version).to_json()

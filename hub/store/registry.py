@@ -16,6 +16,8 @@ from hub.store.db import schema
 
 Row = dict[str, Any]
 
+MAX_VERSION = 2**63 - 1  # SQLite's INTEGER; a larger number cannot name a stored version
+
 
 @schema
 def create_registry_tables(db: sqlite_utils.Database) -> None:
