@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from agent.daemon import MIN_RECONNECT_SPREAD_S, RECONNECT_PAUSE_S, AgentConfig, AgentDaemon, reconnect_pause
 from agent.outbox import Outbox
-from agent.state import AgentState, Identity
+from agent.session import MIN_RECONNECT_SPREAD_S, RECONNECT_PAUSE_S, HubSession, reconnect_pause
+from agent.state import AgentState
 from protos.edgeport.v1 import agent_pb2
 
 
@@ -57,22 +56,24 @@ def test_the_welcomes_spread_decides_the_wait_after_a_session_ends(
         shares.append(share)
         raise asyncio.CancelledError  # one session is enough
 
-    monkeypatch.setattr("agent.daemon.reconnect_pause", pause)
+    monkeypatch.setattr("agent.session.reconnect_pause", pause)
 
     async def scenario(spread_ms: int) -> None:
-        daemon = AgentDaemon(AgentConfig(hub="127.0.0.1:1", data_dir=tmp_path / str(spread_ms)))
-        daemon.parts.say = lambda line: None
-        daemon.state = AgentState(tmp_path / str(spread_ms))
-        daemon.outbox = Outbox(daemon.state)
-        daemon.identity = Identity("dev-1", "127.0.0.1:1", "127.0.0.1:2", "00")
-        daemon.reconciler = types.SimpleNamespace(procs={})  # type: ignore[assignment]
-        daemon._make_link = lambda: _EndingLink(spread_ms)  # type: ignore[method-assign, assignment, return-value]
-        daemon._hello = lambda: agent_pb2.Hello(device_id="dev-1")  # type: ignore[method-assign]
+        state = AgentState(tmp_path / str(spread_ms))
+        session = HubSession(
+            lambda: _EndingLink(spread_ms),  # type: ignore[arg-type, return-value]
+            lambda: agent_pb2.Hello(device_id="dev-1"),
+            Outbox(state),
+            asyncio.Event(),
+            lambda message: None,
+            say=lambda line: None,
+            device_id="dev-1",
+        )
         try:
             with contextlib.suppress(asyncio.CancelledError):
-                await daemon._session_loop()
+                await session.run()
         finally:
-            daemon.state.close()
+            state.close()
 
     asyncio.run(scenario(20_000))
     asyncio.run(scenario(0))
