@@ -7,6 +7,7 @@ Afterwards what was stored before the walk is still there, unchanged and intact.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import urllib.parse
@@ -17,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
-from hub.api.limits import MAX_BODY_BYTES, MAX_JSON_DEPTH, json_depth_exceeds
+from hub.api.limits import MAX_BLOB_BYTES, MAX_BODY_BYTES, MAX_JSON_DEPTH, json_depth_exceeds
 from hub.services import HubServices
 from tests.unit.enrollment import enroll
 
@@ -230,3 +231,26 @@ def test_the_depth_check_skips_strings() -> None:
     assert not json_depth_exceeds(b'{"a": "\\"[[[["}', 3)
     assert json_depth_exceeds(b"[" * (MAX_JSON_DEPTH + 1), MAX_JSON_DEPTH)
     assert not json_depth_exceeds(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH, MAX_JSON_DEPTH)
+
+
+def test_a_blob_upload_announcing_more_than_the_limit_is_refused_before_reading(hub: HubServices) -> None:
+    app = create_app(hub)
+    sent: list[dict[str, Any]] = []
+    digest = "sha256:" + "ab" * 32
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
+        "path": f"/api/v1/blobs/{digest}", "raw_path": f"/api/v1/blobs/{digest}".encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"content-length", str(MAX_BLOB_BYTES + 1).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 7070),
+    }
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was read")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
+    assert list(hub.blobs.dir.iterdir()) == [hub.blobs.path(d) for d in hub.blobs.stored_digests()]  # no temp file
