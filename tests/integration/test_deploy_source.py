@@ -151,3 +151,10 @@ def test_the_sdk_warns_about_key_like_files_and_refuses_a_changing_one(hub_url: 
         stop.set()
         writer.join(5)
     assert service.reload().generation == 1  # the failed update recorded nothing
+
+
+def test_an_entry_script_left_out_by_the_ignore_file_is_bad_input(hub_url: str, tmp_path: Path) -> None:
+    ic = _source(tmp_path, {".amlignore": "*.py\n", "score.py": "def init(): pass\ndef run(d): return d\n"})
+    result = _deploy(hub_url, "svc-no-entry", ic)
+    assert_one_line_error(result, 2, "entry script score.py is left out of", ".amlignore")
+    assert hub_cli(hub_url, "service", "show", "svc-no-entry").code == 2
