@@ -91,9 +91,11 @@ class HubServices:
                 )
 
         # How the services call each other back: a model in use cannot be deleted, a service's source
-        # bundle is served over OCI, and the fronts hear of every device whose desired state or standing changed.
+        # bundle is served over OCI, a newly enrolled device gets its desired state, and the fronts hear
+        # of every device whose desired state or standing changed.
         registry.in_use_checks.append(refuse_in_use)
         artifacts.repository_resolvers.append(deployments.knows_source_repository)
+        fleet.on_enrolled.append(lambda device_id: deployments.refresh([device_id]))
         deployments.on_devices_changed = control.notify_many
         fleet.on_device_changed = control.notify
         return cls(

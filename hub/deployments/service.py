@@ -45,9 +45,8 @@ class DeploymentService:
         self.blob_exists = blob_exists
         self.registry_url = registry_url
         self.desired = DesiredStates(store, fleet)
-        # Told the devices whose desired state may have changed; the composition root points it at the fronts.
+        # Told the devices whose desired state may have changed; HubServices points it at the fronts.
         self.on_devices_changed: Callable[[builtins.list[str]], None] = lambda ids: None
-        fleet.on_enrolled.append(lambda device_id: self.refresh([device_id]))
 
     # ---- commands ----
 
