@@ -78,14 +78,17 @@ class BlobCollector:
     def collect(self, grace_s: float | None = None) -> CollectionReport:
         """Run mark and sweep once (blocking; call off the event loop) and log what was reclaimed."""
         from hub.blobs import EMPTY_JSON_DIGEST
-        from hub.store.blobrefs import referenced_digests
+        from hub.store.blobrefs import read_references
 
         grace = self.grace_s if grace_s is None else grace_s
         with self._run_lock:
             started = time.monotonic()
             now = time.time()
-            with self.db.read() as db:
-                live = referenced_digests(db)
+            # The last commit, read without waiting for (or holding up) the writer. Whatever commits
+            # later names blobs that were claimed or written within the grace period, so it is safe.
+            with self.db.snapshot() as db:
+                references = read_references(db)
+            live = references.all_digests()
             live.add(EMPTY_JSON_DIGEST)
             collected = reclaimed = referenced = recent = 0
             for digest in self.blobs.stored_digests():

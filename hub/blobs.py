@@ -290,6 +290,12 @@ class BlobStore:
             self._claims.pop(digest, None)
         return st.st_size
 
+    def unclaim(self, digests: set[str]) -> None:
+        """Drop the claims on these blobs: they may go with the next collection, however recent their use."""
+        with self._lock:
+            for digest in digests:
+                self._claims.pop(digest, None)
+
     def forget_claims(self, older_than_s: float, now: float | None = None) -> None:
         """Drop claims older than `older_than_s` (they no longer protect anything)."""
         cutoff = (time.time() if now is None else now) - older_than_s

@@ -8,6 +8,7 @@ transaction, together with its OCI manifest, so a failure leaves nothing behind.
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from hub.errors import BadInput, InsufficientStorage, NotFound
 from hub.names import LABEL_KEY_RE, NAME_RE, validate_labels, validate_name
 from hub.store import Database
 from hub.store import registry as store
+
+log = logging.getLogger("hub.registry")
 
 MAX_FILES = 100_000
 
@@ -277,6 +280,12 @@ class RegistryService:
             if not self.db.reserve.release():
                 raise
             self._delete_rows(name, version)
+            # The disk is full: let the next collection take the blobs at once rather than a grace period
+            # later (their files are old; the claims of the version's registration would keep them).
+            self.blobs.unclaim({f.digest for f in existing.files} | {existing.manifest_digest})
+            log.warning("deleted %s:%d on a full disk; its blobs go with the next blob collection"
+                        " (POST /api/v1/blobs/gc runs one now)", name, version)
+            return existing
         for digest in {f.digest for f in existing.files} | {existing.manifest_digest}:
             self.blobs.claim(digest)  # starts the grace period: a concurrent re-register may still want them
         return existing

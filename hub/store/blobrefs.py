@@ -10,6 +10,8 @@ The service tables belong to the deployments store; this module only reads them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlite_utils
 from google.protobuf.message import DecodeError
 
@@ -26,15 +28,34 @@ _LIVE_GENERATIONS = """
 """
 
 
-def referenced_digests(db: sqlite_utils.Database) -> set[str]:
-    """Every blob digest the registry or a live service generation references (call under one read)."""
-    live: set[str] = set()
-    live.update(r[0] for r in db.execute("SELECT DISTINCT digest FROM model_files"))
-    live.update(r[0] for r in db.execute("SELECT DISTINCT manifest_digest FROM model_versions"))
-    if _has_tables(db, "services", "service_generations", "service_status"):
-        for (blob,) in db.execute(_LIVE_GENERATIONS):
+@dataclass
+class References:
+    """What one read of the database found: digests named directly, and live service manifests to decode."""
+
+    digests: set[str]
+    service_manifests: list[bytes]
+
+    def all_digests(self) -> set[str]:
+        """Every referenced digest (decodes the manifests: call after the read is over)."""
+        live = set(self.digests)
+        for blob in self.service_manifests:
             live.update(_manifest_digests(blob))
-    return live
+        return live
+
+
+def read_references(db: sqlite_utils.Database) -> References:
+    """The blob references of the registry and of live service generations, in one read (no decoding)."""
+    digests = {r[0] for r in db.execute("SELECT DISTINCT digest FROM model_files")}
+    digests.update(r[0] for r in db.execute("SELECT DISTINCT manifest_digest FROM model_versions"))
+    manifests: list[bytes] = []
+    if _has_tables(db, "services", "service_generations", "service_status"):
+        manifests = [blob for (blob,) in db.execute(_LIVE_GENERATIONS)]
+    return References(digests, manifests)
+
+
+def referenced_digests(db: sqlite_utils.Database) -> set[str]:
+    """Every blob digest the registry or a live service generation references."""
+    return read_references(db).all_digests()
 
 
 def _manifest_digests(blob: bytes) -> set[str]:
