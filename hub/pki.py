@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hub.errors import BadInput, StorageError
+from hub.serve_config import UNSPECIFIED_HOSTS
 
 CA_DAYS = 3650
 LEAF_DAYS = 397
@@ -127,7 +128,7 @@ class CertificateAuthority:
 
     def server_credentials(self, hosts: list[str] | None = None) -> tuple[bytes, bytes]:
         """(key PEM, cert PEM) for the gRPC port, SANs 127.0.0.1/localhost/hostname (+hosts); kept across starts."""
-        names = sorted({"127.0.0.1", "localhost", socket.gethostname(), *(hosts or [])} - {"", "0.0.0.0"})
+        names = sorted({"127.0.0.1", "localhost", socket.gethostname(), *(hosts or [])} - UNSPECIFIED_HOSTS)
         key_path, cert_path = self.dir / "server.key", self.dir / "server.crt"
         if key_path.exists() and cert_path.exists():
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
