@@ -2,7 +2,7 @@
 
 onnxruntime providers come from a subprocess (`python -m runtimes providers`): the agent
 itself never imports onnxruntime (it would triple its memory). A simulated device profile
-(room 5's simulators/profiles.py writes it) is read as JSON from a file or from
+(simulators/profiles.py writes one) is read as JSON from a file or from
 `EDGEPORT_PROFILE_JSON`; the agent never imports simulators.
 """
 

@@ -11,8 +11,7 @@ and given per round trip, for the options as shipped and for each variant that c
 in turn so that a noisy machine hits them alike; medians over --repeat. JSON goes to
 benchmarks/results/grpc_messages.json (--json).
 
-Measured 2026-12-02 (2 cores, a slow day: this machine ran the hub's ingest benchmark ~4x slower than the
-figures in docs/mqtt-and-fleets.md), 1,000 streams x 10 round trips, medians of three runs each: with BDP
+Measured 2026-12-02 on 2 cores, 1,000 streams x 10 round trips, medians of three runs each: with BDP
 probing (grpc's default) the server spent 539 us and the client 596 us of CPU per round trip; without it
 (as shipped) 334 and 417 us, 38% and 30% less.
 """

@@ -33,7 +33,7 @@ def start_hub(
 ) -> RunningHub:
     """Start `python -m hub serve` and wait until it answers `GET /v2/`."""
     port = free_port()
-    # --grpc-port 0: the agent channel (room 4) takes any free port, never the shared default 7071
+    # --grpc-port 0: the agent channel takes any free port, never the shared default 7071
     args = [*(prefix or []), PYTHON, "-m", "hub", "serve", "--data-dir", str(data_dir), "--port", str(port)]
     args += ["--grpc-port", "0"]
     proc = processes.start(args, name=name, cwd=REPO)
