@@ -1,4 +1,4 @@
-"""The whole deployment workflow end to end: a real hub and three real agents on loopback, everything through the CLI (and the SDK).
+"""The whole deployment workflow end to end: a real hub and three real agents, all through the CLI (and the SDK).
 
 enroll three devices -> deploy an entry-script service (key auth) and a no-code ONNX service by label to two
 of them -> score on both through the reported URIs -> update to a new model version -> a broken generation
