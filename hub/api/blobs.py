@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from hub.api.deps import Services
+from hub.api.limits import MAX_BLOB_BYTES, PayloadTooLarge
 from hub.blob_gc import collector_for
 from hub.blobs import validate_digest
 from hub.errors import BadInput
@@ -64,6 +65,8 @@ async def put_blob(digest: str, request: Request, services: Services) -> dict[st
         async for chunk in request.stream():
             if chunk:
                 writer.write(chunk)  # page-cache writes are quick; fsync happens in commit, off the loop
+                if writer.size > MAX_BLOB_BYTES:  # a chunked body announces no length: stop it here
+                    raise PayloadTooLarge(f"blob {digest}: body is over the limit of {MAX_BLOB_BYTES} bytes")
     except ClientDisconnect:
         writer.abort()
         raise BadInput(f"upload of blob {digest} was interrupted by the client; nothing was stored") from None

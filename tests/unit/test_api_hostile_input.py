@@ -8,6 +8,7 @@ Afterwards what was stored before the walk is still there, unchanged and intact.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import urllib.parse
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from hub.api import blobs as blob_routes
 from hub.api.app import create_app
 from hub.api.limits import MAX_BLOB_BYTES, MAX_BODY_BYTES, MAX_JSON_DEPTH, json_depth_exceeds
 from hub.services import HubServices
@@ -253,4 +255,22 @@ def test_a_blob_upload_announcing_more_than_the_limit_is_refused_before_reading(
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
+    assert list(hub.blobs.dir.iterdir()) == [hub.blobs.path(d) for d in hub.blobs.stored_digests()]  # no temp file
+
+
+def test_a_chunked_blob_upload_past_the_limit_stops_and_leaves_nothing(
+    hub: HubServices, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blob_routes, "MAX_BLOB_BYTES", 1000)
+    data = b"y" * 5000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is only known while reading
+        for i in range(0, len(data), 500):
+            yield data[i : i + 500]
+
+    with TestClient(create_app(hub)) as client:
+        refused = client.put(f"/api/v1/blobs/{digest}", content=chunks())
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "payload_too_large"
+    assert not hub.blobs.exists(digest)
     assert list(hub.blobs.dir.iterdir()) == [hub.blobs.path(d) for d in hub.blobs.stored_digests()]  # no temp file
