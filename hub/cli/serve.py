@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from hub.cli.parsing import add_command
+from hub.errors import BadInput
 from hub.names import parse_duration
 from hub.serve_config import (
     DEFAULT_GRPC_PORT,
@@ -135,13 +136,17 @@ def _add_mqtt_options(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> HubConfig:
     """The `HubConfig` the parsed `hub serve` options describe; BadInput naming the option that is wrong."""
+    try:
+        retention_s = parse_duration(args.telemetry_retention)
+    except BadInput as exc:
+        raise BadInput(f"--telemetry-retention: {exc.message}") from None
     agents = AgentChannelConfig(
         grpc_port=args.grpc_port,
         insecure=args.insecure,
         heartbeat_interval_s=args.heartbeat_interval,
         telemetry_interval_s=args.telemetry_interval,
         reconnects_per_s=args.reconnect_rate,
-        telemetry_retention_s=parse_duration(args.telemetry_retention),
+        telemetry_retention_s=retention_s,
         artifact_url=args.artifact_url,
     )
     mqtt = None

@@ -1,4 +1,4 @@
-"""`hub serve` refuses agent-channel settings out of range: one line naming the option, exit 2, before serving."""
+"""`hub serve` refuses settings out of range: one line naming the option, exit 2, before serving."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from tests.support import PYTHON, REPO
         ("--reconnect-rate", "nan", "--reconnect-rate must be 1-1000000 reconnections per second, got nan"),
         ("--heartbeat-interval", "0", "--heartbeat-interval must be 1-3600 seconds, got 0"),
         ("--telemetry-interval", "4000", "--telemetry-interval must be 1-3600 seconds, got 4000"),
+        ("--telemetry-retention", "5x", "--telemetry-retention: invalid duration '5x': use a positive number with "
+         "s, m, h or d (e.g. 1h)"),
+        ("--port", "70000", "--port must be 0 (any free port) or 1-65535, got 70000"),
     ],
 )
 def test_out_of_range_agent_channel_settings(tmp_path: Path, option: str, value: str, message: str) -> None:
