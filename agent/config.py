@@ -14,9 +14,9 @@ from pathlib import Path
 from agent.cache import DEFAULT_MAX_BYTES as CACHE_MAX_BYTES
 from agent.hardware import inventory
 from agent.outbox import DEFAULT_MAX_BYTES as OUTBOX_MAX_BYTES
-from agent.reconciler import DEFAULT_PULL_RETRY_WINDOW_S
 from agent.registry_client import RegistryClient
 from agent.reports import DEFAULT_STATUS_LINGER_S
+from agent.rollout import DEFAULT_PULL_RETRY_WINDOW_S
 from agent.supervisor import Supervisor
 from agent.telemetry import RuntimeStats, rss_bytes, scrape
 from protos.edgeport.v1 import agent_pb2

@@ -18,6 +18,7 @@ from agent import reconciler as reconciler_module
 from agent.cache import ArtifactCache
 from agent.environments import EnvironmentCache, requirements_hash
 from agent.layout import LayoutError, blobs_of, lay_out
+from agent.manifests import registry_for
 from agent.reconciler import Action, Reconciler, plan
 from agent.state import AgentState, ServiceRecord
 from agent.supervisor import Backoff, RuntimeProcess, RuntimeSpec, Supervisor, free_port, process_start_time
@@ -207,11 +208,11 @@ def test_unsafe_service_names_are_refused_and_never_become_paths(tmp_path: Path,
     assert reports[0].phase == agent_pb2.FAILED and "is not allowed" in reports[0].message
 
 
-def test_registry_on_an_unspecified_address_falls_back_to_the_enrolled_hub(tmp_path: Path) -> None:
-    rec, _, _ = _reconciler(tmp_path, "http://hub.example:7070")
-    assert rec._registry(_m("s", 1, registry="http://0.0.0.0:7070")) == "http://hub.example:7070"
-    assert rec._registry(_m("s", 1, registry="http://10.0.0.5:7070")) == "http://10.0.0.5:7070"
-    assert rec._registry(_m("s", 1)) == "http://hub.example:7070"
+def test_registry_on_an_unspecified_address_falls_back_to_the_enrolled_hub() -> None:
+    hub = "http://hub.example:7070"
+    assert registry_for(_m("s", 1, registry="http://0.0.0.0:7070"), hub) == "http://hub.example:7070"
+    assert registry_for(_m("s", 1, registry="http://10.0.0.5:7070"), hub) == "http://10.0.0.5:7070"
+    assert registry_for(_m("s", 1), hub) == "http://hub.example:7070"
 
 
 class _SleepSupervisor(Supervisor):
@@ -288,7 +289,7 @@ def test_reconciler_restarts_a_crashed_runtime_without_waiting_for_its_timer(
             rec.desired_changed(agent_pb2.DesiredState(revision=1, services=[agent_pb2.ServiceManifest(
                 name="svc", generation=1)]))  # fmt: skip
             await until(agent_pb2.HEALTHY)
-            assert not rec._polling, "this kernel gives pidfds: exits are watched, not polled"
+            assert not rec.work.polling, "this kernel gives pidfds: exits are watched, not polled"
             first = rec.procs["svc"]
             os.kill(first.pid, signal.SIGKILL)
             await until(agent_pb2.RESTARTING, timeout=3)
