@@ -121,12 +121,15 @@ class BlobCollector:
             log.info("blob gc every %gs, grace period %gs", self.interval_s, self.grace_s)
 
     async def stop(self) -> None:
-        """Stop the periodic runs (a run in progress finishes in its thread)."""
+        """Stop the periodic runs, after the one in progress (if any) has finished."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            # A run in its worker thread still uses the database: wait for it before the hub closes it.
+            await asyncio.to_thread(self._run_lock.acquire)
+            self._run_lock.release()
 
     async def _every_interval(self) -> None:
         while True:

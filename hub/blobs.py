@@ -258,8 +258,10 @@ class BlobStore:
         """
         path = self.path(digest)
         with self._lock:
+            if not path.is_file():
+                return False  # nothing to protect (an upload that lands later is new anyway): not remembered
             self._claims[digest] = time.time()
-            return path.is_file()
+            return True
 
     def stored_digests(self) -> Iterator[str]:
         """The digests of every stored blob (temp files of uploads in progress are not blobs)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -231,3 +232,41 @@ def test_on_a_full_disk_delete_and_collection_succeed_and_the_reserve_comes_back
             assert _register(hub, "after", {"x": b"room again"}).version == 1
         finally:
             hub.close()
+
+
+def test_the_component_collects_every_interval_and_stops_cleanly(hub: HubServices) -> None:
+    orphan = hub.blobs.put_bytes(b"left behind")
+    _age(hub, orphan)
+
+    async def scenario() -> None:
+        collector = BlobCollector(hub.db, hub.blobs, grace_s=HOUR, interval_s=0.05)
+        await collector.start()
+        try:
+            for _ in range(100):
+                if not hub.blobs.exists(orphan):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await collector.stop()
+        assert not hub.blobs.exists(orphan)
+        late = hub.blobs.put_bytes(b"after stop")
+        _age(hub, late)
+        await asyncio.sleep(0.2)
+        assert hub.blobs.exists(late)  # stopped means no more runs
+
+    asyncio.run(scenario())
+    off = BlobCollector(hub.db, hub.blobs, interval_s=0)
+
+    async def disabled() -> None:
+        await off.start()
+        await off.stop()
+
+    asyncio.run(disabled())
+
+
+def test_a_claim_on_a_blob_that_is_not_stored_is_not_remembered(hub: HubServices) -> None:
+    absent = _digest(b"never uploaded")
+    assert not hub.blobs.claim(absent)
+    stored = hub.blobs.put_bytes(b"never uploaded")
+    _age(hub, stored)
+    assert BlobCollector(hub.db, hub.blobs, grace_s=HOUR).collect().collected == 1
