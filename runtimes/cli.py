@@ -70,7 +70,28 @@ def _parser() -> argparse.ArgumentParser:
         "--max-body-bytes",
         type=int,
         default=100 * 2**20,
-        help="largest request body; larger gets 413 (default 100 MiB)",
+        help="largest request body; larger gets 413 (default 100 MiB). Large JSON numeric arrays are read "
+        "straight into numpy; other JSON is refused (413) when its Python objects would take more than "
+        "twice this (at least 64 MiB)",
+    )
+    s.add_argument(
+        "--header-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a client has to send a request line and headers once it starts; then 408 and close (default 15)",
+    )
+    s.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a connection may send nothing, between requests or inside a body, before it is closed "
+        "(default 60)",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        default=1024,
+        help="open HTTP connections at most; past it a new one gets 503 and is closed (default 1024)",
     )
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.add_parser("providers", help="print the onnxruntime execution providers available here, as JSON")
@@ -111,6 +132,11 @@ def _serve(args: argparse.Namespace) -> int:
         return _bad("--max-batch-size and --max-batch-delay-ms must not be negative")
     if args.max_body_bytes <= 0:
         return _bad("--max-body-bytes must be positive")
+    for flag, seconds in (("--header-timeout", args.header_timeout), ("--idle-timeout", args.idle_timeout)):
+        if not seconds > 0 or seconds == float("inf"):
+            return _bad(f"{flag} must be a positive number of seconds, got {seconds}")
+    if args.max_connections <= 0:
+        return _bad("--max-connections must be positive")
     if args.cpus is not None and args.cpus <= 0:
         return _bad("--cpus must be positive")
     for flag, value in (("--model-workers", args.model_workers), ("--intra-op-threads", args.intra_op_threads)):
@@ -151,6 +177,9 @@ def _serve(args: argparse.Namespace) -> int:
         execution_providers=providers,
         quantize_int8=args.quantize_int8,
         max_body_bytes=args.max_body_bytes,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
         model_workers=args.model_workers,
         intra_op_threads=args.intra_op_threads,
     )

@@ -26,8 +26,16 @@ class ServeConfig:
     execution_providers: list[str] = field(default_factory=list)
     quantize_int8: bool = False
     max_body_bytes: int = 100 * 2**20
+    header_timeout: float = 15.0
+    idle_timeout: float = 60.0
+    max_connections: int = 1024
     inline_max_ms: float = 0.5
     # ONNX calls that may run at once and the session's intra-op threads (None: one per usable CPU,
     # and all usable CPUs; see tuning.Concurrency). Entry scripts always run one call at a time.
     model_workers: int | None = None
     intra_op_threads: int | None = None
+
+    @property
+    def max_json_objects_bytes(self) -> int:
+        """What the Python objects of one parsed JSON body may cost: twice --max-body-bytes, at least 64 MiB."""
+        return max(64 << 20, 2 * self.max_body_bytes)

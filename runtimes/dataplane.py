@@ -155,7 +155,7 @@ class DataPlane:
             return self._score_script(backend, req)
         if req.method != "POST":
             raise BadRequest('use POST /score with a JSON body {"data": ...}')
-        inputs = backend.v1_inputs(req.body)
+        inputs = backend.v1_inputs(req.body, self.config.max_json_objects_bytes)
         backend.check(inputs)
         if self.inline:
             started = time.perf_counter()

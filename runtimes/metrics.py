@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from typing import Any
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -70,6 +71,7 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.model_time = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
+        self.connections: Any = None  # the HTTP front's Connections (open set, refused, timed_out)
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         """Record one finished request."""
@@ -110,4 +112,18 @@ class Metrics:
         out += self.model_time.render("edgeport_model_duration_seconds", svc)
         out += ["# HELP edgeport_batch_size Rows per model call.", "# TYPE edgeport_batch_size histogram"]
         out += self.batch_size.render("edgeport_batch_size", svc)
+        conns = self.connections
+        if conns is not None:
+            out += [
+                "# HELP edgeport_http_connections Open HTTP connections.",
+                "# TYPE edgeport_http_connections gauge",
+                f"edgeport_http_connections{{{svc}}} {len(conns.open)}",
+                "# HELP edgeport_http_connections_refused_total Connections refused at --max-connections.",
+                "# TYPE edgeport_http_connections_refused_total counter",
+                f"edgeport_http_connections_refused_total{{{svc}}} {conns.refused}",
+                "# HELP edgeport_http_connections_timed_out_total Connections closed by --header-timeout "
+                "or --idle-timeout.",
+                "# TYPE edgeport_http_connections_timed_out_total counter",
+                f"edgeport_http_connections_timed_out_total{{{svc}}} {conns.timed_out}",
+            ]
         return ("\n".join(out) + "\n").encode()

@@ -17,7 +17,7 @@ from runtimes.config import ServeConfig
 from runtimes.dataplane import DataPlane
 from runtimes.errors import InitFailed
 from runtimes.http.app import HttpApp
-from runtimes.http.protocol import HttpProtocol
+from runtimes.http.protocol import Connections, HttpLimits, HttpProtocol
 from runtimes.metrics import Metrics
 from runtimes.openapi import onnx_schemas, openapi3, swagger2
 from runtimes.tuning import Concurrency, HardwareProfile, quantize_int8
@@ -29,9 +29,10 @@ def load_backend(config: ServeConfig, profile: HardwareProfile) -> OnnxBackend |
     """Build the backend the config asks for (runs on the model thread; InitFailed on any failure)."""
     if config.entry_script is not None:
         # --entry-script is relative to --source-dir; without one, the script's own folder is the source.
+        budget = config.max_json_objects_bytes
         if config.source_dir is not None:
-            return EntryScriptBackend(config.entry_script, config.source_dir)
-        return EntryScriptBackend(Path(config.entry_script.name), config.entry_script.parent)
+            return EntryScriptBackend(config.entry_script, config.source_dir, budget)
+        return EntryScriptBackend(Path(config.entry_script.name), config.entry_script.parent, budget)
     assert config.onnx is not None
     path = config.model_dir / config.onnx
     if config.quantize_int8:
@@ -75,10 +76,13 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
     dp = DataPlane(config, metrics)
     app = HttpApp(dp, auth, metrics, _documents(dp, auth))
     loop = asyncio.get_running_loop()
-    connections: set[HttpProtocol] = set()
+    limits = HttpLimits(config.max_body_bytes, config.header_timeout, config.idle_timeout, config.max_connections)
+    connections = Connections(limits)
+    metrics.connections = connections
+    _raise_open_files_limit(config.max_connections)
     try:
         http_server = await loop.create_server(
-            lambda: HttpProtocol(app.handle, config.max_body_bytes, connections),
+            lambda: HttpProtocol(app.handle, connections),
             config.host,
             config.port,
             reuse_address=True,
@@ -87,6 +91,7 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    sweeper = asyncio.ensure_future(connections.sweep_forever())
     grpc_server = None
     if config.grpc_port:
         import grpc
@@ -133,8 +138,9 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
             _log_ready(dp, backend)
             await waiter
     log.info("stopping")
+    sweeper.cancel()
     http_server.close()
-    for conn in list(connections):
+    for conn in list(connections.open):
         conn._close()
     if grpc_server is not None:
         await grpc_server.stop(grace=0.5)  # short: the agent waits on our exit
@@ -142,6 +148,26 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
         await asyncio.wait_for(http_server.wait_closed(), 2.0)
     dp.shutdown()
     return code
+
+
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Lift the soft open-files limit so --max-connections (plus files and the gRPC port) fits."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = max_connections + 256
+        if soft != resource.RLIM_INFINITY and soft < want:
+            new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            if new < want:
+                log.warning(
+                    "open-files limit %d is below --max-connections %d + 256; connections may fail first",
+                    new,
+                    max_connections,
+                )
+    except (ImportError, ValueError, OSError) as exc:  # not POSIX, or not allowed
+        log.warning("cannot raise the open-files limit: %s", exc)
 
 
 def _log_ready(dp: DataPlane, backend: OnnxBackend | EntryScriptBackend) -> None:

@@ -18,7 +18,7 @@ class V1Request:
     path: str
     query: str
     headers: dict[str, str]
-    body: bytes
+    body: bytes | bytearray  # a large body arrives in one bytearray (see http.protocol)
 
 
 @dataclass

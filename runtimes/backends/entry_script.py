@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from runtimes import jsonload
 from runtimes.backends.base import V1Request, V1Response
 from runtimes.errors import BadRequest, InitFailed, RunFailed
 
@@ -83,8 +84,12 @@ class EntryScriptBackend:
 
     platform = "entry_script"
 
-    def __init__(self, script: Path, source_dir: Path) -> None:
-        """Import the script and run init(); InitFailed carries the script's own error message."""
+    def __init__(self, script: Path, source_dir: Path, max_objects_bytes: int = 64 << 20) -> None:
+        """Import the script and run init(); InitFailed carries the script's own error message.
+
+        `max_objects_bytes`: what a JSON body parsed for an inference-schema run() may cost.
+        """
+        self.max_objects_bytes = max_objects_bytes
         path = (source_dir / script) if not script.is_absolute() else script
         if not path.is_file():
             raise InitFailed(f"entry script not found: {path}")
@@ -137,10 +142,11 @@ class EntryScriptBackend:
         if self.rawhttp:
             from azureml.contrib.services.aml_request import AMLRequest  # from COMPAT_DIR
 
-            arg: Any = AMLRequest(req.method, req.path, req.query, req.headers, req.body)
+            arg: Any = AMLRequest(req.method, req.path, req.query, req.headers, bytes(req.body))
             return self._call(lambda: self.run_fn(arg))
         try:
-            payload = orjson.loads(req.body)
+            # Bounded: inference-schema scripts get plain lists, so no numpy fast path here.
+            payload = jsonload.loads(req.body, self.max_objects_bytes, numeric_arrays=False)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
         if self.input_schema:

@@ -221,7 +221,7 @@ class HttpApp:
                 header_len = int(header)
             except ValueError:
                 raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r:.40}") from None
-        request = codec.decode_request(req.body, header_len)
+        request = codec.decode_request(req.body, header_len, self.dp.config.max_json_objects_bytes)
         result = self.dp.infer(name, version, request)
         if isinstance(result, InferResponse):
             return _v2_reply(result, request)

@@ -10,14 +10,22 @@ Bodies: Content-Length above the cap gets 413 before the body is read (and the c
 closed); a chunked body is counted as it arrives and cut off the same way. The request line and
 headers are bounded too: a URL over MAX_URL_BYTES gets 414, a head over MAX_HEAD_BYTES or with
 more than MAX_HEADERS fields gets 431 (httptools itself buffers a header without limit).
+
+What one client can hold (HttpLimits): a request line and headers must arrive within
+`header_timeout` of their first byte (else 408 and close: slowloris); a connection that sends
+nothing for `idle_timeout` is closed (408 first when it stopped inside a body); past
+`max_connections` open connections a new one gets 503 and is closed, the others unaffected.
+A sweep every second enforces the timeouts, so the request path pays only a clock read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -28,6 +36,7 @@ log = logging.getLogger("runtimes.http")
 MAX_URL_BYTES = 8192
 MAX_HEAD_BYTES = 65536
 MAX_HEADERS = 128
+PREALLOCATE_OVER = 1 << 16  # bodies announced larger than this are received into one preallocated buffer
 LINGER_S = 1.0  # how long a refused request's connection keeps draining before it is closed
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -73,7 +82,13 @@ class Request:
     __slots__ = ("body", "headers", "keep_alive", "method", "path", "query")
 
     def __init__(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, keep_alive: bool
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes | bytearray,
+        keep_alive: bool,
     ) -> None:
         self.method = method
         self.path = path
@@ -86,13 +101,59 @@ class Request:
 Handler = Callable[[Request], "bytes | Coroutine[Any, Any, bytes]"]
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one client may cost the HTTP front (the `serve` flags of the same names)."""
+
+    max_body_bytes: int = 100 * 2**20
+    header_timeout: float = 15.0
+    idle_timeout: float = 60.0
+    max_connections: int = 1024
+
+
+@dataclass
+class Connections:
+    """The open connections of one HTTP front, the limits they share, and the sweep enforcing them."""
+
+    limits: HttpLimits
+    open: set[HttpProtocol] = field(default_factory=set)
+    refused: int = 0  # connections turned away at the cap
+    timed_out: int = 0  # connections closed by a timeout
+    _last_refusal_log: float = 0.0
+
+    def sweep(self) -> None:
+        """Close what overstayed a timeout (called about once a second)."""
+        now = time.monotonic()
+        for conn in list(self.open):
+            conn.check_timeouts(now)
+
+    async def sweep_forever(self, interval: float = 1.0) -> None:
+        """Run `sweep` every `interval` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+    def note_refusal(self) -> None:
+        """Count a connection refused at the cap; log at most every 10 s."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log > 10.0:
+            self._last_refusal_log = now
+            log.warning(
+                "refusing connections: %d open, the --max-connections cap (%d refused so far)",
+                len(self.open),
+                self.refused,
+            )
+
+
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, connections: set[HttpProtocol]) -> None:
+    def __init__(self, handler: Handler, connections: Connections) -> None:
         self.handler = handler
-        self.max_body = max_body_bytes
-        self.connections = connections
+        self.table = connections
+        self.limits = connections.limits
+        self.max_body = connections.limits.max_body_bytes
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Request] = deque()
@@ -100,12 +161,15 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.in_head = True  # between requests or inside a request line/headers
         self.head_bytes = 0  # bytes received while in_head: bounds what httptools buffers
+        self.head_started: float | None = None  # when the first byte of the current head arrived
+        self.last_read = time.monotonic()
         self._reset()
 
     def _reset(self) -> None:
         self.url = b""
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
+        self.buffer: bytearray | None = None  # a large body of known length, filled in place
         self.size = 0
         self.too_large = False
         self.refused: tuple[int, str] | None = None  # (status, message) for a head over its limits
@@ -113,15 +177,35 @@ class HttpProtocol(asyncio.Protocol):
     # asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.connections.add(self)
+        if len(self.table.open) >= self.limits.max_connections:
+            self.table.note_refusal()
+            self._fail(503, f"too many connections: this runtime serves at most {self.limits.max_connections} at once")
+            return
+        self.table.open.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.connections.discard(self)
+        self.table.open.discard(self)
+
+    def check_timeouts(self, now: float) -> None:
+        """Close the connection if it overstayed the header or idle timeout (the sweep calls this)."""
+        if self.closing or self.busy:  # a request being answered is the model's time, not the client's
+            return
+        started = self.head_started
+        if started is not None and now - started > self.limits.header_timeout:
+            self.table.timed_out += 1
+            self._fail(408, f"request line and headers not received within {self.limits.header_timeout:g} s")
+        elif now - self.last_read > self.limits.idle_timeout:
+            self.table.timed_out += 1
+            if self.in_head and started is None:  # between requests: nothing to answer
+                self._close()
+            else:
+                self._fail(408, f"no request data for {self.limits.idle_timeout:g} s")
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_read = time.monotonic()
         if self.in_head:
             self.head_bytes += len(data)
         try:
@@ -146,6 +230,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset()
         self.in_head = True
+        self.head_started = self.last_read
 
     def on_url(self, url: bytes) -> None:
         if len(self.url) + len(url) > MAX_URL_BYTES:
@@ -162,31 +247,43 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_bytes = 0
+        self.head_started = None
         if self.refused is not None:
             return
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             self.too_large = True  # answered after feed_data returns; the body is never read
-        elif self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            return
+        if length is not None and length.isdigit() and int(length) > PREALLOCATE_OVER:
+            # One buffer of the announced size: joining chunks would hold the body twice at once.
+            self.buffer = bytearray(int(length))
+        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if self.too_large:
             return
+        start = self.size
         self.size += len(body)
         if self.size > self.max_body:
             self.too_large = True
             self.chunks = []
+            self.buffer = None
             return
-        self.chunks.append(body)
+        if self.buffer is not None and self.size <= len(self.buffer):
+            self.buffer[start : self.size] = body
+        else:
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
         self.in_head = True  # what follows is the next request's head
         if self.too_large or self.refused is not None:
             return
         path, _, query = self.url.partition(b"?")
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks, buffer = self.chunks, self.buffer
+        self.chunks, self.buffer = [], None
+        # a preallocated bytearray is bytes-like everywhere the body goes: no copy
+        body: bytes | bytearray = buffer if buffer is not None else chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self.queue.append(
             Request(
                 self.parser.get_method().decode("latin-1"),
@@ -216,6 +313,7 @@ class HttpProtocol(asyncio.Protocol):
     async def _finish(self, req: Request, pending: Coroutine[Any, Any, bytes]) -> None:
         data = await pending  # the handler turns every error into a response
         self.busy = False
+        self.last_read = time.monotonic()  # the idle timeout counts from the answer
         if self.closing or self.transport is None:
             return
         self.transport.write(data)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from runtimes import jsonload
 from runtimes.errors import BadRequest
 from runtimes.v2.types import DTYPES, InferRequest, InferResponse, v2_datatype
 
@@ -88,7 +89,7 @@ def array_to_raw(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
-def _json_prefix_end(body: bytes) -> int | None:
+def _json_prefix_end(body: bytes | bytearray) -> int | None:
     """Byte offset where a leading JSON object ends when more bytes follow it, else None.
 
     An iterative scan of brackets and strings (no recursion, so any nesting is answered with 400,
@@ -163,8 +164,14 @@ def reshape(arr: np.ndarray, shape: list[int], where: str) -> np.ndarray:
         raise BadRequest(f"{where}: shape {shape!r:.80} is not a valid array shape ({exc})") from None
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Parse a V2 REST infer body (JSON, optionally followed by binary tensor data)."""
+def decode_request(
+    body: bytes | bytearray, header_length: int | None, max_objects_bytes: int = 64 << 20
+) -> InferRequest:
+    """Parse a V2 REST infer body (JSON, optionally followed by binary tensor data).
+
+    `max_objects_bytes` bounds what the JSON may cost as Python objects (large numeric `data`
+    arrays are read straight into numpy, see jsonload).
+    """
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise BadRequest(f"Inference-Header-Content-Length {header_length} is outside the {len(body)}-byte body")
@@ -175,16 +182,16 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
             # object first. Letting orjson fail on the whole body cost ~40 us per 600 KB image.
             end = _json_prefix_end(body)
             if end is not None:
-                return decode_request(body, end)
+                return decode_request(body, end, max_objects_bytes)
         head, binary = body, memoryview(b"")
     try:
-        doc = orjson.loads(head)
+        doc = jsonload.loads(head, max_objects_bytes)
     except orjson.JSONDecodeError as exc:
         end = _json_prefix_end(body) if header_length is None else None
         if end is not None:
             # Binary data after the JSON but no Inference-Header-Content-Length (plain HTTP tools
             # such as curl or wrk): the JSON header ends where its top-level object closes.
-            return decode_request(body, end)
+            return decode_request(body, end, max_objects_bytes)
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' list")
