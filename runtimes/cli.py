@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
         default=1024,
         help="open HTTP connections at most; past it a new one gets 503 and is closed (default 1024)",
     )
+    s.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS, and TLS on the gRPC port")
+    s.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.add_parser("providers", help="print the onnxruntime execution providers available here, as JSON")
     t = sub.add_parser("token", help="mint a token for --auth token (secret read from an environment variable)")
@@ -137,6 +139,15 @@ def _serve(args: argparse.Namespace) -> int:
             return _bad(f"{flag} must be a positive number of seconds, got {seconds}")
     if args.max_connections <= 0:
         return _bad("--max-connections must be positive")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return _bad("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        from runtimes.http.tls import server_context
+
+        try:
+            server_context(args.tls_cert, args.tls_key)  # a bad file is bad input: say so before starting
+        except ValueError as exc:
+            return _bad(str(exc))
     if args.cpus is not None and args.cpus <= 0:
         return _bad("--cpus must be positive")
     for flag, value in (("--model-workers", args.model_workers), ("--intra-op-threads", args.intra_op_threads)):
@@ -180,6 +191,8 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
         model_workers=args.model_workers,
         intra_op_threads=args.intra_op_threads,
     )

@@ -29,6 +29,9 @@ class ServeConfig:
     header_timeout: float = 15.0
     idle_timeout: float = 60.0
     max_connections: int = 1024
+    # HTTPS on the HTTP port and TLS on the gRPC port, both with this certificate (PEM files)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     inline_max_ms: float = 0.5
     # ONNX calls that may run at once and the session's intra-op threads (None: one per usable CPU,
     # and all usable CPUs; see tuning.Concurrency). Entry scripts always run one call at a time.

@@ -18,6 +18,7 @@ from runtimes.dataplane import DataPlane
 from runtimes.errors import InitFailed
 from runtimes.http.app import HttpApp
 from runtimes.http.protocol import Connections, HttpLimits, HttpProtocol
+from runtimes.http.tls import TlsListener, server_context
 from runtimes.metrics import Metrics
 from runtimes.openapi import onnx_schemas, openapi3, swagger2
 from runtimes.tuning import Concurrency, HardwareProfile, quantize_int8
@@ -80,14 +81,30 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
     connections = Connections(limits)
     metrics.connections = connections
     _raise_open_files_limit(config.max_connections)
+    tls_context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        try:
+            tls_context = server_context(config.tls_cert, config.tls_key)
+        except ValueError as exc:
+            log.error("%s", exc)
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 2
+    http_server: asyncio.Server | TlsListener
     try:
-        http_server = await loop.create_server(
-            lambda: HttpProtocol(app.handle, connections),
-            config.host,
-            config.port,
-            reuse_address=True,
-            backlog=2048,
-        )
+        if tls_context is not None:
+            http_server = TlsListener.bind(
+                config.host, config.port, tls_context, lambda: HttpProtocol(app.handle, connections), connections
+            )
+            http_server.start()
+            connections.also_sweep.append(http_server.sweep)
+        else:
+            http_server = await loop.create_server(
+                lambda: HttpProtocol(app.handle, connections),
+                config.host,
+                config.port,
+                reuse_address=True,
+                backlog=2048,
+            )
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
         return 1
@@ -105,16 +122,23 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
             ]
         )
         grpc_server.add_generic_rpc_handlers((GrpcInferenceService(dp, auth).handler(),))
-        if grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}") == 0:
+        address = f"{config.host}:{config.grpc_port}"
+        if config.tls_cert is not None and config.tls_key is not None:
+            credentials = grpc.ssl_server_credentials([(config.tls_key.read_bytes(), config.tls_cert.read_bytes())])
+            bound = grpc_server.add_secure_port(address, credentials)
+        else:
+            bound = grpc_server.add_insecure_port(address)
+        if bound == 0:
             log.error("cannot listen on %s:%s for gRPC", config.host, config.grpc_port)
             http_server.close()
             return 1
         await grpc_server.start()
     log.info(
-        "listening: http://%s:%s (v1 /score, V2 REST)%s; auth %s; initializing model...",
+        "listening: %s://%s:%s (v1 /score, V2 REST)%s; auth %s; initializing model...",
+        "https" if tls_context else "http",
         config.host,
         config.port,
-        f", gRPC {config.host}:{config.grpc_port}" if config.grpc_port else "",
+        f", gRPC{' (TLS)' if tls_context else ''} {config.host}:{config.grpc_port}" if config.grpc_port else "",
         config.auth,
     )
 
@@ -144,8 +168,9 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
         conn._close()
     if grpc_server is not None:
         await grpc_server.stop(grace=0.5)  # short: the agent waits on our exit
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(http_server.wait_closed(), 2.0)
+    if isinstance(http_server, asyncio.Server):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(http_server.wait_closed(), 2.0)
     dp.shutdown()
     return code
 

@@ -119,6 +119,7 @@ class Connections:
     open: set[HttpProtocol] = field(default_factory=set)
     refused: int = 0  # connections turned away at the cap
     timed_out: int = 0  # connections closed by a timeout
+    also_sweep: list[Callable[[], None]] = field(default_factory=list)  # e.g. the TLS listener's sniffing
     _last_refusal_log: float = 0.0
 
     def sweep(self) -> None:
@@ -126,6 +127,8 @@ class Connections:
         now = time.monotonic()
         for conn in list(self.open):
             conn.check_timeouts(now)
+        for extra in self.also_sweep:
+            extra()
 
     async def sweep_forever(self, interval: float = 1.0) -> None:
         """Run `sweep` every `interval` seconds until cancelled."""
