@@ -21,8 +21,7 @@ from typing import Protocol
 
 import uvicorn
 
-from agent import event_loop
-from hub import collector
+from hub import collector, event_loop
 from hub.api.app import create_app
 from hub.control.channel import AgentChannel
 from hub.control.mqtt_bridge import MqttBridge
