@@ -7,35 +7,29 @@ a registration naming it, the delete of a version holding it), more than the gra
 The grace period protects uploads in flight: a folder registration uploads its blobs first and
 names them only when it registers the version. Temp files of uploads are never touched.
 
-`hub serve` runs a `BlobCollector` every `--blob-gc-interval` (`blob_collector`, the component);
+`hub serve` runs the hub's `BlobCollector` every `--blob-gc-interval` (it is a component);
 `POST /api/v1/blobs/gc` runs it once. Each run logs what it reclaimed and re-creates the database's
 space reserve when a full disk had used it up.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hub.errors import BadInput
-
 if TYPE_CHECKING:
     from hub.blobs import BlobStore
-    from hub.services import HubServices
     from hub.store import Database
+
+from hub.serve_config import DEFAULT_BLOB_GC_INTERVAL_S, DEFAULT_BLOB_GRACE_S
 
 log = logging.getLogger("hub.blob_gc")
 
-DEFAULT_GRACE_S = 3600.0
-DEFAULT_INTERVAL_S = 600.0
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 @dataclass(frozen=True)
@@ -65,8 +59,8 @@ class BlobCollector:
     """Collect unreferenced blobs older than the grace period: once (`collect`) or periodically (`start`)."""
 
     def __init__(
-        self, db: Database, blobs: BlobStore, *, grace_s: float = DEFAULT_GRACE_S,
-        interval_s: float = DEFAULT_INTERVAL_S,
+        self, db: Database, blobs: BlobStore, *, grace_s: float = DEFAULT_BLOB_GRACE_S,
+        interval_s: float = DEFAULT_BLOB_GC_INTERVAL_S,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -138,63 +132,3 @@ class BlobCollector:
                 await asyncio.to_thread(self.collect)
             except Exception:  # keep collecting next time; a failed run deleted nothing it should not have
                 log.exception("blob gc run failed")
-
-
-_COLLECTORS: weakref.WeakKeyDictionary[BlobStore, BlobCollector] = weakref.WeakKeyDictionary()
-_COLLECTORS_LOCK = threading.Lock()
-
-
-def collector_for(services: HubServices) -> BlobCollector:
-    """The one collector of this hub's blob store (created with the defaults on first use)."""
-    with _COLLECTORS_LOCK:
-        collector = _COLLECTORS.get(services.blobs)
-        if collector is None:
-            collector = _COLLECTORS[services.blobs] = BlobCollector(services.db, services.blobs)
-        return collector
-
-
-def parse_seconds(text: str, what: str) -> float:
-    """Seconds from '90', '90s', '30m', '1h' or '7d' (0 allowed); BadInput naming `what` otherwise."""
-    value = text.strip().lower()
-    unit = _UNITS.get(value[-1:]) if value else None
-    number = value[:-1] if unit is not None else value
-    try:
-        seconds = float(number) * (unit or 1.0)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0 or seconds == float("inf"):
-        raise BadInput(f"bad {what} {text!r}: use seconds or a number with s, m, h or d (e.g. 1h)")
-    return seconds
-
-
-def _duration_argument(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            return parse_seconds(text, what)
-        except BadInput as exc:
-            raise argparse.ArgumentTypeError(exc.message) from None
-
-    return parse
-
-
-def add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """`hub serve` options of the blob collector."""
-    parser.add_argument(
-        "--blob-grace", type=_duration_argument("--blob-grace"), default=DEFAULT_GRACE_S, metavar="DURATION",
-        help="keep unreferenced blobs this long after they were uploaded or last used, so uploads in flight "
-        f"are never collected (default: {DEFAULT_GRACE_S:g}s)",
-    )
-    parser.add_argument(
-        "--blob-gc-interval", type=_duration_argument("--blob-gc-interval"), default=DEFAULT_INTERVAL_S,
-        metavar="DURATION",
-        help=f"collect unreferenced blobs this often; 0 turns it off (default: {DEFAULT_INTERVAL_S:g}s)",
-    )
-
-
-def blob_collector(services: HubServices, config: object) -> BlobCollector:
-    """The periodic collector as a `hub serve` component, set from the config's `blob_grace_s` and
-    `blob_gc_interval_s` (the defaults where the config has none)."""
-    collector = collector_for(services)
-    collector.grace_s = float(getattr(config, "blob_grace_s", DEFAULT_GRACE_S))
-    collector.interval_s = float(getattr(config, "blob_gc_interval_s", DEFAULT_INTERVAL_S))
-    return collector

@@ -23,6 +23,8 @@ DEFAULT_TELEMETRY_RETENTION_S = 7 * 86400
 # 340-540 mutual-TLS connections/s (benchmarks/grpc_streams.py, benchmarks/fleet.py). The agents' Welcome
 # asks them to spread a reconnect over fleet size / this, so 10,000 come back over 20 s, not in one burst.
 DEFAULT_RECONNECTS_PER_S = 500.0
+DEFAULT_BLOB_GRACE_S = 3600
+DEFAULT_BLOB_GC_INTERVAL_S = 600
 
 # Listen addresses that mean "every interface": agents cannot dial them, so the hub advertises its host name.
 UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -85,6 +87,19 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class BlobGcConfig:
+    """When the hub collects blobs nothing references: how often, and how long a blob is spared first."""
+
+    # Longer than the slowest folder upload: its blobs are named by a version only when it registers.
+    grace_s: int = DEFAULT_BLOB_GRACE_S
+    interval_s: int = DEFAULT_BLOB_GC_INTERVAL_S  # 0: never on a timer (POST /api/v1/blobs/gc still runs it)
+
+    def __post_init__(self) -> None:
+        if self.grace_s < 0 or self.interval_s < 0:
+            raise BadInput(f"--blob-grace and --blob-gc-interval must not be negative, got {self}")
+
+
+@dataclass(frozen=True)
 class HubConfig:
     """Everything `hub serve` needs: where state lives, where to listen, and the agent channels."""
 
@@ -94,6 +109,7 @@ class HubConfig:
     access_log: bool = False
     agents: AgentChannelConfig = field(default_factory=AgentChannelConfig)
     mqtt: MqttConfig | None = None
+    blob_gc: BlobGcConfig = field(default_factory=BlobGcConfig)
 
     def __post_init__(self) -> None:
         _check_port("--port", self.port)

@@ -56,7 +56,7 @@ def build_hub(config: HubConfig) -> Hub:
 
     DataDirLocked (exit 2) when another hub holds the data dir; the data dir is released on any failure.
     """
-    services = HubServices.open(config.data_dir, config.agents)
+    services = HubServices.open(config.data_dir, config.agents, config.blob_gc)
     try:
         components: list[Component] = [
             AgentChannel(
@@ -68,6 +68,7 @@ def build_hub(config: HubConfig) -> Hub:
                 artifact_url=config.agents.artifact_url,
             )
         ]
+        components.append(services.blob_collector)
         if config.mqtt is not None:
             bridge = functools.partial(
                 MqttBridge,

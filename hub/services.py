@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.artifacts import ArtifactService
+from hub.blob_gc import BlobCollector
 from hub.blobs import BlobStore
 from hub.control.core import ControlCore
 from hub.deployments import DeploymentService, ResolvedModel
@@ -19,7 +20,7 @@ from hub.errors import Conflict
 from hub.fleet import FleetService
 from hub.pki import CertificateAuthority
 from hub.registry import RegistryService
-from hub.serve_config import DEFAULT_PORT, AgentChannelConfig
+from hub.serve_config import DEFAULT_PORT, AgentChannelConfig, BlobGcConfig
 from hub.store import Database
 from hub.store.deployments import DeploymentStore
 from hub.store.fleet import FleetStore
@@ -40,24 +41,31 @@ class HubServices:
     deployments: DeploymentService
     telemetry: TelemetryService
     control: ControlCore
+    blob_collector: BlobCollector
 
     @classmethod
-    def open(cls, data_dir: Path, agents: AgentChannelConfig | None = None) -> HubServices:
+    def open(
+        cls, data_dir: Path, agents: AgentChannelConfig | None = None, blob_gc: BlobGcConfig | None = None
+    ) -> HubServices:
         """Open (and lock) the data dir and build every service; DataDirLocked if another hub holds it.
 
-        `agents`: the pace agents are asked to keep and how long telemetry is kept (defaults otherwise).
+        `agents`: the pace agents are asked to keep and how long telemetry is kept; `blob_gc`: when
+        unreferenced blobs are collected (defaults otherwise).
         """
         agents = agents or AgentChannelConfig()
+        blob_gc = blob_gc or BlobGcConfig()
         data_dir = Path(data_dir)
         db = Database(data_dir)
         try:
-            return cls._build(data_dir, db, agents)
+            return cls._build(data_dir, db, agents, blob_gc)
         except BaseException:
             db.close()
             raise
 
     @classmethod
-    def _build(cls, data_dir: Path, db: Database, agents: AgentChannelConfig) -> HubServices:
+    def _build(
+        cls, data_dir: Path, db: Database, agents: AgentChannelConfig, blob_gc: BlobGcConfig
+    ) -> HubServices:
         blobs = BlobStore(data_dir)
         registry = RegistryService(db, blobs)
         artifacts = ArtifactService(blobs, registry)
@@ -108,6 +116,7 @@ class HubServices:
             deployments=deployments,
             telemetry=telemetry,
             control=control,
+            blob_collector=BlobCollector(db, blobs, grace_s=blob_gc.grace_s, interval_s=blob_gc.interval_s),
         )
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ from starlette.requests import ClientDisconnect
 
 from hub.api.deps import Services
 from hub.api.limits import MAX_BLOB_BYTES, PayloadTooLarge
-from hub.blob_gc import collector_for
 from hub.blobs import validate_digest
 from hub.errors import BadInput
 
@@ -33,7 +32,7 @@ class CollectRequest(BaseModel):
 async def collect_blobs(services: Services, body: CollectRequest | None = None) -> dict[str, Any]:
     """Mark and sweep once: blobs no model version or live service generation references, older than the grace."""
     grace = body.grace_s if body is not None else None
-    report = await run_in_threadpool(collector_for(services).collect, grace)
+    report = await run_in_threadpool(services.blob_collector.collect, grace)
     return report.to_json()
 
 

@@ -14,6 +14,8 @@ from hub.cli.parsing import add_command
 from hub.errors import BadInput
 from hub.names import parse_duration
 from hub.serve_config import (
+    DEFAULT_BLOB_GC_INTERVAL_S,
+    DEFAULT_BLOB_GRACE_S,
     DEFAULT_GRPC_PORT,
     DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_HOST,
@@ -21,6 +23,7 @@ from hub.serve_config import (
     DEFAULT_RECONNECTS_PER_S,
     DEFAULT_TELEMETRY_INTERVAL_S,
     AgentChannelConfig,
+    BlobGcConfig,
     HubConfig,
     MqttConfig,
 )
@@ -57,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     _add_agent_channel_options(p)
     _add_mqtt_options(p)
+    _add_blob_gc_options(p)
     p.set_defaults(func=run)
 
 
@@ -134,12 +138,39 @@ def _add_mqtt_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_blob_gc_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("blob collection (space of deleted models and old service files)")
+    group.add_argument(
+        "--blob-grace",
+        default=f"{DEFAULT_BLOB_GRACE_S}s",
+        metavar="DURATION",
+        help="spare an unreferenced blob this long after it was uploaded or last used, so uploads in flight "
+        "are never collected; longer than your slowest model upload (default 1h)",
+    )
+    group.add_argument(
+        "--blob-gc-interval",
+        default=f"{DEFAULT_BLOB_GC_INTERVAL_S}s",
+        metavar="DURATION",
+        help="collect unreferenced blobs this often; 0 turns the timer off (default 10m)",
+    )
+
+
+def _duration_option(option: str, text: str, *, zero_allowed: bool = False) -> int:
+    if zero_allowed and text.strip() in {"0", "0s"}:
+        return 0
+    try:
+        return parse_duration(text)
+    except BadInput as exc:
+        raise BadInput(f"{option}: {exc.message}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> HubConfig:
     """The `HubConfig` the parsed `hub serve` options describe; BadInput naming the option that is wrong."""
-    try:
-        retention_s = parse_duration(args.telemetry_retention)
-    except BadInput as exc:
-        raise BadInput(f"--telemetry-retention: {exc.message}") from None
+    retention_s = _duration_option("--telemetry-retention", args.telemetry_retention)
+    blob_gc = BlobGcConfig(
+        grace_s=_duration_option("--blob-grace", args.blob_grace, zero_allowed=True),
+        interval_s=_duration_option("--blob-gc-interval", args.blob_gc_interval, zero_allowed=True),
+    )
     agents = AgentChannelConfig(
         grpc_port=args.grpc_port,
         insecure=args.insecure,
@@ -159,7 +190,13 @@ def config_from_args(args: argparse.Namespace) -> HubConfig:
             run_broker=args.mqtt_run_broker,
         )
     return HubConfig(
-        data_dir=args.data_dir, host=args.host, port=args.port, access_log=args.access_log, agents=agents, mqtt=mqtt
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        access_log=args.access_log,
+        agents=agents,
+        mqtt=mqtt,
+        blob_gc=blob_gc,
     )
 
 

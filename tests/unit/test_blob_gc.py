@@ -16,10 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
-from hub.blob_gc import BlobCollector, collector_for, parse_seconds
+from hub.blob_gc import BlobCollector
 from hub.blobs import EMPTY_JSON_DIGEST
+from hub.cli.main import build_parser
+from hub.cli.serve import config_from_args
 from hub.errors import BadInput, Conflict, InsufficientStorage
 from hub.registry import ModelVersion
+from hub.serve_config import BlobGcConfig
 from hub.services import HubServices
 from hub.store.db import RESERVE_FILE
 from protos.edgeport.v1 import agent_pb2
@@ -152,7 +155,7 @@ def test_the_rest_route_runs_one_collection_and_checks_its_body(hub: HubServices
     orphan = hub.blobs.put_bytes(b"orphan")
     _age(hub, orphan)
     client = TestClient(create_app(hub))
-    collector_for(hub).grace_s = HOUR
+    hub.blob_collector.grace_s = HOUR
     answer = client.post("/api/v1/blobs/gc")
     assert answer.status_code == 200 and answer.json()["collected"] == 1 and answer.json()["reclaimed_bytes"] == 6
     assert answer.json()["grace_s"] == HOUR
@@ -161,11 +164,20 @@ def test_the_rest_route_runs_one_collection_and_checks_its_body(hub: HubServices
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_input", bad
 
 
-def test_durations_of_the_serve_options() -> None:
-    assert parse_seconds("90", "x") == 90 and parse_seconds("30m", "x") == 1800 and parse_seconds("0", "x") == 0
-    for bad in ("", "-1", "1y", "nan", "inf", "h"):
-        with pytest.raises(BadInput, match="bad --blob-grace"):
-            parse_seconds(bad, "--blob-grace")
+def test_serve_options_set_the_collector(tmp_path: Path) -> None:
+    def config(*options: str) -> BlobGcConfig:
+        return config_from_args(build_parser().parse_args(["serve", "--data-dir", str(tmp_path), *options])).blob_gc
+
+    assert config() == BlobGcConfig(grace_s=3600, interval_s=600)
+    assert config("--blob-grace", "30m", "--blob-gc-interval", "0") == BlobGcConfig(grace_s=1800, interval_s=0)
+    for option, bad in (("--blob-grace", "-1"), ("--blob-grace", "1y"), ("--blob-gc-interval", "soon")):
+        with pytest.raises(BadInput, match=option):
+            config(option, bad)
+    hub = HubServices.open(tmp_path, blob_gc=BlobGcConfig(grace_s=5, interval_s=0))
+    try:
+        assert (hub.blob_collector.grace_s, hub.blob_collector.interval_s) == (5, 0)
+    finally:
+        hub.close()
 
 
 # ---- a full disk ----
@@ -221,9 +233,9 @@ def test_on_a_full_disk_delete_and_collection_succeed_and_the_reserve_comes_back
                     hub.registry.delete_version(f"m{n}", 1)
                 # The delete that needed the reserve leaves its blobs to the next run, grace or not; the
                 # later ones (room again) start the grace period as usual.
-                first = collector_for(hub).collect(grace_s=HOUR)
+                first = hub.blob_collector.collect(grace_s=HOUR)
                 time.sleep(0.05)
-                report = collector_for(hub).collect(grace_s=0.01)
+                report = hub.blob_collector.collect(grace_s=0.01)
             assert first.collected == 5 and first.reclaimed_bytes >= 4 * 512 * 1024
             assert report.collected == 2 * 5 and report.reclaimed_bytes >= 2 * 4 * 512 * 1024
             assert any("released the" in r.getMessage() for r in caplog.records)
