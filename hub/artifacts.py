@@ -1,7 +1,7 @@
 """The pull side of the OCI distribution API, over the blob store: which repositories exist, manifests, blobs.
 
-Repositories come from the rooms that own them: the registry answers for
-`models/NAME`; the deployments room adds a resolver for `sources/SERVICE`.
+Repositories come from the services that own them: the registry answers for
+`models/NAME`; the hub's composition root (`hub.services`) adds the deployments' resolver for `sources/SERVICE`.
 A blob is served under any known repository once the blob store has verified it.
 """
 
@@ -83,11 +83,11 @@ def parse_range(header: str, size: int) -> ByteRange:
 
 
 class ArtifactService:
-    """Resolve OCI pull requests against the registry (and other rooms' repositories) and the blob store."""
+    """Resolve OCI pull requests against the registry (and other services' repositories) and the blob store."""
 
     def __init__(self, blobs: BlobStore, registry: RegistryService) -> None:
         self.blobs = blobs
-        # Rooms append resolvers: does this repository exist? and its manifests by tag or digest.
+        # hub.services adds resolvers of other services: does this repository exist? its manifests by tag or digest.
         self.repository_resolvers: list[KnowsRepository] = [registry.knows_repository]
         self.manifest_lookups: list[ManifestLookup] = [registry.manifest]
         self.tag_listers: list[TagLister] = [registry.tags]

@@ -148,7 +148,7 @@ class RegistryService:
     def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs
-        # Other rooms append checks (e.g. "a service uses this version") that refuse a delete.
+        # hub.services adds checks of other services ("a service uses this version") that refuse a delete.
         self.in_use_checks: list[InUseCheck] = []
 
     def register(
