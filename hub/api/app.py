@@ -6,7 +6,7 @@ from types import ModuleType
 
 from fastapi import FastAPI
 
-from hub.api import blobs, devices, enroll, models, oci, services
+from hub.api import blobs, dashboard, devices, enroll, metrics, models, oci, services, telemetry
 from hub.api.blob_fastpath import BlobFastPath
 from hub.api.errors import install_error_handlers
 from hub.api.limits import RequestLimits
@@ -14,7 +14,7 @@ from hub.services import HubServices
 from hub.version import VERSION
 
 # Each module exposes `router`; the API is these, in this order.
-ROUTER_MODULES: tuple[ModuleType, ...] = (blobs, models, oci, devices, enroll, services)
+ROUTER_MODULES: tuple[ModuleType, ...] = (blobs, models, oci, devices, enroll, services, telemetry, metrics, dashboard)
 
 
 def create_app(services: HubServices) -> FastAPI:
@@ -31,4 +31,5 @@ def create_app(services: HubServices) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(RequestLimits)  # body size and JSON depth, before any route parses a body
     app.add_middleware(BlobFastPath, services=services)  # fleets pulling one model at once
+    metrics.install_metrics(app, services)  # outermost: times every request, fast path included
     return app

@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,6 +147,7 @@ class Database:
             self._reader = sqlite_utils.Database(reader)
             self._reader_mutex = threading.Lock()
             self._owner = 0  # thread id holding the open transaction (with _depth > 0)
+            self.on_commit: Callable[[float], None] | None = None  # seconds BEGIN..COMMIT took (hub/metrics.py)
         except sqlite3.DatabaseError as exc:
             self._release_dir_lock()
             raise StorageError(f"{self.data_dir / 'hub.db'} is not a usable hub database: {exc}") from None
@@ -180,11 +182,14 @@ class Database:
             if self._depth:
                 yield from self._savepoint(conn)
                 return
+            started = time.perf_counter()
             conn.execute("BEGIN IMMEDIATE")
             self._depth, self._owner = 1, threading.get_ident()
             try:
                 yield self.db
                 conn.execute("COMMIT")
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - started)
             except sqlite3.OperationalError as exc:
                 _rollback(conn)
                 if "full" in str(exc):  # "database or disk is full": the transaction left nothing behind

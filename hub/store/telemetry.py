@@ -95,3 +95,60 @@ class TelemetryStore:
                  "at_ms": at_ms},
                 pk=("device", "request_id"),
             )
+
+    def bucket_extremes(
+        self,
+        *,
+        devices: list[str],
+        service: str | None,
+        metric: str,
+        since_ms: int,
+        until_ms: int,
+        bucket_ms: int,
+        last: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Per (device, service, bucket) of `metric` in [since_ms, until_ms): min, sum, max and count; or, with
+        `last`, the newest point's value and time (`last`, `last_at`), which is what a counter's rate needs.
+
+        A bucket is `at_ms // bucket_ms * bucket_ms` (its start). One read; the (device, metric, at_ms)
+        index finds each device's points, so a chart of one device does not scan the fleet's.
+        """
+        if not devices:
+            return []
+        marks = ",".join("?" * len(devices))
+        where = f"device IN ({marks}) AND metric = ? AND at_ms >= ? AND at_ms < ?"
+        args: list[str | int] = [*devices, metric, since_ms, until_ms]
+        if service is not None:
+            where += " AND service = ?"
+            args.append(service)
+        if last:
+            # The one MAX(at_ms) makes the bare `value` that of the bucket's newest point (SQLite's bare-column
+            # rule): what a counter stood at when the bucket ended.
+            figures = "value AS last, MAX(at_ms) AS last_at"
+        else:
+            figures = "MIN(value) AS min, SUM(value) AS sum, MAX(value) AS max, COUNT(*) AS count"
+        sql = (
+            f"SELECT device, service, (at_ms / ?) * ? AS bucket, {figures} FROM telemetry_points WHERE {where}"
+            " GROUP BY device, service, bucket ORDER BY device, service, bucket"
+        )
+        with self.database.snapshot() as db:  # the last commit; never waits for the ingest writer
+            return list(db.query(sql, [bucket_ms, bucket_ms, *args]))
+
+    def metric_names(self, devices: list[str], since_ms: int) -> list[str]:
+        """Distinct metric names the devices sent since `since_ms`."""
+        if not devices:
+            return []
+        marks = ",".join("?" * len(devices))
+        sql = f"SELECT DISTINCT metric FROM telemetry_points WHERE device IN ({marks}) AND at_ms >= ? ORDER BY metric"
+        with self.database.snapshot() as db:  # the last commit; never waits for the ingest writer
+            return [r["metric"] for r in db.query(sql, [*devices, since_ms])]
+
+    def recent_profiles(self, limit: int) -> list[dict[str, Any]]:
+        """The newest profile results, newest first: (device, service, result as stored, at_ms)."""
+        with self.database.snapshot() as db:
+            rows = list(db.query(
+                "SELECT device, service, result, at_ms FROM profile_results ORDER BY at_ms DESC LIMIT ?", [limit]
+            ))
+        for r in rows:
+            r["result"] = json.loads(r["result"])
+        return rows
