@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma list, e.g. CUDAExecutionProvider,CPUExecutionProvider (default: best available)",
     )
     s.add_argument(
+        "--strict-providers",
+        action="store_true",
+        help="with --execution-providers: exit 1 unless the session really runs on every one asked for "
+        "(default: warn and serve on what onnxruntime could start, CPU at worst)",
+    )
+    s.add_argument(
         "--quantize-int8", action="store_true", help="serve an int8 dynamically quantized copy of the ONNX model"
     )
     s.add_argument(
@@ -158,6 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
             return _bad(f"{flag} {port} is not a valid port")
     if args.quantize_int8 and args.entry_script is not None:
         return _bad("--quantize-int8 applies to --onnx models only")
+    if args.strict_providers and not args.execution_providers:
+        return _bad("--strict-providers needs --execution-providers")
     name = args.name or (onnx.stem if onnx is not None else "model")
     try:
         auth = Authenticator(
@@ -186,6 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_delay_ms=args.max_batch_delay_ms,
         cpus=args.cpus,
         execution_providers=providers,
+        strict_providers=args.strict_providers,
         quantize_int8=args.quantize_int8,
         max_body_bytes=args.max_body_bytes,
         header_timeout=args.header_timeout,

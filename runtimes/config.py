@@ -24,6 +24,7 @@ class ServeConfig:
     max_batch_delay_ms: float = 5.0
     cpus: float | None = None
     execution_providers: list[str] = field(default_factory=list)
+    strict_providers: bool = False  # fail at start instead of falling back to other providers
     quantize_int8: bool = False
     max_body_bytes: int = 100 * 2**20
     header_timeout: float = 15.0

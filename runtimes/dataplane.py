@@ -51,6 +51,7 @@ class DataPlane:
     def set_backend(self, backend: OnnxBackend | EntryScriptBackend) -> None:
         """Called once init() succeeded: from now on the service is ready."""
         if isinstance(backend, OnnxBackend):
+            self.metrics.execution_providers = list(backend.choice.actual)
             self.inline = backend.cost_s * 1e3 < self.config.inline_max_ms and not self.config.max_batch_size
             if not self.inline and backend.concurrency.workers > 1:
                 self.model_executor = ThreadPoolExecutor(
@@ -119,6 +120,8 @@ class DataPlane:
         if isinstance(backend, OnnxBackend):
             meta["inputs"] = [s.as_json() for s in backend.inputs]
             meta["outputs"] = [s.as_json() for s in backend.outputs]
+            # an extension field (REST only): what the session really runs on, best first
+            meta["execution_providers"] = list(backend.choice.actual)
         else:
             meta["inputs"], meta["outputs"] = [], []
         return meta

@@ -72,6 +72,7 @@ class Metrics:
         self.model_time = Histogram(LATENCY_BUCKETS)
         self.batch_size = Histogram(BATCH_BUCKETS)
         self.connections: Any = None  # the HTTP front's Connections (open set, refused, timed_out)
+        self.execution_providers: list[str] = []  # the ONNX session's, as session.get_providers() says
 
     def request(self, endpoint: str, status: int, seconds: float) -> None:
         """Record one finished request."""
@@ -112,6 +113,15 @@ class Metrics:
         out += self.model_time.render("edgeport_model_duration_seconds", svc)
         out += ["# HELP edgeport_batch_size Rows per model call.", "# TYPE edgeport_batch_size histogram"]
         out += self.batch_size.render("edgeport_batch_size", svc)
+        if self.execution_providers:
+            out += [
+                "# HELP edgeport_execution_provider The ONNX session's execution providers (rank 0 runs first).",
+                "# TYPE edgeport_execution_provider gauge",
+            ]
+            out += [
+                f'edgeport_execution_provider{{{svc},provider="{p}",rank="{i}"}} 1'
+                for i, p in enumerate(self.execution_providers)
+            ]
         conns = self.connections
         if conns is not None:
             out += [

@@ -49,6 +49,7 @@ def load_backend(config: ServeConfig, profile: HardwareProfile) -> OnnxBackend |
         profile,
         config.execution_providers or None,
         Concurrency.plan(profile, config.model_workers, config.intra_op_threads),
+        config.strict_providers,
     )
 
 

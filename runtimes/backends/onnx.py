@@ -34,6 +34,7 @@ class OnnxBackend:
         profile: HardwareProfile,
         providers: list[str] | None = None,
         concurrency: Concurrency | None = None,
+        strict_providers: bool = False,
     ) -> None:
         """Open the model; raises InitFailed with a one-line reason when it cannot be loaded.
 
@@ -44,7 +45,9 @@ class OnnxBackend:
         if not model_path.is_file():
             raise InitFailed(f"ONNX model not found: {model_path}")
         try:
-            self.session, self.choice = create_session(model_path, profile, providers, self.concurrency)
+            self.session, self.choice = create_session(
+                model_path, profile, providers, self.concurrency, strict_providers
+            )
         except ValueError as exc:
             raise InitFailed(str(exc)) from None
         except Exception as exc:  # onnxruntime raises its own types for corrupt models

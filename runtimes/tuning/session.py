@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +65,18 @@ class SessionChoice:
     model_path: Path
     concurrency: Concurrency | None = None
 
+    @property
+    def missing(self) -> list[str]:
+        """Providers asked for that the started session does not use (onnxruntime fell back)."""
+        return [p for p in self.requested if p not in self.actual and p != "CPUExecutionProvider"]
+
     def describe(self) -> str:
         """One line a person can read."""
+        verified = f"NOT {','.join(self.missing)}" if self.missing else "as asked"
         return (
             f"onnxruntime session for {self.model_path.name}: providers {','.join(self.actual)} "
-            f"(asked {','.join(self.requested)}), intra-op threads {self.intra_op_threads}, graph optimization all"
+            f"(session.get_providers(), {verified}; asked {','.join(self.requested)}), "
+            f"intra-op threads {self.intra_op_threads}, graph optimization all"
         )
 
 
@@ -76,12 +85,24 @@ def create_session(
     profile: HardwareProfile,
     requested_providers: list[str] | None = None,
     concurrency: Concurrency | None = None,
+    strict: bool = False,
 ) -> tuple[Any, SessionChoice]:
     """Open `model_path` with options derived from `profile` and `concurrency` (default: all CPUs
-    as intra-op threads); return the session and the choice made."""
+    as intra-op threads); return the session and the choice made.
+
+    The providers the session really uses (`session.get_providers()`) are checked against those
+    asked for: onnxruntime silently falls back to CPU when CUDA or TensorRT cannot start (missing
+    libraries, no device). A fallback is a warning, or with `strict` a ValueError.
+    """
     import onnxruntime as ort
 
-    providers = choose_providers(available_providers(), requested_providers)
+    providers = choose_providers(available_providers(), requested_providers, strict)
+    if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers) and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu >= 1.21 finds CUDA and cuDNN installed by pip (nvidia-* wheels) only this way
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # libraries from the system are then used, or the session says what is missing
+            log.info("onnxruntime.preload_dlls() did not load CUDA libraries: %s", exc)
     opts = ort.SessionOptions()
     # Threads from the CPU quota the service is given, divided between the calls that run at once:
     # more threads than cores only adds contention.
@@ -95,9 +116,29 @@ def create_session(
     # Spinning workers burn the cores the HTTP loop (and concurrent calls) need: measured on 2 cores,
     # SqueezeNet at 16 clients cost 6.7-7.7 ms of CPU per request with spinning against 4.3 without.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+    sess = ort.InferenceSession(
+        str(model_path), sess_options=opts, providers=[_with_options(p, model_path) for p in providers]
+    )
     actual = list(sess.get_providers())
     choice = SessionChoice(providers, actual, intra, Path(model_path), concurrency)
-    if actual[0] != providers[0]:
-        log.warning("asked for %s first but the session got %s", providers[0], actual[0])
+    if choice.missing:
+        message = (
+            f"the onnxruntime session did not take {', '.join(choice.missing)}: it runs on {', '.join(actual)} "
+            "(onnxruntime could not start them here; its own messages above say why)"
+        )
+        if strict:
+            raise ValueError(f"{message}; --strict-providers does not fall back")
+        log.warning("%s", message)
     return sess, choice
+
+
+def _with_options(provider: str, model_path: Path) -> str | tuple[str, dict[str, str]]:
+    """A provider with the options the runtime sets for it (TensorRT: a cache of built engines)."""
+    if provider == "TensorrtExecutionProvider":
+        # Building TensorRT engines takes seconds to minutes; keep them across restarts.
+        # (onnxruntime names each engine file by a hash of its graph, so models may share the folder)
+        base = Path(os.environ.get("EDGEPORT_RUNTIME_CACHE", Path(tempfile.gettempdir()) / "edgeport-runtime"))
+        cache = base / "tensorrt-engines"
+        cache.mkdir(parents=True, exist_ok=True)
+        return provider, {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+    return provider

@@ -134,7 +134,8 @@ class GrpcInferenceService:
             meta = self.dp.model_metadata(request.name, request.version or None)
         except Exception as exc:
             await self._abort(context, exc)
-        return message_class("ModelMetadataResponse")(**meta)
+        cls = message_class("ModelMetadataResponse")
+        return cls(**{k: v for k, v in meta.items() if k in cls.DESCRIPTOR.fields_by_name})
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """One inference."""

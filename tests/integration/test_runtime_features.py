@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from simulators.models import digits_data
 from tests.integration.runtime_support import http, start_runtime
-from tests.support import PYTHON, REPO, Processes
+from tests.support import PYTHON, REPO, Processes, free_port
 
 pytestmark = pytest.mark.timeout(120)
 KEYS = {"EDGEPORT_PRIMARY_KEY": "primary-key-1", "EDGEPORT_SECONDARY_KEY": "secondary-key-2"}
@@ -224,3 +224,28 @@ def test_concurrency_policy_logged_and_concurrent_calls_correct(procs: Processes
         got = list(pool.map(one_call, [i % 6 for i in range(12)]))
     for i, out in enumerate(got):
         np.testing.assert_allclose(out, want[i % 6], rtol=1e-4, atol=1e-6)
+
+
+def test_session_providers_reported_in_metrics_metadata_and_log(procs: Processes, digits_model: Path) -> None:
+    rt = start_runtime(
+        procs, "--model-dir", str(digits_model.parent), "--onnx", "model.onnx", "--name", "d", "--grpc-port", "0"
+    )
+    assert "(session.get_providers(), as asked;" in rt.log
+    meta = json.loads(http("GET", rt.url + "/v2/models/d")[2])
+    assert meta["execution_providers"] == ["CPUExecutionProvider"]
+    metrics = http("GET", rt.url + "/metrics")[2].decode()
+    assert 'edgeport_execution_provider{service="d",provider="CPUExecutionProvider",rank="0"} 1' in metrics
+
+
+def test_strict_providers_refuses_to_fall_back(digits_model: Path) -> None:
+    base = [PYTHON, "-m", "runtimes", "serve", "--model-dir", str(digits_model.parent), "--onnx", "model.onnx"]
+    proc = subprocess.run(
+        [*base, "--grpc-port", "0", "--port", str(free_port()), "--execution-providers", "TensorrtExecutionProvider",
+         "--strict-providers"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "TensorrtExecutionProvider not in this onnxruntime" in proc.stderr and "does not fall back" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([*base, "--strict-providers"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--strict-providers needs --execution-providers" in proc.stderr

@@ -95,3 +95,33 @@ def test_int8_quantization_is_cached_and_equivalent(squeezenet_model: Path, tmp_
 
 def test_int8_leaves_models_without_quantizable_ops(digits_model: Path, tmp_path: Path) -> None:
     assert quantize_int8(digits_model, tmp_path) == digits_model
+
+
+def test_strict_choice_refuses_missing_providers() -> None:
+    with pytest.raises(ValueError, match="CUDAExecutionProvider not in this onnxruntime"):
+        choose_providers(["CPUExecutionProvider"], ["CUDAExecutionProvider"], strict=True)
+    assert choose_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"], strict=True) == ["CPUExecutionProvider"]
+
+
+class _SessionThatDropsTheFirstProvider(ort.InferenceSession):
+    """A real session that reports what a GPU session reports when CUDA cannot start: its first
+    provider missing from get_providers() (the one thing a CPU-only machine cannot make happen)."""
+
+    def get_providers(self) -> list[str]:
+        return super().get_providers()[1:]
+
+
+def test_session_fallback_is_detected_from_the_running_session(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from simulators.models import build_digits_onnx
+
+    model = build_digits_onnx(tmp_path / "m.onnx")
+    profile = HardwareProfile.detect()
+    monkeypatch.setattr(ort, "InferenceSession", _SessionThatDropsTheFirstProvider)
+    asked = ["AzureExecutionProvider", "CPUExecutionProvider"]  # compiled into this onnxruntime, as CUDA would be
+    _, choice = create_session(model, profile, asked)
+    assert choice.actual == ["CPUExecutionProvider"] and choice.missing == ["AzureExecutionProvider"]
+    assert "did not take AzureExecutionProvider" in caplog.text and "NOT AzureExecutionProvider" in choice.describe()
+    with pytest.raises(ValueError, match="does not fall back"):
+        create_session(model, profile, asked, strict=True)
