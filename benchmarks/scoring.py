@@ -17,6 +17,7 @@ benchmarks/results/scoring.json.
 
     python benchmarks/scoring.py [--duration 5] [--models digits squeezenet] [--conns 16 1]
     python benchmarks/scoring.py --write-bodies DIR   # body files (v1, v2 JSON, v2 binary) for wrk/curl
+    python benchmarks/scoring.py --json-rss 90        # peak RSS while /score parses a 90 MB JSON body
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -286,6 +288,53 @@ def start_runtime(model: str, model_path: Path, log: Path) -> tuple[subprocess.P
     raise RuntimeError("runtime did not become healthy in 60 s")
 
 
+def json_rss(megabytes: float, models: dict[str, Path], work: Path) -> dict[str, Any]:
+    """Peak RSS of a fresh digits runtime (sampled with psutil every 5 ms) while it answers one /score
+    whose JSON body is `megabytes` MB of short numbers ("0.5", the costliest kind for a JSON parser)."""
+    import threading
+
+    import psutil
+
+    rows = int(megabytes * 1e6) // (64 * 4)
+    row = b"[" + b",".join([b"0.5"] * 64) + b"]"
+    body = b'{"data": [' + b",".join([row] * rows) + b"]}"
+    proc, port, _ = start_runtime("digits", models["digits"], work / "runtime-json-rss.log")
+    try:
+        ps = psutil.Process(proc.pid)
+        before = peak = ps.memory_info().rss
+        answer: dict[str, Any] = {}
+
+        def send() -> None:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=body, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=600) as resp:
+                    answer["status"] = resp.status
+                    resp.read()
+            except urllib.error.HTTPError as err:
+                answer["status"] = err.code
+
+        started = time.perf_counter()
+        sender = threading.Thread(target=send)
+        sender.start()
+        while sender.is_alive():
+            peak = max(peak, ps.memory_info().rss)
+            time.sleep(0.005)
+        seconds = time.perf_counter() - started
+        after = ps.memory_info().rss
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {
+        "body_mb": round(len(body) / 1e6, 1),
+        "status": answer.get("status"),
+        "rss_before_mb": round(before / 1e6),
+        "rss_peak_mb": round(peak / 1e6),
+        "rss_after_mb": round(after / 1e6),
+        "peak_growth_x_body": round((peak - before) / len(body), 2),
+        "seconds": round(seconds, 2),
+    }
+
+
 def bench_model(model: str, model_path: Path, args: argparse.Namespace, work: Path, lua: Path) -> list[dict[str, Any]]:
     """Every path at every concurrency for one model."""
     name, x = sample_input(model, model_path)
@@ -344,7 +393,13 @@ def main() -> int:
     ap.add_argument("--no-wrk", action="store_true", help="use the built-in asyncio HTTP client even if wrk exists")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--write-bodies", type=Path, metavar="DIR", help="only write the request body files to DIR")
+    ap.add_argument(
+        "--json-rss", type=float, metavar="MB", help="only measure peak RSS while /score parses an MB-MB JSON body"
+    )
     args = ap.parse_args()
+    if args.json_rss is not None and args.json_rss <= 0:
+        print("error: --json-rss must be a positive number of megabytes", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="edgeport-bench-") as tmp:
         work = Path(tmp)
         models = build_models(work / "models")
@@ -354,6 +409,13 @@ def main() -> int:
                 for label, path in write_bodies(m, name, x, args.write_bodies).items():
                     print(f"{m} {label}: {path}")
             return 0
+        if args.json_rss:
+            result = json_rss(args.json_rss, models, work)
+            print(json.dumps(result))
+            out = args.out.with_name("scoring_json_rss.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            return 0 if result["status"] == 200 else 1
         lua = work / "post.lua"
         lua.write_text(WRK_LUA)
         rows: list[dict[str, Any]] = []
