@@ -120,6 +120,8 @@ async def serve(config: ServeConfig, auth: Authenticator) -> int:
             options=[
                 ("grpc.max_receive_message_length", config.max_body_bytes),
                 ("grpc.max_send_message_length", 2**31 - 1),
+                # the HTTP front's idle timeout, for gRPC: a connection without calls gets GOAWAY
+                ("grpc.max_connection_idle_ms", int(config.idle_timeout * 1000)),
             ]
         )
         grpc_server.add_generic_rpc_handlers((GrpcInferenceService(dp, auth).handler(),))

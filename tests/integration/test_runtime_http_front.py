@@ -194,3 +194,29 @@ def test_json_that_would_need_too_many_objects_is_413(procs: Processes, digits_m
     print(f"\n{len(body) / 1e6:.0f} MB refused JSON body: RSS {before / 1e6:.0f} -> peak {peak / 1e6:.0f} MB")
     assert peak - before < 5 * len(body), (before, peak)
     assert http("GET", rt.url + "/")[0] == 200
+
+
+def test_idle_grpc_connection_gets_goaway(procs: Processes, digits_model: Path) -> None:
+    """The gRPC port applies --idle-timeout too: a channel without calls is sent GOAWAY and goes idle."""
+    import grpc
+
+    from protos.inference import SERVICE_NAME, message_class
+
+    rt = start_runtime(
+        procs, "--model-dir", str(digits_model.parent), "--onnx", "model.onnx", "--name", "d", "--idle-timeout", "1"
+    )
+    states: list[grpc.ChannelConnectivity] = []
+    with grpc.insecure_channel(f"127.0.0.1:{rt.grpc_port}") as channel:
+        req_cls, resp_cls = message_class("ServerLiveRequest"), message_class("ServerLiveResponse")
+        live = channel.unary_unary(
+            f"/{SERVICE_NAME}/ServerLive",
+            request_serializer=req_cls.SerializeToString,
+            response_deserializer=resp_cls.FromString,
+        )
+        assert live(req_cls(), timeout=10).live
+        channel.subscribe(states.append, try_to_connect=False)
+        deadline = time.monotonic() + 8
+        while grpc.ChannelConnectivity.IDLE not in states[1:] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert grpc.ChannelConnectivity.IDLE in states[1:], states  # READY first, then IDLE after GOAWAY
+        assert live(req_cls(), timeout=10).live  # and it reconnects on the next call
