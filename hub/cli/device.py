@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from hub.cli import telemetry
 from hub.cli.output import labels, print_fields, print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "device sent (agent and system figures, runtime statistics per service), newest first; kept "
         "for the hub's retention period (default 7 days).",
         examples="  hub device telemetry cam-01 --metric agent.rss_bytes --since 1h\n"
+        "  hub device telemetry cam-01 --metric p99_ms --since 1h --every 1m\n"
         "  hub device telemetry cam-01 --service scorer --limit 20 --output json\n",
     )
     p.add_argument("name", metavar="NAME")
@@ -84,6 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--service", help="only this service's figures")
     p.add_argument("--since", help="how far back: 90s, 30m, 1h, 2d (default: all kept)")
     p.add_argument("--limit", type=int, default=50, help="at most this many points (default 50)")
+    p.add_argument("--every", help="bucket width (e.g. 1m): min/avg/max per bucket of --metric, --since default 1h")
     p.set_defaults(func=cmd_telemetry)
 
     p = add_command(
@@ -189,6 +192,8 @@ def cmd_telemetry(args: argparse.Namespace) -> int:
     """Points newest first."""
     validate_fleet_name("device", args.name)
     since = parse_duration(args.since) if args.since else None
+    if args.every:  # buckets: the hub answers "not found" for an unknown device itself
+        return telemetry.print_aggregate(args, telemetry.aggregate(args, "devices", args.name, service=args.service))
     client = _client(args)
     client.get_device(args.name)  # a clear "not found" rather than an empty list
     points = client.telemetry(device=args.name, service=args.service, metric=args.metric, since=since, limit=args.limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hub.cli import telemetry
 from hub.cli.deploy import add_wait_options, follow, load_configs, source_notices
 from hub.cli.output import print_fields, print_json, print_table
 from hub.cli.parsing import add_command
@@ -59,6 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--device", help="only this device")
     p.add_argument("--lines", type=int, default=100, help="how many lines (default 100)")
     p.set_defaults(func=cmd_logs)
+
+    p = add_command(
+        sub,
+        "telemetry",
+        help="a metric across the service's devices, in time buckets",
+        description="The service's figures on every device its target selects: min/avg/max per bucket "
+        "(counters such as runtime.requests_total as rates per second, with their sum over the devices).",
+        examples="  hub service telemetry scorer --metric p99_ms --since 1h --every 1m\n"
+        "  hub service telemetry scorer --metric requests_total --every 5m --output json\n",
+    )
+    _name_args(p)
+    p.add_argument("--metric", required=True, help="a metric name or its end (runtime.latency_p99_ms, p99_ms)")
+    p.add_argument("--since", default=telemetry.DEFAULT_SINCE, help="how far back: 30m, 1h, 2d (default 1h)")
+    p.add_argument("--every", default="1m", help="bucket width (default 1m)")
+    p.set_defaults(func=cmd_telemetry)
 
     p = add_command(
         sub,
@@ -186,6 +202,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for line in entry["lines"]:
             print(line)
     return 0
+
+
+def cmd_telemetry(args: argparse.Namespace) -> int:
+    """Buckets of one metric across the service's devices."""
+    return telemetry.print_aggregate(args, telemetry.aggregate(args, "services", _name(args)))
 
 
 def cmd_update(args: argparse.Namespace) -> int:

@@ -41,8 +41,9 @@ def svg_chart(title: str, aggregate: dict[str, Any], *, chart_id: str) -> str:
     hi = max(b["max"] for b in buckets)
     if lo > 0 and lo < hi * 0.5:
         lo = 0.0  # anchor at zero unless the series sits far above it
-    if hi == lo:
-        hi = lo + (abs(lo) or 1.0)
+    if hi == lo:  # a flat series: give it room above and below
+        pad = abs(lo) * 0.1 or 1.0
+        lo, hi = lo - pad, hi + pad
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(at_ms: float) -> float:
@@ -64,7 +65,8 @@ def svg_chart(title: str, aggregate: dict[str, Any], *, chart_id: str) -> str:
             f'<line class="grid" x1="{LEFT}" y1="{gy:.1f}" x2="{WIDTH - RIGHT}" y2="{gy:.1f}"/>'
             f'<text class="axis" x="{LEFT - 4}" y="{gy + 4:.1f}" text-anchor="end">{escape(format_value(value))}</text>'
         )
-    span_s = (t1 - t0) / 1000
+    every_s = aggregate["every_s"]
+    span_s = round((t1 - t0) / 1000 / every_s) * every_s  # the window asked for: its start is on a bucket edge
     times = (
         f'<text class="axis" x="{LEFT}" y="{HEIGHT - 6}">-{escape(_span(span_s))}</text>'
         f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">now</text>'

@@ -63,7 +63,7 @@ def fleet_controls(selector: str) -> str:
     )
 
 
-CHART_WINDOWS = (("15m", "15s"), ("1h", "1m"), ("6h", "5m"), ("1d", "15m"), ("7d", "1h"))
+CHART_WINDOWS = (("5m", "5s"), ("15m", "15s"), ("1h", "1m"), ("6h", "5m"), ("1d", "15m"), ("7d", "1h"))
 
 
 def window_picker(since: str, every: str) -> str:
@@ -215,12 +215,12 @@ def device_fragment(device: dict[str, Any], services: list[dict[str, Any]], logs
         f'<h3>{_e(name)}</h3><pre class="log">{_e(chr(10).join(lines))}</pre>'
         for name, lines in logs.items()
         if lines
-    ) or '<p class="empty">no log lines reported</p>'
+    ) or '<p class="empty">none: a device sends its runtime\'s last lines when a start or a health check fails</p>'
     return (
         f'<h1>{_e(device["name"])}</h1><div class="cols"><section><h2>Inventory</h2><table class="facts">{inventory}'
         f'</table></section><section><h2>Services</h2><table><thead><tr><th>Service</th><th>Generation</th>'
         f"<th>Phase</th><th>Scoring URI</th></tr></thead><tbody>{rows}</tbody></table>"
-        f"<h2>Recent log lines</h2>{tails}</section></div>"
+        f"<h2>Last log lines reported</h2>{tails}</section></div>"
     )
 
 
