@@ -43,6 +43,7 @@ from agent.session import (
 from agent.state import AgentState, Identity
 from agent.telemetry import TelemetryCollector
 from agent.telemetry_loop import DEFAULT_TELEMETRY_S, TelemetryRounds
+from agent.trust import DesiredStateRefused, DesiredStateTrust, SigningKey
 from protos.edgeport.v1 import agent_pb2
 
 # What other packages (simulators, benchmarks) import from here, from before these parts had modules of their own.
@@ -87,6 +88,8 @@ class AgentDaemon:
         self.reconciler: Reconciler | None = None
         self.reports: StatusReports | None = None
         self.identity: Identity | None = None
+        self.trust: DesiredStateTrust | None = None
+        self._last_refusal: tuple[int, str] | None = None  # reported once, not for every repeat of it
         self.hardware = agent_pb2.HardwareInventory()
         self.telemetry = TelemetryCollector(scrape=self.parts.scrape, rss=self.parts.rss)
         self.outbox_changed = asyncio.Event()  # set on every append: wakes the session's sender
@@ -114,6 +117,9 @@ class AgentDaemon:
         else:
             self.parts.say(f"identity: device {self.identity.device_id} (data dir {self.data_dir})")
         assert self.identity is not None
+        self.trust = DesiredStateTrust(self.state, self.identity.device_id, identity_dir(self.data_dir) / "ca.crt")
+        if self.trust.signer is None and self.identity.signing_key:
+            self.trust.adopt(SigningKey.from_json(self.identity.signing_key))
         self.outbox = Outbox(self.state, self.config.outbox_max_bytes)
         self.reports = StatusReports(self.outbox, self._desired_revision, self.outbox_changed, self.parts.say,
                                      self.config.status_linger_s)  # fmt: skip
@@ -204,16 +210,31 @@ class AgentDaemon:
         assert self.reconciler is not None and self.reports is not None
         kind = message.WhichOneof("body")
         if kind == "desired":
-            if self.reconciler.desired_changed(message.desired):
-                names = ", ".join(f"{m.name}@{m.generation}" for m in message.desired.services) or "nothing"
-                self.parts.say(f"desired state revision {message.desired.revision}: {names}")
-            self.reports.acknowledge_desired()
+            self._on_desired(message.desired)
         elif kind == "ack":
             self.reports.ack(message.ack.seq)
         elif kind == "log_request":
             requests.answer_logs(message.log_request)
         elif kind == "profile_request":
             requests.answer_profile(message.profile_request)
+
+    def _on_desired(self, signed: agent_pb2.SignedDesiredState) -> None:
+        """Apply a signed desired state, or refuse it (and tell the hub) before anything is pulled or started."""
+        assert self.reconciler is not None and self.reports is not None
+        assert self.trust is not None and self.state is not None
+        applied = self.state.desired().revision
+        try:
+            desired = self.trust.verify(signed, applied)
+        except DesiredStateRefused as refusal:
+            if self._last_refusal != (refusal.revision, refusal.reason):
+                self._last_refusal = (refusal.revision, refusal.reason)
+                self.parts.say(f"refused desired state revision {refusal.revision}: {refusal.reason}")
+                self.reports.refuse(refusal.revision, refusal.reason, applied)
+            return
+        if self.reconciler.desired_changed(desired):
+            names = ", ".join(f"{m.name}@{m.generation}" for m in desired.services) or "nothing"
+            self.parts.say(f"desired state revision {desired.revision}: {names}")
+        self.reports.acknowledge_desired()
 
     # ---- run / stop ----
 

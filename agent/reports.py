@@ -97,6 +97,13 @@ class StatusReports:
         elif self.held_flush is None:
             self.held_flush = asyncio.get_running_loop().call_later(self.linger, self.flush_progress)
 
+    def refuse(self, revision: int, reason: str, applied_revision: int) -> None:
+        """A desired state was refused: the hub hears why (after what is held, so order is kept)."""
+        self.flush()
+        refused = agent_pb2.DesiredStateRefused(revision=revision, reason=reason, applied_revision=applied_revision)
+        self.outbox.append(agent_pb2.AgentMessage(desired_refused=refused))
+        self.outbox_changed.set()
+
     def flush(self) -> None:
         """Put the held statuses (or, with none, the ack a desired state is owed) into the outbox, in one
         transaction."""

@@ -56,6 +56,9 @@ class Identity:
     grpc_address: str
     credential: str  # hex sha256 of the certificate DER: the --insecure / MQTT credential
     mqtt: dict[str, str] = field(default_factory=dict)
+    # The hub's manifest-signing key as enrollment checked it (agent.trust.SigningKey JSON); '' from a hub
+    # that gave none: then the first signed desired state's certificate, checked against the CA, sets it.
+    signing_key: str = ""
 
 
 @dataclass

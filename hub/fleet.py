@@ -31,6 +31,7 @@ from hub.names import (
     validate_fleet_name,
 )
 from hub.pki import CertificateAuthority, common_name
+from hub.signing import ManifestSigner
 from hub.store.fleet import FleetStore
 from protos.edgeport.v1 import agent_pb2
 
@@ -43,6 +44,7 @@ class FleetService:
         self.ca = ca
         self.grpc_address = grpc_address
         self._token_key = _load_token_key(ca.dir / "token.key")
+        self.signer = ManifestSigner(ca)  # signs every device's desired state; enrollment hands out its certificate
         # Set by the control core / MQTT bridge; default: nobody listens, no MQTT.
         self.on_device_changed: Callable[[str], None] = lambda device_id: None
         self.mqtt_credentials: Callable[[str], agent_pb2.MqttCredentials | None] = lambda device_id: None
@@ -101,7 +103,11 @@ class FleetService:
         for hook in self.on_enrolled:
             hook(device_id)
         response = agent_pb2.EnrollResponse(
-            device_id=device_id, certificate_pem=issued.pem, ca_pem=self.ca.ca_pem, grpc_address=self.grpc_address
+            device_id=device_id,
+            certificate_pem=issued.pem,
+            ca_pem=self.ca.ca_pem,
+            grpc_address=self.grpc_address,
+            signing_certificate=self.signer.certificate_der,
         )
         mqtt = self.mqtt_credentials(device_id)
         if mqtt is not None:
@@ -203,6 +209,15 @@ class FleetService:
         """The agent applied a DesiredState revision (a DesiredStateAck, or a status that names it). When it was
         last seen, the message's seq already recorded (`record_seq`)."""
         self.store.update_applied_revision(device_id, revision)
+
+    def record_refusal(self, device_id: str, refused: agent_pb2.DesiredStateRefused) -> None:
+        """The device refused a desired state (it keeps running what it had): keep why, for `hub service show`."""
+        reason = refused.reason[:500] or "no reason given"  # the agent's words, bounded
+        self.store.put_refusal(device_id, refused.revision, reason, refused.applied_revision)
+
+    def current_refusals(self, device_ids: builtins.list[str]) -> dict[str, dict[str, Any]]:
+        """{device: {revision, reason, applied_revision, refused_at}} for refusals no newer revision replaced."""
+        return self.store.current_refusals(device_ids)
 
     def record_seq(self, device_id: str, seq: int, floor: int | None = None) -> tuple[bool, int]:
         """Dedup by (device, seq): (first time, cumulative ack)."""

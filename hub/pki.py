@@ -46,7 +46,8 @@ class IssuedCertificate:
     sha256: str  # hex of the DER
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file atomically, mode 0600."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -91,7 +92,7 @@ class CertificateAuthority:
             new_key = ec.generate_private_key(ec.SECP256R1())
             self._key = new_key
             self.ca_pem = self._self_signed()
-            _write_private(key_path, _key_pem(new_key))
+            write_private(key_path, _key_pem(new_key))
             cert_path.write_bytes(self.ca_pem)
         self._ca = x509.load_pem_x509_certificate(self.ca_pem)
         self.ca_sha256 = certificate_sha256(self.ca_pem)
@@ -117,11 +118,15 @@ class CertificateAuthority:
 
     def _sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         now = dt.datetime.now(dt.UTC)
+        return self.issue(builder, not_before=now - dt.timedelta(minutes=5), days=LEAF_DAYS)
+
+    def issue(self, builder: x509.CertificateBuilder, *, not_before: dt.datetime, days: int) -> x509.Certificate:
+        """Sign a leaf certificate (subject, key and purpose already in `builder`), valid `days` from `not_before`."""
         return (
             builder.issuer_name(self._ca.subject)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+            .not_valid_before(not_before)
+            .not_valid_after(not_before + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(self._key, hashes.SHA256())
         )
@@ -151,7 +156,7 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         )
         pem = cert.public_bytes(serialization.Encoding.PEM)
-        _write_private(key_path, _key_pem(key))
+        write_private(key_path, _key_pem(key))
         cert_path.write_bytes(pem)
         return key_path.read_bytes(), pem
 

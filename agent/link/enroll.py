@@ -3,9 +3,10 @@
 Token format: `ep1.<token_id>.<secret>.<ca_sha256_hex>`. The secret never travels: the
 agent proves it holds it with HMAC-SHA256(secret, csr_pem). The hub CA returned must hash
 to the pin in the token (sha256 of its DER), so the agent trusts the hub on first contact
-without a leap of faith. The device key is generated here and never leaves the device
-(`DATA_DIR/identity/device.key`, mode 0600). `cryptography` is imported only here, only
-when enrolling, to keep the daemon small.
+without a leap of faith; the hub's manifest-signing certificate must come from that CA too
+(agent/trust.py). The device key is generated here and never leaves the device
+(`DATA_DIR/identity/device.key`, mode 0600). `cryptography`'s X.509 and key generation are
+imported only when enrolling, to keep the daemon small (it needs only Ed25519 verification).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.state import Identity
+from agent.trust import DesiredStateRefused, check_signing_certificate
 from protos.edgeport.v1 import agent_pb2
 
 AGENT_VERSION = "0.1.0"
@@ -133,6 +135,12 @@ def enroll(
         raise EnrollError(f"the certificate the hub returned was not issued by its CA: {exc!r}") from None
     if cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
         raise EnrollError("the certificate the hub returned is not for this agent's key")
+    signing_key = ""
+    if response.signing_certificate:  # the key desired state is signed with: certified by the pinned CA
+        try:
+            signing_key = check_signing_certificate(response.signing_certificate, response.ca_pem).to_json()
+        except DesiredStateRefused as exc:
+            raise EnrollError(f"the hub's manifest-signing certificate: {exc.reason}") from None
 
     folder = identity_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,4 +166,5 @@ def enroll(
         grpc_address=grpc_address,
         credential=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
         mqtt=mqtt,
+        signing_key=signing_key,
     )

@@ -218,6 +218,10 @@ class ControlCore:
             self.telemetry.ingest(device, message.telemetry)
         elif kind == "desired_ack":
             self.fleet.record_applied_revision(device, message.desired_ack.revision)
+        elif kind == "desired_refused":  # a forged, misdirected or replayed state: the device kept what it ran
+            log.warning("device %s refused desired state revision %d: %s", device,
+                        message.desired_refused.revision, message.desired_refused.reason)  # fmt: skip
+            self.fleet.record_refusal(device, message.desired_refused)
         elif kind == "logs":
             self._deliver_logs(message.logs)
         elif kind == "profile":
@@ -227,15 +231,17 @@ class ControlCore:
 
     # ---- hub -> agent ----
 
-    def desired_state(self, device_id: str) -> agent_pb2.DesiredState:
-        """The complete DesiredState the device should run now (all services targeting it)."""
-        return self.deployments.desired_state(device_id)
+    def desired_state(self, device_id: str) -> agent_pb2.SignedDesiredState:
+        """The complete DesiredState the device should run now (all services targeting it), signed for it."""
+        return self.deployments.signed_desired_state(device_id)
 
-    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.DesiredState]:
+    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.SignedDesiredState]:
         """`desired_state` of many devices at once; a device left out is not active (revoked, unknown)."""
-        return self.deployments.desired_states(device_ids)
+        return self.deployments.signed_desired_states(device_ids)
 
-    def outgoing(self, session: Session, desired: agent_pb2.DesiredState | None = None) -> list[agent_pb2.HubMessage]:
+    def outgoing(
+        self, session: Session, desired: agent_pb2.SignedDesiredState | None = None
+    ) -> list[agent_pb2.HubMessage]:
         """Messages this session should send now: a newer DesiredState, then queued one-shot requests.
 
         `desired`: the device's DesiredState when the caller already has it (from `desired_states`).

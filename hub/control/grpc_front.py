@@ -69,7 +69,7 @@ CHECK_CHUNK = 500  # devices whose desired state the registry reads in one go
 class _Checked:
     """Queue item: the device's desired state, read for many devices at once (None: no longer active)."""
 
-    desired: agent_pb2.DesiredState | None
+    desired: agent_pb2.SignedDesiredState | None
 
 
 class StreamRegistry:
@@ -84,7 +84,7 @@ class StreamRegistry:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        desired_states: Callable[[list[str]], dict[str, agent_pb2.DesiredState]],
+        desired_states: Callable[[list[str]], dict[str, agent_pb2.SignedDesiredState]],
     ) -> None:
         self.loop = loop
         self.desired_states = desired_states

@@ -416,7 +416,7 @@ class MqttFront:
         self._post(_Outgoing(self.topics.desired(device), b"", 1, retain=True))  # clears the retained state
         self.on_revoked(device)
 
-    def _publish(self, device: str, desired: agent_pb2.DesiredState, windowed: bool = False) -> None:
+    def _publish(self, device: str, desired: agent_pb2.SignedDesiredState, windowed: bool = False) -> None:
         with self._lock:
             session = self._sessions.get(device)
         if session is not None:

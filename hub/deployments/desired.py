@@ -2,7 +2,9 @@
 
 A device's DesiredState is every active service whose target selects it. Its revision grows
 whenever that set of (service, generation) pairs changes, recognised by a fingerprint of the set,
-so an agent can tell a newer desired state from one it already applied.
+so an agent can tell a newer desired state from one it already applied. What the fronts send is
+the signed form (`signed_states`): the state names its device, and the hub's manifest-signing key
+(hub/signing.py) signs its exact bytes, so the agent can check both before it applies anything.
 """
 
 from __future__ import annotations
@@ -82,6 +84,15 @@ class DesiredStates:
                 if blob is not None:
                     part.services.add().MergeFromString(blob)
             body = built[key] = part.SerializeToString()
-        state = agent_pb2.DesiredState(revision=revision)
+        state = agent_pb2.DesiredState(revision=revision, device_id=device_id)
         state.MergeFromString(body)
         return state
+
+    def signed_state(self, device_id: str) -> agent_pb2.SignedDesiredState:
+        """`desired_state`, signed for the device."""
+        return self.fleet.signer.sign(self.desired_state(device_id))
+
+    def signed_states(self, device_ids: list[str]) -> dict[str, agent_pb2.SignedDesiredState]:
+        """`desired_states`, each signed for its device (one Ed25519 signature per device)."""
+        sign = self.fleet.signer.sign
+        return {device: sign(state) for device, state in self.desired_states(device_ids).items()}

@@ -144,6 +144,14 @@ class DeploymentService:
         """`desired_state` of every enrolled device among `device_ids` (others are left out), in one pass."""
         return self.desired.desired_states(device_ids)
 
+    def signed_desired_state(self, device_id: str) -> agent_pb2.SignedDesiredState:
+        """`desired_state` signed by the hub: what the fronts send."""
+        return self.desired.signed_state(device_id)
+
+    def signed_desired_states(self, device_ids: builtins.list[str]) -> dict[str, agent_pb2.SignedDesiredState]:
+        """`desired_states` signed by the hub: what the fronts send."""
+        return self.desired.signed_states(device_ids)
+
     # ---- statuses ----
 
     def record_status(self, device_id: str, status: agent_pb2.DeploymentStatus) -> None:
@@ -166,7 +174,9 @@ class DeploymentService:
         """The public view: state, generation, per-device phase and URIs."""
         row = self._active(name)
         # The devices the target selects now, in one read, not one per device.
-        return service_view(row, self.store.statuses(name), self.fleet.select_standings(row["target"]))
+        standings = self.fleet.select_standings(row["target"])
+        refusals = self.fleet.current_refusals([s["id"] for s in standings])
+        return service_view(row, self.store.statuses(name), standings, refusals)
 
     def list(self) -> builtins.list[dict[str, Any]]:
         """Every active service's view."""

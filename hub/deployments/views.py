@@ -26,13 +26,18 @@ PHASES = {
 
 
 def service_view(
-    row: dict[str, Any], statuses: dict[str, dict[str, Any]], standings: list[dict[str, Any]]
+    row: dict[str, Any],
+    statuses: dict[str, dict[str, Any]],
+    standings: list[dict[str, Any]],
+    refusals: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The public view of one service: state, generation, and per-device phase and URIs.
 
     `row`: the service; `statuses`: its stored status per device; `standings`: the devices its
-    target selects now (statuses of devices that left the target are on their way out).
+    target selects now (statuses of devices that left the target are on their way out);
+    `refusals`: per device, the desired state it refused and still stands by (see FleetService).
     """
+    refusals = refusals or {}
     generation = row["generation"]
     devices = []
     for standing in standings:
@@ -42,6 +47,12 @@ def service_view(
         phase = PHASES.get(current["phase"], "Pending") if current is not None else "Pending"
         online = bool(standing["online"])
         waiting = "waiting for the device" + ("" if online else " (offline: it gets this when it connects)")
+        message = current["message"] if current is not None else waiting
+        refusal = refusals.get(device_id)
+        if refusal is not None:  # what the device runs is unchanged; say so first, it matters most
+            message = f"refused desired state revision {refusal['revision']}: {refusal['reason']}" + (
+                f"; {message}" if message else ""
+            )
         devices.append(
             {
                 "device": device_id,
@@ -50,10 +61,17 @@ def service_view(
                 "serving_generation": st["serving_generation"] if st else 0,
                 "scoring_uri": st["scoring_uri"] if st else "",
                 "swagger_uri": st["swagger_uri"] if st else "",
-                "message": current["message"] if current is not None else waiting,
+                "message": message,
                 "online": online,
                 "log_tail": current["log_tail"] if current is not None else [],
                 "restarts": st["restarts"] if st else 0,
+                "refused": None
+                if refusal is None
+                else {
+                    "revision": refusal["revision"],
+                    "reason": refusal["reason"],
+                    "at": _iso(refusal["refused_at"]),
+                },
             }
         )
     spec = row["spec"]

@@ -1,4 +1,5 @@
-"""Fleet tables: devices, enrollment tokens (hashed), revoked certificates, agent sequence numbers."""
+"""Fleet tables: devices, enrollment tokens (hashed), revoked certificates, agent sequence numbers,
+the last desired state each device refused."""
 
 from __future__ import annotations
 
@@ -55,6 +56,14 @@ def _create(db: sqlite_utils.Database) -> None:
             device_id TEXT NOT NULL,
             seq INTEGER NOT NULL,
             PRIMARY KEY (device_id, seq)
+        );
+        -- the last desired state a device refused (bad signature, another device's, a replay), and why
+        CREATE TABLE IF NOT EXISTS desired_refusals (
+            device_id TEXT PRIMARY KEY,
+            revision INTEGER NOT NULL,           -- as the refused state claimed it (unverified)
+            reason TEXT NOT NULL,
+            applied_revision INTEGER NOT NULL,   -- what the device kept running
+            refused_at REAL NOT NULL
         );
         """
     )
@@ -183,6 +192,7 @@ class FleetStore:
                 [now, cert_serial, cert_sha256, agent_version, hardware, device_id],
             )
             db.execute("DELETE FROM agent_seqs WHERE device_id = ?", [device_id])
+            db.execute("DELETE FROM desired_refusals WHERE device_id = ?", [device_id])
             self._seqs.pop(device_id, None)
             return True
 
@@ -223,6 +233,30 @@ class FleetStore:
                 "UPDATE devices SET applied_revision = ? WHERE id = ? AND applied_revision != ?",
                 [revision, device_id, revision],
             )
+
+    def put_refusal(self, device_id: str, revision: int, reason: str, applied_revision: int) -> None:
+        """Keep the device's latest refusal of a desired state (replacing the one before)."""
+        with self.database.read() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO desired_refusals (device_id, revision, reason, applied_revision, refused_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [device_id, revision, reason, applied_revision, time.time()],
+            )
+
+    def current_refusals(self, device_ids: builtins.list[str]) -> dict[str, dict[str, Any]]:
+        """Refusals of these devices that still stand: the device has applied no newer revision since."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.database.snapshot() as db:
+            for chunk in _chunks(device_ids):
+                marks = ", ".join("?" * len(chunk))
+                for r in db.query(
+                    "SELECT r.device_id, r.revision, r.reason, r.applied_revision, r.refused_at"
+                    " FROM desired_refusals r JOIN devices d ON d.id = r.device_id"
+                    f" WHERE r.applied_revision >= d.applied_revision AND r.device_id IN ({marks})",
+                    chunk,
+                ):
+                    out[r.pop("device_id")] = r
+        return out
 
     def set_all_offline(self) -> None:
         """At hub start nobody is connected yet."""

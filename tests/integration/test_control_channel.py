@@ -28,6 +28,11 @@ def _hello(device: str) -> agent_pb2.AgentMessage:
     return agent_pb2.AgentMessage(hello=agent_pb2.Hello(device_id=device, agent_version="test", next_seq=1))
 
 
+def _desired(message: agent_pb2.HubMessage) -> agent_pb2.DesiredState:
+    """The DesiredState inside the signed envelope the hub sent (agent/trust.py checks the signature)."""
+    return agent_pb2.DesiredState.FromString(message.desired.desired_state)
+
+
 def test_mtls_channel_desired_state_status_and_revocation(
     processes: Processes, tmp_path: Path, digits_model: Path
 ) -> None:
@@ -46,8 +51,8 @@ def test_mtls_channel_desired_state_status_and_revocation(
         session.send(_hello("cam-1"))
         welcome = session.next("welcome")
         assert welcome.welcome.device_id == "cam-1"
-        first = session.next("desired")
-        assert list(first.desired.services) == []
+        first = _desired(session.next("desired"))
+        assert list(first.services) == [] and first.device_id == "cam-1"
 
         assert hub_cli(url, "model", "register", "-n", "digits", "-p", str(digits_model)).code == 0
         # bad inputs on deploy: each refused with exit 2 and a message naming the problem
@@ -62,9 +67,9 @@ def test_mtls_channel_desired_state_status_and_revocation(
 
         deployed = hub_cli(url, "deploy", "-n", "svc", "-m", "digits:1", "--target", "site=lab", "--no-wait")
         assert deployed.code == 0, deployed.err
-        pushed = session.next("desired")  # pushed at once, no polling by the agent
-        assert pushed.desired.revision > first.desired.revision
-        manifest = pushed.desired.services[0]
+        pushed = _desired(session.next("desired"))  # pushed at once, no polling by the agent
+        assert pushed.revision > first.revision
+        manifest = pushed.services[0]
         assert manifest.name == "svc" and manifest.generation == 1 and manifest.runtime.onnx_file == "model.onnx"
         assert manifest.registry == url
 
@@ -157,7 +162,7 @@ def test_hub_restart_keeps_acks_and_desired_state(processes: Processes, tmp_path
     try:
         session.send(_hello("dev"))
         session.next("welcome")
-        desired = session.next("desired").desired
+        desired = _desired(session.next("desired"))
         for seq in (1, 2, 3):
             beat = agent_pb2.AgentMessage(seq=seq, heartbeat=agent_pb2.Heartbeat(uptime_s=seq))
             session.send(beat)
@@ -171,7 +176,7 @@ def test_hub_restart_keeps_acks_and_desired_state(processes: Processes, tmp_path
     try:
         session.send(_hello("dev"))
         assert session.next("welcome").welcome.acked_seq == 3  # the outbox need not resend what was stored
-        again = session.next("desired").desired
+        again = _desired(session.next("desired"))
         assert again.revision == desired.revision and again.services[0].generation == 1
         assert hub_cli(hub.url, "device", "show", "dev", "--output", "json").json()["online"] is True
     finally:

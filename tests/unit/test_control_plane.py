@@ -18,6 +18,7 @@ from hub.deployconfig import parse_deployment_config, parse_inference_config, re
 from hub.errors import BadInput, Conflict, NotFound, StorageError, Unauthorized
 from hub.pki import CertificateAuthority
 from hub.services import HubServices
+from hub.signing import SIGNING_DOMAIN
 from protos.edgeport.v1 import agent_pb2
 from tests.unit.enrollment import enroll, enroll_request, new_csr
 
@@ -149,6 +150,16 @@ def test_conda_file_gives_pip_requirements(tmp_path: Path) -> None:
     assert requirements_from_conda(env) == ["numpy==1.26", "scikit-learn>=1.4"]
 
 
+def _sent(hub: HubServices, device: str) -> agent_pb2.DesiredState:
+    """The DesiredState the fronts send `device`, after checking the hub's signature and its device id."""
+    signed = hub.control.desired_state(device)
+    public = hub.fleet.signer._key.public_key()
+    public.verify(signed.signature, SIGNING_DOMAIN + signed.desired_state)  # raises if it does not verify
+    state = agent_pb2.DesiredState.FromString(signed.desired_state)
+    assert state.device_id == device and state.revision == signed.revision
+    return state
+
+
 # ---- deployments and desired state ----
 
 
@@ -160,26 +171,26 @@ def test_deploy_by_label_builds_manifests_and_revisions(hub: HubServices, tmp_pa
         {"name": "svc", "models": [f"digits:{v1}"], "target": "zone=x", "deployment": {"authEnabled": True}}
     )
     assert view["generation"] == 1 and [d["device"] for d in view["devices"]] == ["a", "b"]
-    state = hub.control.desired_state("a")
+    state = _sent(hub, "a")
     assert [m.name for m in state.services] == ["svc"]
     manifest = state.services[0]
     assert manifest.runtime.onnx_file == "model.onnx" and manifest.models[0].files[0].path == "model.onnx"
     assert manifest.auth.mode == "key" and manifest.auth.primary_key == hub.deployments.keys("svc")["primaryKey"]
-    assert hub.control.desired_state("c").services == []
+    assert _sent(hub, "c").services == []
     rev1 = state.revision
     v2 = _register(hub, tmp_path, "digits", b"two")
     hub.deployments.update("svc", {"models": [f"digits:{v2}"]})
-    state2 = hub.control.desired_state("a")
+    state2 = _sent(hub, "a")
     assert state2.revision > rev1 and state2.services[0].generation == 2
     assert state2.services[0].auth.primary_key == manifest.auth.primary_key  # keys survive updates
-    assert hub.control.desired_state("a").revision == state2.revision  # no change, no bump
+    assert _sent(hub, "a").revision == state2.revision  # no change, no bump
     keys = hub.deployments.keys("svc")
     new = hub.deployments.regenerate_key("svc", "secondary")
     assert new["primaryKey"] == keys["primaryKey"] and new["secondaryKey"] != keys["secondaryKey"]
-    state3 = hub.control.desired_state("a")
+    state3 = _sent(hub, "a")
     assert state3.services[0].generation == 3 and state3.services[0].auth.secondary_key == new["secondaryKey"]
     hub.deployments.delete("svc")
-    assert hub.control.desired_state("a").services == []
+    assert _sent(hub, "a").services == []
     # the generation keeps growing across delete and re-create
     again = hub.deployments.create({"name": "svc", "models": [f"digits:{v2}"], "target": "a"})
     assert again["generation"] == 4
@@ -198,8 +209,10 @@ def test_desired_states_of_many_devices_match_one_at_a_time_and_leave_out_inacti
     assert sorted(many) == ["a", "b", "c"]  # revoked and unknown devices are not active
     for device in ("a", "b", "c"):
         assert many[device] == hub.control.desired_state(device)
-    assert [m.name for m in many["a"].services] == ["other", "svc"] and [m.name for m in many["b"].services] == ["svc"]
-    assert many["c"].services == []
+    states = {device: agent_pb2.DesiredState.FromString(signed.desired_state) for device, signed in many.items()}
+    assert [m.name for m in states["a"].services] == ["other", "svc"]
+    assert [m.name for m in states["b"].services] == ["svc"]
+    assert states["c"].services == [] and states["c"].device_id == "c"
 
 
 def test_bad_deploy_inputs(hub: HubServices, tmp_path: Path) -> None:
@@ -243,14 +256,14 @@ def test_update_target_moves_the_service_between_devices(hub: HubServices, tmp_p
     enroll(hub, "c", ["zone=y"])
     v1 = _register(hub, tmp_path, "digits", b"one")
     hub.deployments.create({"name": "s", "models": [f"digits:{v1}"], "target": "zone=x"})
-    rev_a, rev_c = hub.control.desired_state("a").revision, hub.control.desired_state("c").revision
+    rev_a, rev_c = _sent(hub, "a").revision, _sent(hub, "c").revision
     view = hub.deployments.update("s", {"target": "zone=y"})
     assert [d["device"] for d in view["devices"]] == ["c"]
-    a, c = hub.control.desired_state("a"), hub.control.desired_state("c")
+    a, c = _sent(hub, "a"), _sent(hub, "c")
     assert a.services == [] and a.revision > rev_a
     assert [m.name for m in c.services] == ["s"] and c.revision > rev_c
     hub.fleet.revoke("c")  # a revoked device gets nothing, and is no longer listed for the service
-    assert hub.control.desired_state("c").services == []
+    assert _sent(hub, "c").services == []
     assert hub.deployments.show("s")["devices"] == []
 
 

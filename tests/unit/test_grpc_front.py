@@ -47,16 +47,19 @@ class FakeCore:
     def is_allowed(self, session: Session) -> bool:
         return True
 
-    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.DesiredState]:
+    def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.SignedDesiredState]:
         self.reads.append(list(device_ids))
-        return {d: agent_pb2.DesiredState(revision=self.revisions[d]) for d in device_ids if d not in self.revoked}
+        revisions = self.revisions
+        return {d: agent_pb2.SignedDesiredState(revision=revisions[d]) for d in device_ids if d not in self.revoked}
 
-    def outgoing(self, session: Session, desired: agent_pb2.DesiredState | None = None) -> list[agent_pb2.HubMessage]:
+    def outgoing(
+        self, session: Session, desired: agent_pb2.SignedDesiredState | None = None
+    ) -> list[agent_pb2.HubMessage]:
         revision = desired.revision if desired is not None else self.revisions[session.device_id]
         if revision == session.sent_revision:
             return []
         session.sent_revision = revision
-        return [agent_pb2.HubMessage(desired=agent_pb2.DesiredState(revision=revision))]
+        return [agent_pb2.HubMessage(desired=agent_pb2.SignedDesiredState(revision=revision))]
 
     def submit(self, session: Session, message: bytes, reply: Callable[..., None]) -> None:
         assert isinstance(message, bytes)  # the front leaves parsing to the group-commit writer
