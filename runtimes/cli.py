@@ -90,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=float,
         default=60.0,
-        help="seconds a connection may send nothing, between requests or inside a body, before it is closed "
-        "(default 60)",
+        help="seconds a connection may send nothing, between requests or inside a body, before it is closed; "
+        "a gRPC connection without calls gets GOAWAY (default 60)",
     )
     s.add_argument(
         "--max-connections",
@@ -142,7 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _bad("--max-body-bytes must be positive")
     for flag, seconds in (("--header-timeout", args.header_timeout), ("--idle-timeout", args.idle_timeout)):
         if not seconds > 0 or seconds == float("inf"):
-            return _bad(f"{flag} must be a positive number of seconds, got {seconds}")
+            return _bad(f"{flag} must be a positive, finite number of seconds, got {seconds}")
     if args.max_connections <= 0:
         return _bad("--max-connections must be positive")
     if (args.tls_cert is None) != (args.tls_key is None):

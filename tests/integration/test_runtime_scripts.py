@@ -232,6 +232,10 @@ def test_get_model_path_with_several_models(procs: Processes, tmp_path: Path, sk
         (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--auth", "token"], "EDGEPORT_TOKEN_SECRET"),
         (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--max-body-bytes", "0"], "must be positive"),
         (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--port", "70000"], "not a valid port"),
+        (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--header-timeout", "0"], "--header-timeout must be a positive"),
+        (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--idle-timeout", "nan"], "--idle-timeout must be a positive"),
+        (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--idle-timeout", "inf"], "--idle-timeout must be a positive"),
+        (["--model-dir", "{tmp}", "--onnx", "m.onnx", "--max-connections", "0"], "--max-connections must be positive"),
     ],
 )
 def test_cli_bad_input_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
