@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from hub.api.app import create_app
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
+from tests.unit.dashboard_support import viewer_headers
 from tests.unit.enrollment import enroll
 
 
@@ -31,7 +35,7 @@ def value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **l
 
 
 def test_hub_metrics_parse_and_count_devices_messages_pushes_and_writes(hub: HubServices) -> None:
-    client = TestClient(create_app(hub))
+    client = TestClient(create_app(hub), headers=viewer_headers(hub))
     first = scrape(client)
     assert value(first, "edgeport_hub_devices_online", transport="grpc") == 0
     assert value(first, "edgeport_hub_devices_online", transport="mqtt") == 0
@@ -58,7 +62,7 @@ def test_hub_metrics_parse_and_count_devices_messages_pushes_and_writes(hub: Hub
 
 
 def test_rest_latency_is_labelled_by_route_template_not_raw_path(hub: HubServices) -> None:
-    client = TestClient(create_app(hub))
+    client = TestClient(create_app(hub), headers=viewer_headers(hub))
     for name in ("one", "two", "three"):
         assert client.get(f"/api/v1/devices/{name}").status_code == 404
     samples = scrape(client)
@@ -70,10 +74,11 @@ def test_rest_latency_is_labelled_by_route_template_not_raw_path(hub: HubService
     assert value(scrape(client), "edgeport_hub_http_request_duration_seconds_count", route="unmatched") == 1
 
 
-def test_two_hubs_in_one_process_keep_their_own_figures(hub: HubServices, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_two_hubs_in_one_process_keep_their_own_figures(hub: HubServices, tmp_path: Path) -> None:
     other = HubServices.open(tmp_path / "other")
     try:
-        a, b = TestClient(create_app(hub)), TestClient(create_app(other))
+        a = TestClient(create_app(hub), headers=viewer_headers(hub))
+        b = TestClient(create_app(other), headers=viewer_headers(other))
         a.get("/api/v1/devices")
         counts_b = scrape(b).get("edgeport_hub_http_request_duration_seconds_count", [])
         assert not [lbl for lbl, _ in counts_b if lbl["route"] == "/api/v1/devices"]
@@ -82,6 +87,4 @@ def test_two_hubs_in_one_process_keep_their_own_figures(hub: HubServices, tmp_pa
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
