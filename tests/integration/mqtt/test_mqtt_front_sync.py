@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from hub.control import mqtt_front
+from hub.control import mqtt_client
 from hub.control.mqtt_auth import HUB_USERNAME
 from hub.control.mqtt_broker import MosquittoBroker
 from hub.control.mqtt_front import MqttFront
@@ -61,7 +61,7 @@ async def _hello_over_mqtt(broker: MosquittoBroker, device: str, password: str) 
 def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_front(
     mosquitto: MosquittoBroker, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(mqtt_front, "PUBLISH_WINDOW", 10)  # a rollout of 60 is six windows
+    monkeypatch.setattr(mqtt_client, "PUBLISH_WINDOW", 10)  # a rollout of 60 is six windows
     hub = HubServices.open(tmp_path / "hub")
     names = [f"dev-{i:02d}" for i in range(60)]
     for name in names:
@@ -82,7 +82,7 @@ def test_rollout_past_the_window_reaches_all_and_grpc_devices_are_left_to_their_
         retained = _retained_desired(mosquitto, auth.hub_password, 59)
         assert sorted(retained) == names[1:]  # every MQTT-side device, none for the one on gRPC
         assert all(retained[n] == revisions[n] for n in names[1:])
-        assert front.stats["inflight_peak"] == 10 and front._window == 10
+        assert front.stats["inflight_peak"] == 10 and front.broker._window == 10
 
         # dev-00 leaves gRPC and comes over MQTT (it says Hello on its reported topic): the front publishes
         # its state then.
@@ -115,11 +115,11 @@ def test_front_reconnects_after_a_broker_restart_and_publishes_what_changed_mean
         wait_for(lambda: front.stats["desired_published"] >= 3, timeout=15, what="3 desired states published")
 
         mosquitto.stop()
-        wait_for(lambda: front._conn is None, timeout=10, what="the front to notice the broker is gone")
+        wait_for(lambda: not front.broker.connected, timeout=10, what="the front to notice the broker is gone")
         hub.deployments.create({"name": "two", "models": [f"m:{version}"], "target": "zone=b"})  # while it is down
         revisions = {n: hub.fleet.standing(n)["desired_revision"] for n in names}  # type: ignore[index]
         mosquitto.start()
-        wait_for(lambda: front._conn is not None, timeout=15, what="the front to reconnect")
+        wait_for(lambda: front.broker.connected, timeout=15, what="the front to reconnect")
         retained = _retained_desired(mosquitto, auth.hub_password, 3)
         assert retained == revisions  # the states made while the broker was down, once it is back
     finally:
