@@ -14,21 +14,18 @@ retransmits later, so a stream that survives the outage arrives intact; only kee
 notice. `cut` closes both sides and stops listening (connection refused), as when a
 broker or hub host goes away.
 
-Control from a test: the Python API (in the loop), `ThreadedFaultProxy` (its own loop in a
-thread, for synchronous tests), or a line-based control socket (`cut`, `drop`, `restore`,
-`latency MS [JITTER]`, `status`), used by `python -m simulators netfault send`.
-A schedule (`at_s:command` pairs, or a random one from a profile's `LinkFlakiness`)
-runs the same commands on a timer.
+Control it with the Python API (in the loop) or text commands (`cut`, `drop`, `restore`,
+`latency MS [JITTER]`, `status`); a schedule (`at_s:command` pairs, or a random one from a
+profile's `LinkFlakiness`) runs the same commands on a timer. From outside its loop (a control
+socket, a synchronous test) see simulators/netfault_control.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -341,108 +338,3 @@ def parse_schedule(text: str) -> list[tuple[float, str]]:
         _check_command(line.strip())
         steps.append((at_s, line.strip()))
     return steps
-
-
-class ControlServer:
-    """A line-based control socket on 127.0.0.1: one command per line, one JSON status (or error) back."""
-
-    def __init__(self, proxy: FaultProxy, port: int = 0) -> None:
-        self.proxy = proxy
-        self.port = port
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        """Listen and return the control port."""
-        self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := (await reader.readline()).decode(errors="replace"):
-                try:
-                    reply: dict = {"ok": True, **(await self.proxy.command(line))}
-                except FaultCommandError as exc:
-                    reply = {"ok": False, "error": str(exc)}
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-
-def send_command(control_port: int, line: str, timeout: float = 5.0) -> dict:
-    """Send one command to a ControlServer and return its JSON reply (blocking; for CLIs and tests)."""
-    import socket
-
-    with socket.create_connection((LOOPBACK, control_port), timeout=timeout) as sock:
-        sock.sendall(line.strip().encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
-
-
-class ThreadedFaultProxy:
-    """A FaultProxy on its own event loop in a daemon thread, with blocking methods (synchronous tests)."""
-
-    def __init__(self, target: tuple[str, int], *, listen_port: int = 0) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="netfault", daemon=True)
-        self._thread.start()
-        self.proxy: FaultProxy = self._call(self._make(target, listen_port))
-        self.port: int = self._call(self.proxy.start())
-
-    @staticmethod
-    async def _make(target: tuple[str, int], listen_port: int) -> FaultProxy:
-        return FaultProxy(target, listen_port=listen_port)  # built inside the loop that will use its Event
-
-    def _call(self, coro):  # type: ignore[no-untyped-def]
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    def command(self, line: str) -> dict:
-        """Run one text command (see FaultProxy.command) and return the status."""
-        return self._call(self.proxy.command(line))
-
-    def cut(self) -> None:
-        """Close every connection and refuse new ones."""
-        self.command("cut")
-
-    def drop(self) -> None:
-        """Blackhole the link."""
-        self.command("drop")
-
-    def restore(self) -> None:
-        """Back to a working link."""
-        self.command("restore")
-
-    def set_latency(self, latency_ms: int, jitter_ms: int = 0) -> None:
-        """Delay every chunk."""
-        self.command(f"latency {latency_ms} {jitter_ms}")
-
-    def status(self) -> dict:
-        """Link state and counters."""
-        return self.command("status")
-
-    def close(self) -> None:
-        """Stop the proxy and its thread."""
-        with contextlib.suppress(Exception):
-            self._call(self.proxy.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def __enter__(self) -> ThreadedFaultProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

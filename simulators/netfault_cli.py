@@ -14,7 +14,8 @@ import json
 import signal
 import sys
 
-from simulators.netfault import ControlServer, FaultCommandError, FaultProxy, parse_schedule, send_command
+from simulators.netfault import FaultCommandError, FaultProxy, parse_schedule
+from simulators.netfault_control import ControlServer, send_command
 from simulators.profiles import UnknownProfile, get_profile
 
 

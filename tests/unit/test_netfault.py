@@ -12,14 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from simulators.netfault import (
-    ControlServer,
-    FaultCommandError,
-    FaultProxy,
-    ThreadedFaultProxy,
-    parse_schedule,
-    send_command,
-)
+from simulators.netfault import FaultCommandError, FaultProxy, parse_schedule
+from simulators.netfault_control import ControlServer, ThreadedFaultProxy, send_command
 from tests.support import PYTHON, REPO
 
 

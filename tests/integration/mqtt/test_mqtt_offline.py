@@ -19,7 +19,7 @@ import pytest
 from agent.link import mqtt as agent_mqtt
 from simulators.fleet import LOAD_METRIC, FleetOptions
 from simulators.models import digits_data
-from simulators.netfault import ThreadedFaultProxy
+from simulators.netfault_control import ThreadedFaultProxy
 from tests.integration.mqtt.conftest import MqttHub
 from tests.support import wait_for
 
