@@ -43,7 +43,7 @@ def svg_chart(title: str, aggregate: dict[str, Any], *, chart_id: str) -> str:
         lo = 0.0  # anchor at zero unless the series sits far above it
     if hi == lo:  # a flat series: give it room above and below
         pad = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
+        lo, hi = (lo - pad if lo < 0 or lo - pad >= 0 else 0.0), hi + pad  # a series that is never negative stays so
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(at_ms: float) -> float:

@@ -4,12 +4,13 @@ Grafana dashboard in docs/ read); the hub's is checked in tests/unit/test_hub_me
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.runtime_support import http, start_runtime
-from tests.support import Processes
+from tests.support import REPO, Processes
 
 
 def test_runtime_metrics_parse_and_count_requests(processes: Processes, digits_model: Path) -> None:
@@ -26,3 +27,9 @@ def test_runtime_metrics_parse_and_count_requests(processes: Processes, digits_m
     request_counts = [s.value for f in families.values() for s in f.samples
                       if "request" in s.name and s.name.endswith(("_total", "_count"))]  # fmt: skip
     assert request_counts and max(request_counts) >= 5, sorted(families)
+    # What the Grafana dashboard in docs/ charts of the runtimes, the runtime exposes.
+    samples = {s.name for f in families.values() for s in f.samples}
+    grafana = (REPO / "docs" / "grafana-edgeport.json").read_text()
+    charted = set(re.findall(r"edgeport_(?!hub_)[a-z_]+", grafana))
+    missing = sorted(n for n in charted if n not in samples)
+    assert charted and not missing, f"docs/grafana-edgeport.json charts what a runtime does not expose: {missing}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from hub.api.app import create_app
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
+from tests.support import REPO
 from tests.unit.dashboard_support import viewer_headers
 from tests.unit.enrollment import enroll
 
@@ -88,3 +90,16 @@ def test_two_hubs_in_one_process_keep_their_own_figures(hub: HubServices, tmp_pa
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def test_every_hub_metric_the_grafana_dashboard_charts_exists(hub: HubServices) -> None:
+    client = TestClient(create_app(hub), headers=viewer_headers(hub))
+    client.get("/api/v1/devices")  # one request, so the labelled histogram has series
+    hub.telemetry.store.insert([("d", "", "m.x", 1.0, _now_ms(), "{}")])  # one commit
+    exposed = {name for name in scrape(client)}
+    response = client.get("/metrics")
+    declared = {f.name for f in text_string_to_metric_families(response.text)}  # families with no series too
+    charted = set(re.findall(r"edgeport_hub_[a-z_]+", (REPO / "docs" / "grafana-edgeport.json").read_text()))
+    assert charted, "the Grafana dashboard charts no hub metric"
+    missing = sorted(n for n in charted if n not in exposed and n not in declared)
+    assert not missing, f"docs/grafana-edgeport.json charts metrics the hub does not expose: {missing}"
