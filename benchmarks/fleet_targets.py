@@ -1,4 +1,4 @@
-"""The fleet benchmark's targets (issue 5, at 10,000 agents) and the verdict on one run's results.
+"""The fleet benchmark's targets (at 10,000 agents) and the verdict on one run's results.
 
 Kept apart from `fleet.py` so the verdict can be tested without starting a fleet.
 """
@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-TARGET_SIZE = 10_000  # the issue sets its targets for a fleet of this many agents
+TARGET_SIZE = 10_000  # the targets are set for a fleet of this many agents
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ def format_verdicts(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = [
-        f"targets at {TARGET_SIZE:,} agents (issue 5; set for a 2-core machine as fast as the one its floors were "
+        f"targets at {TARGET_SIZE:,} agents (set for a 2-core machine as fast as the one its floors were "
         "measured on, so a slower machine misses the time targets by its slowness too):"
     ]
     for row in rows:

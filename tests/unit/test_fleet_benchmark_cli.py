@@ -1,4 +1,5 @@
-"""benchmarks/fleet.py bad input: one clear line, exit 2, before any process is started."""
+"""benchmarks/fleet.py and benchmarks/mqtt_clients.py bad input: one clear line, exit 2, before any process is
+started."""
 
 from __future__ import annotations
 
@@ -24,3 +25,18 @@ def test_fleet_benchmark_bad_input(args: list[str], message: str) -> None:
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
     assert "size " not in done.stdout  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sizes", "ten"], "--sizes 'ten': expected numbers like 1000,2000"),
+        (["--rounds", "0"], "--rounds at least 1"),
+    ],
+)
+def test_mqtt_clients_benchmark_bad_input(args: list[str], message: str) -> None:
+    done = subprocess.run([PYTHON, "benchmarks/mqtt_clients.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "size " not in done.stdout

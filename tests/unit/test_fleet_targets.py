@@ -1,4 +1,4 @@
-"""benchmarks/fleet_targets.py: the fleet benchmark holds each 10,000-agent run against the issue's targets."""
+"""benchmarks/fleet_targets.py: the fleet benchmark holds each 10,000-agent run against its targets."""
 
 from __future__ import annotations
 
