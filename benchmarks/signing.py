@@ -9,7 +9,8 @@
    verifies every state) and the same run with the agents' verification replaced, in this process only,
    by a plain parse: what the deploy would cost without signatures on the agent side. The hub signs in
    both (its share, N signatures per deploy, is part 1's figure times N). Rounds alternate so that a
-   noisy machine weighs on both alike; medians are quoted.
+   noisy machine weighs on both alike; medians are quoted, of the wall time and of the CPU seconds the
+   fleet (this process) and the hub spent on each deploy, which a busy machine disturbs less.
 
     python benchmarks/signing.py                       # 1,000 agents, 3 rounds each way
     python benchmarks/signing.py --agents 200 --rounds 2
@@ -208,9 +209,18 @@ class Bench:
         self.hub("model", "register", "-n", "digits", "-p", str(folder))
         return "digits"
 
-    def deploy(self, round_no: int, version: int) -> float:
-        """Deploy (round 0) or update the service to model version `version`; seconds until all Healthy."""
+    def hub_cpu(self) -> float:
+        """CPU seconds the hub process has used so far."""
+        assert self.hub_proc is not None
+        with open(f"/proc/{self.hub_proc.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def deploy(self, round_no: int, version: int) -> tuple[float, float, float]:
+        """Deploy (round 0) or update the service to model version `version`: (seconds until all Healthy,
+        CPU seconds of this process (the fleet), CPU seconds of the hub) over it."""
         self.model(str(round_no))
+        fleet_cpu, hub_cpu = time.process_time(), self.hub_cpu()
         start = time.monotonic()
         if round_no == 0:
             self.hub("deploy", "-n", "signed", "-m", f"digits:{version}", "--target", self.label, "--no-wait")
@@ -224,7 +234,7 @@ class Bench:
             return n >= self.agents or f"{n}/{self.agents} Healthy"
 
         self._wait(f"round {round_no}", healthy, self.timeout)
-        return time.monotonic() - start
+        return time.monotonic() - start, time.process_time() - fleet_cpu, self.hub_cpu() - hub_cpu
 
 
 def fleet_rounds(work: Path, agents: int, rounds: int, timeout: float) -> dict[str, Any]:
@@ -240,6 +250,8 @@ def fleet_rounds(work: Path, agents: int, rounds: int, timeout: float) -> dict[s
     fleet = FleetLoop(options)
     real_verify = trust.DesiredStateTrust.verify
     times: dict[str, list[float]] = {"signed": [], "unchecked": []}
+    fleet_cpu: dict[str, list[float]] = {"signed": [], "unchecked": []}
+    hub_cpu: dict[str, list[float]] = {"signed": [], "unchecked": []}
     try:
         print(f"  starting {agents} agents (enrolling each)...", flush=True)
         t = time.monotonic()
@@ -248,24 +260,36 @@ def fleet_rounds(work: Path, agents: int, rounds: int, timeout: float) -> dict[s
         bench._wait("online", lambda: bench.db(online) >= agents or f"{bench.db(online)}/{agents} online", timeout)
         print(f"  {agents} online after {time.monotonic() - t:.1f}s", flush=True)
         # Round 0 brings the service (the first pull of the runtime's environment); it is not counted.
-        warmup = bench.deploy(0, 1)
+        warmup, _, _ = bench.deploy(0, 1)
         print(f"  warm-up deploy: {warmup:.1f}s to {agents} Healthy (not counted)", flush=True)
         for i in range(2 * rounds):
             mode = "signed" if i % 2 == 0 else "unchecked"
             # Swapped between rounds, while no desired state is in flight; the loop reads the attribute per call.
             trust.DesiredStateTrust.verify = real_verify if mode == "signed" else _unchecked_verify  # type: ignore[method-assign]
-            seconds = bench.deploy(i + 1, i + 2)
+            seconds, fleet_s, hub_s = bench.deploy(i + 1, i + 2)
             times[mode].append(seconds)
-            print(f"  round {i + 1} ({mode}): deploy -> {agents} Healthy in {seconds:.2f}s", flush=True)
+            fleet_cpu[mode].append(fleet_s)
+            hub_cpu[mode].append(hub_s)
+            print(f"  round {i + 1} ({mode}): deploy -> {agents} Healthy in {seconds:.2f}s; CPU s: fleet "
+                  f"{fleet_s:.2f}, hub {hub_s:.2f}", flush=True)  # fmt: skip
     finally:
         trust.DesiredStateTrust.verify = real_verify  # type: ignore[method-assign]
         fleet.close()
         if bench.hub_proc is not None:
             bench.hub_proc.terminate()
             bench.hub_proc.wait(60)
-    signed, unchecked = statistics.median(times["signed"]), statistics.median(times["unchecked"])
-    return {"agents": agents, "rounds": times, "signed_median_s": signed, "unchecked_median_s": unchecked,
-            "overhead_pct": (signed / unchecked - 1) * 100}  # fmt: skip
+    med = statistics.median
+    return {
+        "agents": agents,
+        "rounds": times,
+        "fleet_cpu_s": fleet_cpu,
+        "hub_cpu_s": hub_cpu,
+        "signed_median_s": med(times["signed"]),
+        "unchecked_median_s": med(times["unchecked"]),
+        "overhead_pct": (med(times["signed"]) / med(times["unchecked"]) - 1) * 100,
+        "fleet_cpu_median_s": {k: med(v) for k, v in fleet_cpu.items()},
+        "hub_cpu_median_s": {k: med(v) for k, v in hub_cpu.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
             hub_ms = m["hub_sign_us"] * args.agents / 1000
             print(f"fleet of {args.agents}: deploy -> all Healthy, median of {args.rounds} rounds each: signed "
                   f"{f['signed_median_s']:.2f}s, verification stubbed {f['unchecked_median_s']:.2f}s "
-                  f"({f['overhead_pct']:+.1f} %); the hub's signatures for one deploy: {hub_ms:.0f} ms of CPU",
+                  f"({f['overhead_pct']:+.1f} %); CPU s per deploy, signed vs stubbed: fleet "
+                  f"{f['fleet_cpu_median_s']['signed']:.2f} vs {f['fleet_cpu_median_s']['unchecked']:.2f}, hub "
+                  f"{f['hub_cpu_median_s']['signed']:.2f} vs {f['hub_cpu_median_s']['unchecked']:.2f}; the hub's "
+                  f"signatures for one deploy: {hub_ms:.0f} ms of CPU",
                   flush=True)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
