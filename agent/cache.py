@@ -65,8 +65,11 @@ class ArtifactCache:
         max_bytes: int = DEFAULT_MAX_BYTES,
         sync: Callable[[int], None] = os.fsync,
         client: RegistryClient | None = None,
+        registry_tokens: dict[str, str] | None = None,
     ) -> None:
         self.root = Path(root)
+        # Bearer tokens by registry HOST:PORT (the hub's pull token): sent only to the registry it is for.
+        self.registry_tokens = registry_tokens or {}
         self.sync = sync  # makes a written file's bytes durable (given its fd)
         self.client = client or RegistryClient()  # agents of one process share one: its connections
         self.max_bytes = max_bytes
@@ -173,6 +176,9 @@ class ArtifactCache:
         url = urllib.parse.urlsplit(registry if "://" in registry else f"http://{registry}")
         path = f"{url.path.rstrip('/')}/v2/{repository}/blobs/{digest}"
         headers = {"Range": f"bytes={have}-"} if have else {}
+        token = self.registry_tokens.get(url.netloc)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         sink = _PartialFile(partial, hasher, have)
         try:
             response = await self.client.get(f"{url.scheme}://{url.netloc}{path}", sink.write, headers)

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,6 +132,7 @@ class AgentDaemon:
                 self.config.cache_max_bytes,
                 sync=self.parts.sync_file,
                 client=self.parts.registry_client,
+                registry_tokens=_hub_pull_token(self.identity),
             ),
             EnvironmentCache(self.data_dir / "envs"),
             self.parts.supervisor(self.data_dir / "logs"),
@@ -297,6 +299,14 @@ class AgentDaemon:
                 self.parts.registry_client.close()
             self._lock.release()
             self.parts.say("stopped")
+
+
+def _hub_pull_token(identity: Identity) -> dict[str, str]:
+    """{hub HOST:PORT: pull token}: the cache sends the token to the hub's OCI endpoint and nowhere else."""
+    if not identity.pull_token:
+        return {}
+    netloc = urllib.parse.urlsplit(identity.hub if "://" in identity.hub else f"http://{identity.hub}").netloc
+    return {netloc: identity.pull_token}
 
 
 def main_async(config: AgentConfig) -> int:

@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from hub.errors import ERRORS_BY_CODE, BadInput, HubError, StorageError
+from hub.credentials import logged_in_hub, resolve_token
+from hub.errors import ERRORS_BY_CODE, BadInput, HubError, StorageError, Unauthorized
 from hub.names import validate_name
 
 DEFAULT_HUB = "http://127.0.0.1:7070"
@@ -46,8 +47,8 @@ class LocalFile:
 
 
 def default_hub_url() -> str:
-    """`EDGEPORT_HUB` or http://127.0.0.1:7070."""
-    return os.environ.get("EDGEPORT_HUB") or DEFAULT_HUB
+    """`EDGEPORT_HUB`, else the hub `hub login` stored last, else http://127.0.0.1:7070."""
+    return os.environ.get("EDGEPORT_HUB") or logged_in_hub() or DEFAULT_HUB
 
 
 def collect_files(model_path: Path) -> list[LocalFile]:
@@ -111,11 +112,15 @@ def safe_target(target_dir: Path, rel: str) -> Path:
 class HubClient:
     """Talks to one hub's REST and OCI APIs; raises the same HubError classes the hub raised."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 60.0) -> None:
+        """`token`: the API token to send; None takes `--token`, `$EDGEPORT_TOKEN` or `hub login`'s (see
+        `hub.credentials`)."""
         self.url = (url or default_hub_url()).rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise BadInput(f"bad hub URL {self.url!r}: expected http://HOST:PORT")
-        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0))
+        self.token = token or resolve_token(self.url)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -134,7 +139,7 @@ class HubClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
-        _raise_for_error(response)
+        self._raise_for_error(response)
         return response
 
     @contextlib.contextmanager
@@ -144,10 +149,21 @@ class HubClient:
             with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:
                     response.read()
-                    _raise_for_error(response)
+                    self._raise_for_error(response)
                 yield response
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
+
+    def _raise_for_error(self, response: httpx.Response) -> None:
+        try:
+            _raise_for_error(response)
+        except Unauthorized as exc:
+            if self.token:
+                raise
+            raise Unauthorized(
+                f"{exc.message}. No token was given: pass --token, set $EDGEPORT_TOKEN, "
+                f"or run 'hub login --hub {self.url} --token TOKEN'"
+            ) from None
 
     def _unreachable(self, exc: httpx.TransportError) -> HubError:
         if isinstance(exc, httpx.ConnectError):
@@ -163,7 +179,7 @@ class HubClient:
             raise self._unreachable(exc) from None
         if response.status_code == 404:
             return False
-        _raise_for_error(response)
+        self._raise_for_error(response)
         return True
 
     def upload_blob(self, source: Path, digest: str, size: int, progress: Progress | None = None) -> bool:
@@ -317,8 +333,12 @@ def _raise_for_error(response: httpx.Response) -> None:
         error = response.json().get("error") or {}
         cls = ERRORS_BY_CODE.get(error.get("code", ""), HubError)
         message = error.get("message") or response.reason_phrase
-    except (ValueError, AttributeError):
-        cls, message = HubError, f"hub answered {response.status_code} {response.reason_phrase}"
+    except (ValueError, AttributeError):  # no JSON body (a HEAD): the status says enough
+        by_status = {401: "unauthorized", 403: "forbidden"}
+        cls = ERRORS_BY_CODE.get(by_status.get(response.status_code, ""), HubError)
+        message = f"hub answered {response.status_code} {response.reason_phrase} to {response.request.method} " + (
+            response.request.url.path
+        )
     if response.status_code == 404 and cls is HubError:
         cls = ERRORS_BY_CODE["not_found"]
     raise cls(message)

@@ -45,9 +45,11 @@ class DeployClient:
 
     # ---- devices ----
 
-    def enroll_device(self, name: str, labels: list[str], expires: str = "1h") -> dict[str, str]:
-        """Register a device; `{"device", "token", "expires"}`."""
-        body = {"name": name, "labels": labels, "expires": expires}
+    def enroll_device(
+        self, name: str, labels: list[str], expires: str = "1h", *, replace: bool = False
+    ) -> dict[str, str]:
+        """Register a device (`replace`: the name of a revoked one); `{"device", "token", "expires"}`."""
+        body = {"name": name, "labels": labels, "expires": expires, "replace": replace}
         return self.hub.request("POST", "/api/v1/devices", json=body).json()
 
     def list_devices(self) -> list[dict[str, Any]]:
@@ -139,6 +141,10 @@ class DeployClient:
     def keys(self, name: str) -> dict[str, str]:
         """`{"primaryKey", "secondaryKey"}`."""
         return self.hub.request("GET", f"/api/v1/services/{name}/keys").json()
+
+    def token(self, name: str, ttl_seconds: int = 3600) -> dict[str, Any]:
+        """A scoring token for a service with token auth: `{"accessToken", "tokenType", "expiryOn", "refreshAfter"}`."""
+        return self.hub.request("POST", f"/api/v1/services/{name}/token", json={"ttl_seconds": ttl_seconds}).json()
 
     def regenerate_key(self, name: str, key: str) -> dict[str, str]:
         """New primary or secondary key."""

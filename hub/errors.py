@@ -51,6 +51,14 @@ class Unauthorized(HubError):
     code = "unauthorized"
 
 
+class Forbidden(HubError):
+    """The credentials are valid but their role does not allow the call: exit 2, HTTP 403."""
+
+    http_status = 403
+    exit_code = 2
+    code = "forbidden"
+
+
 class StorageError(HubError):
     """Stored data is damaged or the disk failed (corrupt blob, disk full): exit 1, HTTP 500/507."""
 
@@ -67,5 +75,7 @@ class InsufficientStorage(StorageError):
 
 
 ERRORS_BY_CODE: dict[str, type[HubError]] = {
-    cls.code: cls for cls in (HubError, BadInput, NotFound, Conflict, Unauthorized, StorageError, InsufficientStorage)
+    cls.code: cls for cls in (
+        HubError, BadInput, NotFound, Conflict, Unauthorized, Forbidden, StorageError, InsufficientStorage
+    )
 }

@@ -58,15 +58,29 @@ class FleetService:
         return hmac.new(self._token_key, token_id.encode(), hashlib.sha256).hexdigest()[:40]
 
     def create_token(
-        self, device_id: str, labels: list[str] | dict[str, str], ttl_s: int = DEFAULT_TOKEN_TTL_S
+        self,
+        device_id: str,
+        labels: list[str] | dict[str, str],
+        ttl_s: int = DEFAULT_TOKEN_TTL_S,
+        *,
+        replace: bool = False,
     ) -> dict[str, str]:
-        """Register `device_id` (pending) and return `{"device", "token", "expires"}` (expires: ISO UTC)."""
+        """Register `device_id` (pending) and return `{"device", "token", "expires"}` (expires: ISO UTC).
+
+        A revoked device's name is enrolled again only with `replace` (an admin's deliberate choice):
+        otherwise whoever revoked it could find it back in the fleet by accident.
+        """
         validate_fleet_name("device", device_id)
         parsed = parse_labels(labels)
         check_token_lifetime(ttl_s)
         existing = self.store.get(device_id)
         if existing is not None and existing["state"] == "enrolled":
             raise Conflict(f"device {device_id} is already enrolled; run `hub device revoke {device_id}` first")
+        if existing is not None and existing["state"] == "revoked" and not replace:
+            raise Conflict(
+                f"device {device_id} was revoked; enrolling that name again needs --replace "
+                f"(`hub device enroll {device_id} --replace`)"
+            )
         token_id = secrets.token_hex(8)
         secret = self._secret(token_id)
         expires_at = time.time() + ttl_s

@@ -22,6 +22,7 @@ from typing import Protocol
 import uvicorn
 
 from hub import collector, event_loop
+from hub.access import ADMIN_TOKEN_FILE
 from hub.api.app import create_app
 from hub.control.channel import AgentChannel
 from hub.control.mqtt_bridge import MqttBridge
@@ -117,6 +118,15 @@ async def run_hub(config: HubConfig) -> None:
     try:
         sock = _listen(config.host, config.port)
         port = sock.getsockname()[1]
+        # Before anything answers, so whoever sees the hub up finds DATA_DIR/admin.token in place.
+        admin_token = hub.services.access.ensure_admin_token()
+        if admin_token is not None:  # a new data dir (or no admin token left): shown this once
+            token_file = config.data_dir / ADMIN_TOKEN_FILE
+            print(
+                f"admin API token (shown once; also in {token_file}, mode 0600): {admin_token}\n"
+                f"  use it: hub login --hub http://{config.host}:{port} --token $(cat {token_file})",
+                flush=True,
+            )
         uvicorn_config = uvicorn.Config(
             create_app(hub.services),
             log_level="warning",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.access import AccessService
 from hub.artifacts import ArtifactService
 from hub.blob_gc import BlobCollector
 from hub.blobs import BlobStore
@@ -22,6 +23,7 @@ from hub.pki import CertificateAuthority
 from hub.registry import RegistryService
 from hub.serve_config import DEFAULT_PORT, AgentChannelConfig, BlobGcConfig
 from hub.store import Database
+from hub.store.access import AccessStore
 from hub.store.deployments import DeploymentStore
 from hub.store.fleet import FleetStore
 from hub.store.telemetry import TelemetryStore
@@ -42,6 +44,7 @@ class HubServices:
     telemetry: TelemetryService
     control: ControlCore
     blob_collector: BlobCollector
+    access: AccessService
 
     @classmethod
     def open(
@@ -106,6 +109,11 @@ class HubServices:
         fleet.on_enrolled.append(lambda device_id: deployments.refresh([device_id]))
         deployments.on_devices_changed = control.notify_many
         fleet.on_device_changed = control.notify
+
+        def device_cert_serial(device_id: str) -> str | None:
+            standing = fleet.standing(device_id)
+            return standing["cert_serial"] if standing is not None and standing["state"] == "enrolled" else None
+
         return cls(
             data_dir=data_dir,
             db=db,
@@ -117,6 +125,7 @@ class HubServices:
             telemetry=telemetry,
             control=control,
             blob_collector=BlobCollector(db, blobs, grace_s=blob_gc.grace_s, interval_s=blob_gc.interval_s),
+            access=AccessService(AccessStore(db), data_dir, device_cert_serial),
         )
 
     def close(self) -> None:

@@ -112,8 +112,12 @@ class Demo:
             ],
             hub_log,
         )
-        self.wait_http(f"{self.hub_url}/openapi.json", 30, hub, hub_log)
+        self.wait_http(f"{self.hub_url}/api/v1/health", 30, hub, hub_log)
         print(f"hub ready at {self.hub_url} (agents' channel on 127.0.0.1:{self.grpc_port})")
+        # A new hub writes its first admin token there; every `hub` command below sends it.
+        token_file = data_dir / "admin.token"
+        self.env["EDGEPORT_TOKEN"] = token_file.read_text().strip()
+        print(f"$ export EDGEPORT_TOKEN=$(cat {token_file})   # the hub's first admin token", flush=True)
 
         self.say("Train a digits classifier from scikit-learn's bundled data and export it to ONNX")
         model_dir = self.work / "digits-model"

@@ -67,12 +67,13 @@ class FleetOptions:
     # measurably shorten a 1,000-agent deploy on 2 cores; the knob is for measuring on other machines.
     threads: int = int(os.environ.get("EDGEPORT_FLEET_THREADS", "0"))
     quiet: bool = False  # no per-agent progress lines (thousands of agents, one stdout)
+    # An admin API token for the enrollment calls (default: $EDGEPORT_TOKEN).
+    token: str = field(default_factory=lambda: os.environ.get("EDGEPORT_TOKEN", ""))
 
 
-def _post_json(url: str, body: dict, timeout: float = 30.0) -> dict:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
+def _post_json(url: str, body: dict, token: str = "", timeout: float = 30.0) -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
@@ -179,7 +180,10 @@ class SimulatedFleet:
         labels = {"profile": self.profile.name, "fleet": self.options.name_prefix, **self.options.labels}
         async with gate:
             reply = await asyncio.to_thread(
-                _post_json, f"http://{self.options.hub}/api/v1/devices", {"name": name, "labels": labels}
+                _post_json,
+                f"http://{self.options.hub}/api/v1/devices",
+                {"name": name, "labels": labels},
+                self.options.token,
             )
         return str(reply["token"])
 

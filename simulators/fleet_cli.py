@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--count", type=int, required=True, help="number of simulated devices")
     ap.add_argument("--hub", default="127.0.0.1:7070", help="hub API HOST:PORT (default 127.0.0.1:7070)")
     ap.add_argument(
+        "--token", default=os.environ.get("EDGEPORT_TOKEN", ""),
+        help="admin API token for enrolling the devices (default $EDGEPORT_TOKEN)",
+    )
+    ap.add_argument(
         "--profile",
         default="iot-edge",
         help="device profile: cloud-vm, cloud-vm-gpu, k8s-node, iot-edge (default), fpga-board",
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         telemetry_paused=args.telemetry_paused,
         shared_runtime=args.shared_runtime,
         quiet=args.quiet,
+        token=args.token,
     )
     try:
         # Run as `python -m simulators fleet`: the command line to start afresh with after enrolling.

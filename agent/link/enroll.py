@@ -167,4 +167,5 @@ def enroll(
         credential=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
         mqtt=mqtt,
         signing_key=signing_key,
+        pull_token=response.pull_token,
     )

@@ -30,6 +30,7 @@ class EnrollTokenRequest(BaseModel):
     expires: str = Field(
         default=f"{DEFAULT_TOKEN_TTL_S // 3600}h", max_length=32, description="token lifetime, e.g. 30m, 1h, 2d"
     )
+    replace: bool = Field(default=False, description="enroll the name of a revoked device again")
 
 
 def _detail(services: HubServices, device: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def _detail(services: HubServices, device: dict[str, Any]) -> dict[str, Any]:
 @router.post("/devices", status_code=201, summary="Register a device and issue a one-time enrollment token")
 def create_device(body: EnrollTokenRequest, services: Services) -> dict[str, str]:
     """`{"device", "token", "expires"}`; the token is shown once."""
-    return services.fleet.create_token(body.name, body.labels, parse_duration(body.expires))
+    return services.fleet.create_token(body.name, body.labels, parse_duration(body.expires), replace=body.replace)
 
 
 @router.get("/devices", summary="Devices with inventory, last heartbeat, services and telemetry summary")

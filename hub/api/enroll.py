@@ -33,4 +33,5 @@ async def enroll(request: Request, services: Services) -> Response:
     if not enroll_request.token_id or not enroll_request.csr_pem:
         raise BadInput("enrollment request needs token_id and csr_pem")
     response = services.fleet.enroll(enroll_request)
+    response.pull_token = services.access.device_pull_token(response.device_id)
     return Response(response.SerializeToString(), media_type=PROTOBUF)

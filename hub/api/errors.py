@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.artifacts import RangeNotSatisfiable, UnknownBlob, UnknownManifest, UnknownRepository
-from hub.errors import BadInput, HubError
+from hub.errors import BadInput, Forbidden, HubError, Unauthorized
 
 log = logging.getLogger("hub.api")
 
@@ -24,6 +24,8 @@ _OCI_CODES: list[tuple[type[HubError], str]] = [
     (UnknownBlob, "BLOB_UNKNOWN"),
     (RangeNotSatisfiable, "RANGE_INVALID"),
     (BadInput, "UNSUPPORTED"),
+    (Unauthorized, "UNAUTHORIZED"),
+    (Forbidden, "DENIED"),
 ]
 
 

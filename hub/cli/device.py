@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "enroll",
         help="register a device and print its one-time enrollment token",
         description="Register NAME with labels and print a one-time enrollment token that expires (default 1h). "
-        "The token pins this hub's CA, so the agent trusts the hub on first contact. Enrolling a revoked "
-        "device again issues a new identity.",
+        "The token pins this hub's CA, so the agent trusts the hub on first contact. A revoked device's "
+        "name is enrolled again only with --replace, which issues a new identity. Needs an admin token.",
         examples="  hub device enroll cam-01 --label site=lab\n"
         '  hub device enroll cam-02 --expires 15m --output json   # {"device", "token", "expires"}\n',
     )
@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="label used by deploy targets (repeatable)",
     )
     p.add_argument("--expires", default="1h", help="token lifetime: 90s, 30m, 1h, 2d (default 1h, at most 30d)")
+    p.add_argument("--replace", action="store_true", help="enroll the name of a revoked device again (admin)")
     p.set_defaults(func=cmd_enroll)
 
     p = add_command(
@@ -111,7 +112,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     parse_labels(args.label)
     parse_token_lifetime(args.expires)  # at most 30 days, as the hub will insist
     client = _client(args)
-    out = client.enroll_device(args.name, args.label, args.expires)
+    out = client.enroll_device(args.name, args.label, args.expires, replace=args.replace)
     if args.output == "json":
         print_json(out)
     else:

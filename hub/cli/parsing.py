@@ -19,12 +19,18 @@ class HubArgumentParser(argparse.ArgumentParser):
 
 
 def add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """`--hub` and `--output`; on subcommands they default to SUPPRESS so either position works."""
+    """`--hub`, `--token` and `--output`; on subcommands they default to SUPPRESS so either position works."""
     suppress: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
     parser.add_argument(
         "--hub",
         metavar="URL",
         help=f"hub API address (default: $EDGEPORT_HUB or http://127.0.0.1:7070; now {default_hub_url()})",
+        **({"default": None} if defaults else suppress),
+    )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="hub API token (default: $EDGEPORT_TOKEN, or the one 'hub login' stored for this hub)",
         **({"default": None} if defaults else suppress),
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""`Workspace`: where the SDK finds the hub (a URL, or a config file like the seed's config.json)."""
+"""`Workspace`: where the SDK finds the hub (a URL, or a config file like the seed's config.json) and its token."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ CONFIG_NAMES = (Path(".edgeport") / "config.json", Path("config.json"))
 
 
 class Workspace:
-    """A connection to one hub. `Workspace(url)` or `Workspace.from_config()`."""
+    """A connection to one hub. `Workspace(url)` or `Workspace.from_config()`.
 
-    def __init__(self, url: str | None = None) -> None:
+    The API token is `token`, else `$EDGEPORT_TOKEN`, else the one `hub login` stored for this hub.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
         self.url = (url or default_hub_url()).rstrip("/")
-        self.client = HubClient(self.url)
+        self.client = HubClient(self.url, token=token)
 
     @classmethod
     def from_config(cls, path: str | Path | None = None) -> Workspace:
-        """Read `{"hub": URL}` from a JSON file.
+        """Read `{"hub": URL}` (and optionally `"token"`) from a JSON file.
 
         `path` may be the file itself, or a folder to search (with its parents) for
         `.edgeport/config.json` or `config.json`; None searches from the current folder.
@@ -32,7 +35,10 @@ class Workspace:
             raise BadInput(f"cannot read workspace config {config}: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("hub"), str):
             raise BadInput(f'workspace config {config} needs {{"hub": "http://HOST:PORT"}}')
-        return cls(data["hub"])
+        token = data.get("token")
+        if token is not None and not isinstance(token, str):
+            raise BadInput(f"workspace config {config}: token must be a string")
+        return cls(data["hub"], token=token)
 
     def close(self) -> None:
         """Close the HTTP connections."""

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from protos.edgeport.v1 import agent_pb2, agent_pb2_grpc
-from tests.integration.registry_support import RunningHub
+from tests.integration.registry_support import RunningHub, remember_hub
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 
@@ -50,10 +50,11 @@ def start_control_hub(
 
     def ready() -> bool:
         assert proc.poll() is None, f"hub exited early:\n{processes.log(proc)}"
-        with urllib.request.urlopen(f"{url}/api/v1/devices", timeout=2) as r:
+        with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as r:
             return r.status == 200 and f"{grpc_port}" in processes.log(proc)
 
     wait_for(ready, timeout=30, what=f"hub on {url}")
+    remember_hub(url, data_dir)
     return ControlHub(RunningHub(url, port, data_dir, proc, processes), grpc_port)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.supervisor import process_start_time
+from tests.integration.registry_support import auth, cli_env, remember_hub
 from tests.support import PYTHON, Processes, free_port, wait_for
 
 IDLE_RSS_LIMIT = 50 * 1024 * 1024
@@ -32,7 +33,13 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         name="hub",
     )  # fmt: skip
     try:
-        wait_for(lambda: _hub(f"127.0.0.1:{port}", "device", "list").returncode == 0, timeout=30, what="hub up")
+        def up() -> bool:
+            if not (tmp / "hub" / "admin.token").exists():  # written before the API answers
+                return False
+            remember_hub(f"http://127.0.0.1:{port}", tmp / "hub")
+            return _hub(f"127.0.0.1:{port}", "device", "list").returncode == 0
+
+        wait_for(up, timeout=30, what="hub up")
         yield f"127.0.0.1:{port}"
     finally:
         procs.stop_all()
@@ -40,7 +47,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def _hub(address: str, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [PYTHON, "-m", "hub.cli.main", "--hub", f"http://{address}", "--output", "json", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=cli_env(f"http://{address}"))
 
 
 def _token(hub: str, device: str) -> str:
@@ -162,7 +169,7 @@ def test_outage_store_and_forward(tmp_path: Path, processes: Processes) -> None:
     wait_for(lambda: _status(data)["outbox"]["messages"] <= 1, timeout=15, what="outbox acked and trimmed")
 
     query = f"http://{address}/api/v1/telemetry?device=sf-dev&metric=agent.rss_bytes&limit=500"
-    with urllib.request.urlopen(query, timeout=15) as resp:
+    with urllib.request.urlopen(urllib.request.Request(query, headers=auth(f"http://{address}")), timeout=15) as resp:
         points = json.loads(resp.read())
     during = [p for p in points if outage_start_ms <= p["at_ms"] <= outage_end_ms]
     assert during, f"no telemetry from the outage window reached the hub: {points[:3]}"

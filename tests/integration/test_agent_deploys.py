@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.registry_support import CliResult, hub_cli
+from tests.integration.registry_support import CliResult, hub_cli, remember_hub
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 SCORE_PY = "def init():\n    pass\n\n\ndef run(raw):\n    return {'echo': raw}\n"
@@ -50,7 +50,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, procs: Processes) -> Iterato
     url = f"http://127.0.0.1:{port}"
     procs.start([PYTHON, "-m", "hub", "serve", "--data-dir", str(tmp / "hub"), "--port", str(port),
                  "--grpc-port", str(free_port())], name="hub", cwd=REPO)  # fmt: skip
-    wait_for(lambda: httpx.get(f"{url}/api/v1/devices", timeout=2).status_code == 200, timeout=30, what="hub up")
+    wait_for(lambda: httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200, timeout=30, what="hub up")
+    remember_hub(url, tmp / "hub")
     token = _ok(hub_cli(url, "device", "enroll", "dev-1", "--output", "json")).json()["token"]
     agent = procs.start(
         [PYTHON, "-m", "agent", "run", "--hub", f"127.0.0.1:{port}", "--data-dir", str(tmp / "agent"),

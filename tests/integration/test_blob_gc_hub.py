@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.registry_support import hub_cli, start_hub
+from tests.integration.registry_support import auth, hub_cli, start_hub
 from tests.support import Processes
 
 
@@ -28,7 +28,7 @@ def test_deleting_a_version_and_collecting_reclaims_its_own_blobs_only(processes
 
     deleted = hub_cli(hub.url, "model", "delete", "m:1")
     assert deleted.code == 0, deleted.err
-    with httpx.Client(base_url=hub.url, timeout=30) as http:
+    with httpx.Client(base_url=hub.url, headers=auth(hub.url), timeout=30) as http:
         kept = http.post("/api/v1/blobs/gc").json()  # the hub's grace period (1 h): nothing goes yet
         assert kept["collected"] == 0 and kept["recent"] == 2
         time.sleep(0.2)

@@ -22,7 +22,7 @@ import pytest
 from hub import Webservice, Workspace
 from simulators.models import digits_data
 from tests.integration.control_support import ThrottledProxy, start_control_hub
-from tests.integration.registry_support import hub_cli
+from tests.integration.registry_support import auth, hub_cli, hub_token
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 SCORE_PY = '''\
@@ -105,7 +105,7 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
         agents[name] = _start_agent(processes, api_port, tmp_path / name, name, token["token"])
 
     def all_online() -> bool:  # polled through the API directly: a CLI start per poll is slow on 2 cores
-        devices = httpx.get(f"{url}/api/v1/devices", timeout=10).json()
+        devices = httpx.get(f"{url}/api/v1/devices", headers=auth(url), timeout=10).json()
         return len(devices) == 3 and all(d["online"] for d in devices)
 
     wait_for(all_online, timeout=30, interval=0.3, what="three agents online")
@@ -142,7 +142,7 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
         assert httpx.post(d["scoring_uri"], json={"data": [row]}, timeout=10).status_code == 401  # key required
     for d in _ok(hub_cli(url, "service", "show", "digits-onnx", "--output", "json")).json()["devices"]:
         assert d["phase"] == "Healthy" and _score(d["scoring_uri"], row)["label"] == [label]
-    ws = Workspace(url)
+    ws = Workspace(url, token=hub_token(url))
     assert Webservice(ws, "scorer").run({"data": [row]})["label"] == [label]  # SDK sends the key itself
 
     step("two services healthy and scored")
@@ -189,7 +189,7 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     agents["edge-c"] = _start_agent(processes, api_port, tmp_path / "edge-c", "edge-c-restarted")
 
     def big_healthy() -> bool:
-        return httpx.get(f"{url}/api/v1/services/big-svc", timeout=10).json()["state"] == "Healthy"
+        return httpx.get(f"{url}/api/v1/services/big-svc", headers=auth(url), timeout=10).json()["state"] == "Healthy"
 
     wait_for(big_healthy, timeout=60, interval=0.3, what="big-svc healthy after the agent restart")
     resumed = proxy.bytes_down - before
@@ -198,13 +198,13 @@ def _run(processes: Processes, tmp_path: Path, digits_model: Path, api_port: int
     step("resumed after SIGKILL")
     # ---- telemetry arrived and is queryable: the agent's RSS, the runtimes' request counters ----
     def telemetry(**params: str) -> list[dict[str, Any]]:
-        r = httpx.get(f"{url}/api/v1/telemetry", params=params, timeout=10)
+        r = httpx.get(f"{url}/api/v1/telemetry", params=params, headers=auth(url), timeout=10)
         assert r.status_code == 200, r.text
         return r.json()
 
     wait_for(lambda: telemetry(device="edge-a", metric="agent.rss_bytes"), timeout=15, what="agent telemetry")
     wait_for(lambda: telemetry(device="edge-a", service="scorer"), timeout=15, what="runtime telemetry")
-    assert httpx.get(f"{url}/api/v1/telemetry", params={"limit": 0}, timeout=10).status_code == 400
+    assert httpx.get(f"{url}/api/v1/telemetry", params={"limit": 0}, headers=auth(url), timeout=10).status_code == 400
     rss = _ok(hub_cli(url, "device", "telemetry", "edge-a", "--metric", "agent.rss_bytes", "--since", "10m",
                       "--output", "json")).json()
     assert rss and all(p["metric"] == "agent.rss_bytes" and p["value"] > 0 for p in rss)

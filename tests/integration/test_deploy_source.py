@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.registry_support import CliResult, assert_one_line_error, hub_cli, start_hub
+from tests.integration.registry_support import (
+    CliResult,
+    api_request,
+    assert_one_line_error,
+    hub_cli,
+    hub_token,
+    start_hub,
+)
 from tests.support import Processes
 
 TARGET = "site=source-test"
@@ -50,7 +57,7 @@ def _deploy(url: str, name: str, ic: Path) -> CliResult:
 
 def _hub_has(url: str, content: str | bytes) -> bool:
     raw = content.encode() if isinstance(content, str) else content
-    req = urllib.request.Request(f"{url}/api/v1/blobs/sha256:{hashlib.sha256(raw).hexdigest()}", method="HEAD")
+    req = api_request(url, f"/api/v1/blobs/sha256:{hashlib.sha256(raw).hexdigest()}", method="HEAD")
     try:
         with urllib.request.urlopen(req, timeout=10):
             return True
@@ -124,7 +131,7 @@ def test_the_sdk_warns_about_key_like_files_and_refuses_a_changing_one(hub_url: 
     from hub import InferenceConfig, Webservice, Workspace
     from hub.sourcedir import SourceChanged
 
-    ws = Workspace(hub_url)
+    ws = Workspace(hub_url, token=hub_token(hub_url))
     _source(tmp_path, {"score.py": "def init(): pass\ndef run(d): return 'sdk'\n", "deploy.key": "PRIVATE"})
     ic = InferenceConfig(entry_script="score.py", source_directory=tmp_path / "src")
     with pytest.warns(UserWarning, match=r"deploy\.key .* looks like a private key"):

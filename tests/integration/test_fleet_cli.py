@@ -3,17 +3,15 @@ afresh (as an agent does after enrolling) and runs its agents without enrollment
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
 from tests.integration.control_support import start_control_hub
+from tests.integration.registry_support import api_get
 from tests.support import PYTHON, REPO, Processes, wait_for
 
 
 def _online(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/api/v1/devices", timeout=5) as r:
-        devices = json.loads(r.read())
+    devices = api_get(url, "/api/v1/devices")
     return sum(1 for d in (devices["devices"] if isinstance(devices, dict) else devices) if d.get("online"))
 
 
@@ -22,7 +20,8 @@ def test_fleet_enrolls_then_starts_afresh_without_enrollment_in_memory(processes
     address = hub.url.removeprefix("http://")
     fleet = processes.start(
         [PYTHON, "-m", "simulators", "fleet", "--count", "3", "--hub", address, "--transport", "grpc",
-         "--profile", "k8s-node", "--data-dir", str(tmp_path / "fleet"), "--name-prefix", "fx"],
+         "--profile", "k8s-node", "--data-dir", str(tmp_path / "fleet"), "--name-prefix", "fx",
+         "--token", hub.hub.token],
         name="fleet", cwd=REPO,
     )  # fmt: skip
     wait_for(lambda: _online(hub.url) == 3, timeout=60, what="3 fleet devices online")

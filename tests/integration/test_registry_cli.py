@@ -48,7 +48,7 @@ def known_model(hub: RunningHub, digits_model: Path) -> str:
 
 def _register(hub: RunningHub, name: str, path: Path) -> dict[str, Any]:
     """Set-up registrations go through the same HubClient in-process (the CLI itself is tested elsewhere)."""
-    with HubClient(hub.url) as client:
+    with HubClient(hub.url, token=hub.token) as client:
         return client.register_model(name, path)
 
 
@@ -249,7 +249,7 @@ def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) 
     src.write_bytes(payload)
     digest = _register(hub, name, src)["files"][0]["digest"]
     # a first good download primes the hub's verification cache: damage must still be caught
-    with HubClient(hub.url) as client:
+    with HubClient(hub.url, token=hub.token) as client:
         client.download_model(name, 1, tmp_path / "ok")
     blob = hub.data_dir / "blobs" / "sha256" / digest.split(":")[1]
     if damage == "truncate":
@@ -266,12 +266,12 @@ def _corrupt_and_check(hub: RunningHub, tmp_path: Path, name: str, damage: str) 
     assert_one_line_error(result, 1, "corrupt", digest)
     assert not list(target.rglob("*")) if target.exists() else True  # nothing half-written under the real name
     assert f"corrupt blob {digest}" in hub.log()
-    raw = httpx.get(f"{hub.url}/v2/models/{name}/blobs/{digest}", timeout=10)  # what any OCI client sees
+    raw = httpx.get(f"{hub.url}/v2/models/{name}/blobs/{digest}", auth=("oci", hub.token), timeout=10)  # any OCI client
     assert raw.status_code == 500 and "is corrupt on disk" in raw.json()["errors"][0]["message"]
     assert registry_snapshot(hub.url) == before
     if damage == "truncate":  # uploading the same content again repairs the stored copy
         _register(hub, name, src)
-        with HubClient(hub.url) as client:
+        with HubClient(hub.url, token=hub.token) as client:
             client.download_model(name, 1, tmp_path / "healed")
         assert (tmp_path / "healed" / src.name).read_bytes() == payload
 

@@ -45,8 +45,8 @@ def model(hub: RunningHub, digits_model: Path, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture
 def http(hub: RunningHub) -> Iterator[httpx.Client]:
-    """A plain HTTP client on the hub."""
-    with httpx.Client(base_url=hub.url, timeout=10) as client:
+    """A plain HTTP client on the hub, with its admin token (as a registry password, as OCI clients send it)."""
+    with httpx.Client(base_url=hub.url, auth=("any-user", hub.token), timeout=10) as client:
         yield client
 
 
@@ -134,7 +134,8 @@ def test_blob_get_head_and_ranges(http: httpx.Client, model: dict[str, Any]) -> 
 
 
 def test_stock_oras_client_pulls_the_files(hub: RunningHub, model: dict[str, Any], tmp_path: Path) -> None:
-    client = oras.client.OrasClient(insecure=True)
+    client = oras.client.OrasClient(insecure=True, auth_backend="basic")
+    client.auth.set_basic_auth("any-user", hub.token)  # an API token as the password, like a registry's PAT
     pulled = client.pull(target=f"127.0.0.1:{hub.port}/models/digits:1", outdir=str(tmp_path))
     assert sorted(Path(p).relative_to(tmp_path).as_posix() for p in pulled) == sorted(f["path"] for f in model["files"])
     for f in model["files"]:

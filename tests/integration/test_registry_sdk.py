@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hub import BadInput, Model, NotFound, Workspace
+from hub.errors import Unauthorized
 from tests.integration.registry_support import RunningHub, start_hub
-from tests.support import Processes
+from tests.support import PYTHON, Processes
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
 
 
 def test_register_get_download_delete(hub: RunningHub, digits_model: Path, tmp_path: Path) -> None:
-    ws = Workspace(hub.url)
+    ws = Workspace(hub.url, token=hub.token)
     model = Model.register(
         ws,
         model_path=str(digits_model),
@@ -68,6 +72,16 @@ def test_workspace_from_config(hub: RunningHub, tmp_path: Path, monkeypatch: pyt
     assert Workspace.from_config(project / ".edgeport" / "config.json").url == hub.url
     assert Workspace.from_config(deep).url == hub.url  # searched upward
     monkeypatch.chdir(deep)
+    monkeypatch.delenv("EDGEPORT_TOKEN", raising=False)
+    monkeypatch.setenv("EDGEPORT_CONFIG", str(tmp_path / "user" / "config.json"))
+    with pytest.raises(Unauthorized, match="hub login"):  # no token anywhere: the message says where to put one
+        Model.list(Workspace.from_config())
+    # `hub login` stores the token (0600) where the SDK's Workspace finds it for that hub
+    env = {**os.environ, "EDGEPORT_CONFIG": str(tmp_path / "user" / "config.json")}
+    login = subprocess.run([PYTHON, "-m", "hub", "login", "--hub", hub.url, "--token", hub.token],
+                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert login.returncode == 0 and "as admin (admin)" in login.stdout, login.stderr
+    assert stat.S_IMODE((tmp_path / "user" / "config.json").stat().st_mode) == 0o600
     ws = Workspace.from_config()
     assert ws.url == hub.url
     assert isinstance(Model.list(ws), list)
@@ -81,7 +95,7 @@ def test_workspace_from_config(hub: RunningHub, tmp_path: Path, monkeypatch: pyt
 
 
 def test_sdk_errors_are_hub_errors(hub: RunningHub, tmp_path: Path) -> None:
-    ws = Workspace(hub.url)
+    ws = Workspace(hub.url, token=hub.token)
     with pytest.raises(NotFound, match="model 'nothing' not found"):
         Model(ws, "nothing")
     with pytest.raises(BadInput, match="does not exist"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import oras.client
 
-from tests.integration.registry_support import hub_cli, start_hub
+from tests.integration.registry_support import auth, hub_cli, start_hub
 from tests.support import Processes
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -30,7 +30,7 @@ def test_empty_one_byte_and_repeated_files_register_download_and_pull(processes:
     assert files["one.bin"]["size"] == 1
     assert len({f["digest"] for p, f in files.items() if p.startswith("same/")}) == 1
 
-    with httpx.Client(base_url=hub.url, timeout=10) as http:
+    with httpx.Client(base_url=hub.url, headers=auth(hub.url), timeout=10) as http:
         assert http.head(f"/api/v1/blobs/{EMPTY_SHA256}").status_code == 200
         # the same empty blob uploaded again: already stored, nothing changes
         again = http.put(f"/api/v1/blobs/{EMPTY_SHA256}", content=b"")

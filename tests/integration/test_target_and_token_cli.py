@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.control_support import start_control_hub
-from tests.integration.registry_support import assert_one_line_error, hub_cli
+from tests.integration.registry_support import assert_one_line_error, auth, hub_cli
 from tests.support import Processes
 
 
 def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+                                     headers={"Content-Type": "application/json", **auth(url)})  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=10) as r:
             return r.status, json.loads(r.read())

@@ -22,6 +22,7 @@ from hub.api import blobs as blob_routes
 from hub.api.app import create_app
 from hub.api.limits import MAX_BLOB_BYTES, MAX_BODY_BYTES, MAX_JSON_DEPTH, json_depth_exceeds
 from hub.services import HubServices
+from tests.unit.access_support import token_headers
 from tests.unit.enrollment import enroll
 
 HOSTILE_TEXT = [
@@ -70,7 +71,7 @@ def setup(hub: HubServices) -> Iterator[tuple[TestClient, dict[str, str]]]:
     plausible = {
         "name": "digits", "version": "1", "digest": digest, "reference": "1", "device": "dev-1", "service": "svc",
     }
-    with TestClient(create_app(hub), raise_server_exceptions=False) as client:
+    with TestClient(create_app(hub), headers=token_headers(hub), raise_server_exceptions=False) as client:
         yield client, plausible
 
 
@@ -242,7 +243,8 @@ def test_a_blob_upload_announcing_more_than_the_limit_is_refused_before_reading(
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
         "path": f"/api/v1/blobs/{digest}", "raw_path": f"/api/v1/blobs/{digest}".encode(), "query_string": b"",
-        "root_path": "", "headers": [(b"content-length", str(MAX_BLOB_BYTES + 1).encode())],
+        "root_path": "", "headers": [(b"content-length", str(MAX_BLOB_BYTES + 1).encode()),
+                                     *[(k.lower().encode(), v.encode()) for k, v in token_headers(hub).items()]],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 7070),
     }
 
@@ -269,7 +271,7 @@ def test_a_chunked_blob_upload_past_the_limit_stops_and_leaves_nothing(
         for i in range(0, len(data), 500):
             yield data[i : i + 500]
 
-    with TestClient(create_app(hub)) as client:
+    with TestClient(create_app(hub), headers=token_headers(hub)) as client:
         refused = client.put(f"/api/v1/blobs/{digest}", content=chunks())
     assert refused.status_code == 413 and refused.json()["error"]["code"] == "payload_too_large"
     assert not hub.blobs.exists(digest)

@@ -26,6 +26,7 @@ from hub.serve_config import BlobGcConfig
 from hub.services import HubServices
 from hub.store.db import RESERVE_FILE
 from protos.edgeport.v1 import agent_pb2
+from tests.unit.access_support import token_headers
 from tests.unit.enrollment import enroll
 
 HOUR = 3600.0
@@ -109,7 +110,7 @@ def test_a_half_finished_registrations_orphans_are_collected_and_fresh_uploads_k
 def test_a_blob_a_client_found_stored_is_spared_until_its_registration(hub: HubServices) -> None:
     old = hub.blobs.put_bytes(b"uploaded long ago, never registered")
     _age(hub, old)
-    client = TestClient(create_app(hub))
+    client = TestClient(create_app(hub), headers=token_headers(hub))
     assert client.head(f"/api/v1/blobs/{old}").status_code == 200  # the client will not upload it again
     assert BlobCollector(hub.db, hub.blobs, grace_s=HOUR).collect().collected == 0
     assert client.post("/api/v1/models", json={
@@ -154,7 +155,7 @@ def test_blobs_a_live_deployment_needs_are_kept(hub: HubServices, tmp_path: Path
 def test_the_rest_route_runs_one_collection_and_checks_its_body(hub: HubServices) -> None:
     orphan = hub.blobs.put_bytes(b"orphan")
     _age(hub, orphan)
-    client = TestClient(create_app(hub))
+    client = TestClient(create_app(hub), headers=token_headers(hub))
     hub.blob_collector.grace_s = HOUR
     answer = client.post("/api/v1/blobs/gc")
     assert answer.status_code == 200 and answer.json()["collected"] == 1 and answer.json()["reclaimed_bytes"] == 6
@@ -219,6 +220,7 @@ def test_on_a_full_disk_delete_and_collection_succeed_and_the_reserve_comes_back
         hub = HubServices.open(disk / "hub")
         try:
             assert (disk / "hub" / RESERVE_FILE).stat().st_size > 0
+            admin = token_headers(hub)  # while there is room for it
             for n in range(3):  # a few models with ~2 MB each
                 _register(hub, f"m{n}", {f"part{i}": os.urandom(512 * 1024) for i in range(4)})
             _age_all(hub)
@@ -227,7 +229,8 @@ def test_on_a_full_disk_delete_and_collection_succeed_and_the_reserve_comes_back
                 _register(hub, "more", {"x": os.urandom(1024 * 1024)})
             # More rows make the database grow: a registration cannot go in, but a delete must.
             with caplog.at_level(logging.INFO):
-                deleted = TestClient(create_app(hub)).delete("/api/v1/models/m0/versions/1")  # `hub model delete`
+                client = TestClient(create_app(hub), headers=admin)
+                deleted = client.delete("/api/v1/models/m0/versions/1")  # `hub model delete`
                 assert deleted.status_code == 200, deleted.text
                 for n in range(1, 3):
                     hub.registry.delete_version(f"m{n}", 1)

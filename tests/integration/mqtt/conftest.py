@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from hub.control.mqtt_auth import BrokerAuth
 from hub.control.mqtt_broker import MosquittoBroker
 from protos.mqtt.topics import Topics
 from simulators.fleet import FleetOptions, SimulatedFleet
+from tests.integration.registry_support import api_get, cli_env, hub_token, remember_hub
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 T = TypeVar("T")
@@ -68,6 +69,7 @@ class MqttHub:
             return self.processes.log(proc).count("agents MQTT") > before  # type: ignore[union-attr]
 
         wait_for(ready, timeout=30, what="hub with MQTT bridge")
+        remember_hub(self.url, self.data_dir)
 
     def stop(self) -> None:
         """Stop `hub serve` (SIGTERM)."""
@@ -82,12 +84,11 @@ class MqttHub:
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run `hub --hub URL ARGS...`."""
         return subprocess.run([PYTHON, "-m", "hub", "--hub", self.url, *args], capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO)
+                              timeout=timeout, cwd=REPO, env=cli_env(self.url))
 
     def get(self, path: str) -> Any:
-        """GET an API path (JSON)."""
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
-            return json.loads(r.read())
+        """GET an API path (JSON) with the hub's admin token."""
+        return api_get(self.url, path)
 
     def device(self, name: str) -> dict[str, Any]:
         """`GET /api/v1/devices/NAME`."""
@@ -150,6 +151,8 @@ def fleet_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[FleetThread] = []
 
     def make(options: FleetOptions) -> FleetThread:
+        if not options.token:  # enroll with the admin token of the hub the fleet is pointed at
+            options = dataclasses.replace(options, token=hub_token(f"http://{options.hub}"))
         ft = FleetThread(options)
         started.append(ft)
         return ft
