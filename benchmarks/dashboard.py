@@ -9,6 +9,7 @@ every agent's simulated sensor sending points. Then, with ingest running:
     (from the hub's own /metrics counter), and the hub's CPU;
   * ingest with the dashboard open: the same while one viewer's tab polls what the page script
     polls (the fleet fragment every 2 s, the device's charts fragment every 10 s);
+    the two alternate, twice, and each figure is the mean of its two windows;
   * latency: --requests sequential GETs each of the fleet fragment (first page of 100 rows, counts
     of all N), of one device's chart query (REST aggregate, 1 h in 1-minute buckets), and of the
     device page's charts fragment (8 aggregates drawn as SVG): p50 / p95 / max.
@@ -216,6 +217,11 @@ class Bench:
         }
 
 
+def _mean(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's mean over the runs."""
+    return {k: round(sum(r[k] for r in runs) / len(runs), 3) for k in runs[0]}
+
+
 def _cpu(proc: psutil.Process) -> float:
     """CPU seconds (user + system) of a process and its children (the hub's helpers)."""
     total = 0.0
@@ -235,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="telemetry points per second offered by the whole fleet (default 2000)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=10, help="points per telemetry message (default 10)")
     ap.add_argument("--telemetry-interval", type=int, default=15, help="agents' own figures every N s (default 15)")
-    ap.add_argument("--window", type=float, default=30.0, help="seconds each ingest phase is measured (default 30)")
+    # 45 s: a whole number of the sensors' 5 s batches and of the agents' own 15 s telemetry rounds, which
+    # arrive in bursts (the fleet's agents start together).
+    ap.add_argument("--window", type=float, default=45.0,
+                    help="seconds each of the four ingest phases is measured (default 45)")  # fmt: skip
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds of ingest before measuring (default 10)")
     ap.add_argument("--requests", type=int, default=100, help="GETs per latency figure (default 100)")
     args = ap.parse_args(argv)
@@ -245,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"dashboard benchmark: {args.agents} agents, {args.points_per_s:g} points/s offered", flush=True)
             device = bench.setup()
-            without = bench.ingest(viewer=False, device=device)
-            print(f"  ingest, no dashboard: {without}", flush=True)
-            with_tab = bench.ingest(viewer=True, device=device)
-            print(f"  ingest, dashboard open: {with_tab}", flush=True)
+            # Alternate without / with, twice, so a drift in the machine's load falls on both alike.
+            phases = [bench.ingest(viewer=open_tab, device=device) for open_tab in (False, True, False, True)]
+            for open_tab, figures in zip((False, True, False, True), phases, strict=True):
+                print(f"  ingest, {'dashboard open' if open_tab else 'no dashboard'}: {figures}", flush=True)
+            without = _mean(phases[0::2])
+            with_tab = _mean(phases[1::2])
             fleet_page = bench.latency("/ui/fragments/fleet?selector=&page=0")
             chart_query = bench.latency(
                 f"/api/v1/devices/{device}/telemetry/aggregate?metric=sim.load&since=3600&every=60"
@@ -268,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest_without_dashboard": without,
         "ingest_with_dashboard": with_tab,
         "ingest_ratio": round(ratio, 3),
+        "ingest_phases": [{"dashboard_open": bool(i % 2), **p} for i, p in enumerate(phases)],
         "fleet_page": fleet_page,
         "chart_query": chart_query,
         "device_charts_fragment": charts_fragment,

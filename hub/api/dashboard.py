@@ -131,20 +131,30 @@ def static_file(filename: Annotated[str, Path(max_length=64)]) -> Response:
 @router.get("/ui/fragments/fleet", response_class=HTMLResponse)
 def fleet_fragment(services: Services, _viewer: Viewer, selector: Selector = "", page: Page = 0) -> HTMLResponse:
     """Counts by state and one page of the device table."""
-    devices = services.fleet.list()
     selector = selector.strip()
+    # Counting needs only each device's standing (one read of the last commit, never waiting for the ingest
+    # writer); the full rows are read for the page shown, not for the whole fleet.
     if selector:
         try:
             parse_target(selector)
         except BadInput as exc:
             return _html(f"<p class=\"note error\">{escape(exc.message)}</p>")
-        picked = set(services.fleet.select(selector))
-        devices = [d for d in devices if d["name"] in picked]
+        standings = services.fleet.select_standings(selector)  # a target never picks a revoked device
+    else:
+        standings = services.fleet.standings()
+    standings.sort(key=lambda r: r["id"])
+    start = page * pages.FLEET_PAGE_SIZE
+    shown = []
+    for r in standings[start:start + pages.FLEET_PAGE_SIZE]:
+        try:
+            shown.append(services.fleet.show(r["id"]))
+        except NotFound:  # deleted since the standings were read
+            continue
     services_on: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for view in services.deployments.list():
         for d in view["devices"]:
             services_on[d["device"]].append((view["name"], d["phase"]))
-    return _html(pages.fleet_fragment(devices, services_on, selector=selector, page=page, total=len(devices)))
+    return _html(pages.fleet_fragment(standings, shown, services_on, selector=selector, page=page))
 
 
 @router.get("/ui/fragments/devices/{name}", response_class=HTMLResponse)

@@ -126,22 +126,24 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 def fleet_fragment(
-    devices: list[dict[str, Any]],
+    standings: list[dict[str, Any]],
+    shown: list[dict[str, Any]],
     services_on: dict[str, list[tuple[str, str]]],
     *,
     selector: str,
     page: int,
-    total: int,
     now: float | None = None,
 ) -> str:
     """Counts by state, then one page of the device table (Mender's columns).
 
-    `devices`: every device the selector picks (counted), `services_on`: device -> [(service, phase)].
+    `standings`: every device the selector picks (`id`, `state`, `online`: counted); `shown`: the public
+    views of this page's devices; `services_on`: device -> [(service, phase)].
     """
     now = time.time() if now is None else now
+    total = len(standings)
     counts = Counter("revoked" if d["state"] == "revoked" else "online" if d["online"] else
-                     "pending" if d["state"] == "pending" else "offline" for d in devices)
-    phases = Counter(phase for d in devices for _, phase in services_on.get(d["name"], []))
+                     "pending" if d["state"] == "pending" else "offline" for d in standings)
+    phases = Counter(phase for d in standings for _, phase in services_on.get(d["id"], []))
     tiles = "".join(
         f'<div class="tile {cls}" data-count="{key}"><b>{counts.get(key, 0)}</b>{label}</div>'
         for key, cls, label in (("online", "ok", "online"), ("offline", "bad", "offline"),
@@ -151,9 +153,8 @@ def fleet_fragment(
         f'<div class="tile {PHASE_CLASS.get(p, "wait")}" data-phase-count="{_e(p)}"><b>{n}</b>{_e(p)}</div>'
         for p, n in sorted(phases.items())
     )
-    start = page * FLEET_PAGE_SIZE
     rows = []
-    for d in devices[start:start + FLEET_PAGE_SIZE]:
+    for d in shown:
         klass, accelerators = hardware_class(d.get("hardware"))
         presence = "revoked" if d["state"] == "revoked" else "online" if d["online"] else "offline"
         transport = f' <small>{_e(d["transport"])}</small>' if d["online"] and d.get("transport") else ""

@@ -88,3 +88,15 @@ def test_service_and_registry_pages_say_there_is_nothing_yet(hub: HubServices) -
     registry = client.get("/ui/fragments/registry").text
     assert "no model registered yet" in registry and "no profile stored" in registry
     assert client.get("/ui/services/scorer").status_code == 200  # the shell; its fragment says 404
+
+
+def test_fleet_table_pages_by_100_and_counts_the_whole_fleet(hub: HubServices) -> None:
+    for i in range(105):
+        hub.fleet.create_token(f"dev-{i:03d}", {"site": "lab"}, 3600)
+    client = _client(hub)
+    first = client.get("/ui/fragments/fleet").text
+    second = client.get("/ui/fragments/fleet", params={"page": 1}).text
+    assert first.count("<tr data-device=") == 100 and second.count("<tr data-device=") == 5
+    assert 'data-device="dev-000"' in first and 'data-device="dev-104"' in second
+    assert '<div class="tile wait" data-count="pending"><b>105</b>' in second
+    assert "page 1 of 2" in first and 'data-page-link="1"' in first
