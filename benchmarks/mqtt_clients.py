@@ -5,8 +5,7 @@ once per phase, the phases alternating between the two clients (codec, gmqtt, co
 that a busy machine weighs on both alike. Each phase is benchmarks/fleet.py's MQTT phase: connect,
 deploy a fresh model -> every device Healthy (CPU seconds of the fleet processes, the hub and the
 broker over it), a short telemetry window. A warm-up phase (the codec's) comes first and is left out
-of the medians: it also enrolls every device, and its devices come with nothing to clean up, so a
-first deploy was up to a third cheaper than the later ones, whichever the client.
+of the medians: it also enrolls every device, and a first deploy's figures varied the most between runs.
 
     python benchmarks/mqtt_clients.py --sizes 1000,2000 --rounds 2
 """

@@ -3,10 +3,11 @@
 Why not paho: a simulated fleet runs thousands of agents on one event loop and an edge device
 has a core to spare at best. paho builds a message-info object with its own lock for every
 packet and matches every topic against callbacks; sampled with py-spy over a 10,000-agent
-deploy and telemetry, that was about 45% of the fleet processes' Python time. The agent
-needs a small part of MQTT 5 (protos/mqtt/codec.py): here every packet written in one
+deploy and telemetry, that was about 45% of the fleet processes' Python time. Agent and hub
+need a small part of MQTT 5 (protos/mqtt/codec.py): here every packet written in one
 loop turn goes out in one write, whatever arrived in one read is handled in one pass, and
-keep-alive is one timer per connection.
+keep-alive is one timer per connection. Kept over a maintained asyncio MQTT 5 client as measured:
+gmqtt 0.8 (benchmarks/mqtt_clients.py) took deploy fleet CPU x0.98 at 1,000 agents, x1.14 at 2,000, x1.30 at 10,000.
 """
 
 from __future__ import annotations
