@@ -1,10 +1,10 @@
-"""The event loop the agent, the fleet simulator and the hub run on: uvloop's where installed.
+"""The event loop the agent and the fleet simulator run on: uvloop's where installed.
 
 uvloop (libuv, in C) does the loop's own work (callbacks, timers, socket transports) several
 times cheaper than asyncio's pure-Python selector loop. That work is much of an idle agent's
 CPU, and most of a simulated fleet's, where a thousand agents share one loop. It is already
 installed with uvicorn[standard]; `EDGEPORT_EVENT_LOOP=asyncio` picks asyncio's own loop (to
-rule the loop out when chasing a bug).
+rule the loop out when chasing a bug). The hub has its own copy of these lines (hub/event_loop.py).
 """
 
 from __future__ import annotations
