@@ -106,6 +106,8 @@ def run(sizes: list[int], repeats: int, work: Path, failures: list[str]) -> list
     try:
         start([sys.executable, "-m", "hub", "serve", "--data-dir", str(work / "hub"), "--port", str(port),
                "--grpc-port", str(grpc_port)], "hub")
+        _wait(lambda: (work / "hub" / "admin.token").exists(), 30, "the hub's admin token")
+        os.environ["EDGEPORT_TOKEN"] = (work / "hub" / "admin.token").read_text().strip()  # for every `hub` call
         _wait(lambda: _hub(url, "device", "list", check=False).returncode == 0, 30, "the hub")
         fleet = max(sizes)
         print(f"starting {fleet} agents ...", file=sys.stderr, flush=True)

@@ -202,6 +202,8 @@ class Bench:
             if time.monotonic() > deadline or self.hub_proc.poll() is not None:
                 raise RuntimeError(f"hub did not start: {(self.work / 'hub.log').read_text()[-2000:]}")
             time.sleep(0.1)
+        # The hub's first admin token: the `hub` CLI and the fleets (enrollment) run by this process send it.
+        os.environ["EDGEPORT_TOKEN"] = (self.work / "hub" / "admin.token").read_text().strip()
         self.sampler = Sampler(self.hub_proc.pid)
 
     def stop_hub(self) -> None:
@@ -333,7 +335,9 @@ class Bench:
         r.deploy_cpu_s = {"hub": self.sampler.cpu() - cpu_before["hub"],
                           "broker": cpu_seconds([broker_pid]) - cpu_before["broker"],
                           "fleets": cpu_seconds(fleet_pids) - cpu_before["fleets"], "runtimes": cpu_seconds(runtimes)}
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/services/{service}", timeout=120) as f:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v1/services/{service}",
+                                         headers={"Authorization": f"Bearer {os.environ['EDGEPORT_TOKEN']}"})
+        with urllib.request.urlopen(request, timeout=120) as f:
             api = sum(1 for d in json.loads(f.read())["devices"] if d["phase"] == "Healthy")
         if api != n:
             r.notes.append(f"the API shows {api}/{n} Healthy")

@@ -85,7 +85,9 @@ def raise_fd_limit() -> None:
 
 
 def _post_json(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST")
+    # The hub's admin token (main() reads it from the data dir once the hub is up).
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get('EDGEPORT_TOKEN', '')}"}
+    req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
     with urllib.request.urlopen(req, timeout=60) as r:
         return dict(json.loads(r.read()))
 
@@ -254,6 +256,7 @@ def run(args: argparse.Namespace) -> dict:
             if time.monotonic() > deadline or hub.poll() is not None:
                 raise RuntimeError(f"hub did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.1)
+        os.environ["EDGEPORT_TOKEN"] = (cache / "hub" / "admin.token").read_text().strip()
         t0 = time.monotonic()
         enrolled = enroll_missing(f"127.0.0.1:{port}", devices_dir, args.streams)
         if enrolled:

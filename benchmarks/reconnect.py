@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import statistics
 import sys
@@ -55,7 +56,11 @@ class ApiProbe:
         while not self._stop.wait(PROBE_EVERY_S):
             start = time.monotonic()
             try:
-                with urllib.request.urlopen(self.url, timeout=self.timeout_s) as reply:
+                # the hub's admin token, which the fleet benchmark put in the environment when it started the hub
+                request = urllib.request.Request(
+                    self.url, headers={"Authorization": f"Bearer {os.environ.get('EDGEPORT_TOKEN', '')}"}
+                )
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
                     reply.read()
             except OSError:
                 if self._stop.is_set():  # the hub went away because the round ended

@@ -106,7 +106,7 @@ def start_hub(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         if proc.poll() is not None:
             raise SystemExit(f"hub exited early:\n{log.read_text()}")
         try:
-            with urllib.request.urlopen(f"{url}/v2/", timeout=1):
+            with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1):
                 return proc, url
         except OSError:
             time.sleep(0.05)
@@ -178,7 +178,8 @@ def main() -> int:
     print(f"hub {url} (pid {proc.pid}), data {work / 'data'}", flush=True)
     results: list[SizeResult] = []
     try:
-        with HubClient(url, timeout=300) as client:
+        token = (work / "data" / "admin.token").read_text().strip()  # the new hub's first admin token
+        with HubClient(url, token=token, timeout=300) as client:
             hub_proc = psutil.Process(proc.pid)
             baseline_rss = hub_proc.memory_info().rss
             for label, size, repeats in (

@@ -3,8 +3,9 @@
 The commands are read from README.md itself, so the README cannot drift from what works. The two
 that a user leaves running in a terminal of their own (`hub serve`, `agent run`) are started in the
 background instead, on free ports (the test adds `--port`/`--grpc-port` and points the agent at that
-port) with the token `hub device enroll` printed; every other line runs in bash exactly as written,
-from a copy of `examples/` in a temp folder, with `EDGEPORT_HUB` naming the test's hub.
+port) with the token `hub device enroll` printed; every other line runs in bash exactly as written
+(`hub login` too, its config file in the temp folder), from a copy of `examples/` in a temp folder,
+with `EDGEPORT_HUB` naming the test's hub.
 """
 
 from __future__ import annotations
@@ -59,7 +60,10 @@ def test_readme_deploy_commands_run_as_written(tmp_path: Path) -> None:
     shutil.copytree(REPO / "examples", work / "examples", ignore=shutil.ignore_patterns("model.onnx", "__pycache__"))
     port, grpc_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "EDGEPORT_HUB": f"http://{address}", "PYTHONUNBUFFERED": "1"}
+    # `hub login` in the README stores its token in this test's own config, never the user's
+    env = {**os.environ, "EDGEPORT_HUB": f"http://{address}", "PYTHONUNBUFFERED": "1",
+           "EDGEPORT_CONFIG": str(tmp_path / "edgeport-config.json")}
+    env.pop("EDGEPORT_TOKEN", None)
     processes = Processes(tmp_path)
     pending: list[str] = []
     output = ""
@@ -77,7 +81,7 @@ def test_readme_deploy_commands_run_as_written(tmp_path: Path) -> None:
 
                     def hub_ready(hub: subprocess.Popen[bytes] = hub) -> bool:
                         assert hub.poll() is None, processes.log(hub)
-                        with urllib.request.urlopen(f"http://{address}/api/v1/devices", timeout=2) as r:
+                        with urllib.request.urlopen(f"http://{address}/api/v1/health", timeout=2) as r:
                             return r.status == 200
 
                     wait_for(hub_ready, timeout=60, what="the README's hub")
