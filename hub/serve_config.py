@@ -25,6 +25,7 @@ DEFAULT_TELEMETRY_RETENTION_S = 7 * 86400
 DEFAULT_RECONNECTS_PER_S = 500.0
 DEFAULT_BLOB_GRACE_S = 3600
 DEFAULT_BLOB_GC_INTERVAL_S = 600
+DEFAULT_AUDIT_RETENTION_S = 90 * 86400
 
 # Listen addresses that mean "every interface": agents cannot dial them, so the hub advertises its host name.
 UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -110,6 +111,7 @@ class HubConfig:
     agents: AgentChannelConfig = field(default_factory=AgentChannelConfig)
     mqtt: MqttConfig | None = None
     blob_gc: BlobGcConfig = field(default_factory=BlobGcConfig)
+    audit_retention_s: int = DEFAULT_AUDIT_RETENTION_S  # how long audit records are kept
 
     def __post_init__(self) -> None:
         _check_port("--port", self.port)

@@ -118,6 +118,8 @@ async def run_hub(config: HubConfig) -> None:
     try:
         sock = _listen(config.host, config.port)
         port = sock.getsockname()[1]
+        hub.services.access.audit_retention_s = config.audit_retention_s
+        hub.services.access.trim()  # what outlived the retention while the hub was down
         # Before anything answers, so whoever sees the hub up finds DATA_DIR/admin.token in place.
         admin_token = hub.services.access.ensure_admin_token()
         if admin_token is not None:  # a new data dir (or no admin token left): shown this once

@@ -40,7 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="run the hub server",
         description="Run the hub in the foreground: the REST admin API (/api/v1, OpenAPI at /openapi.json) and "
         "the OCI pull API (/v2/) on one port, state in one SQLite database and a blob store in the data "
-        "dir. One hub per data dir. Stop with Ctrl-C or SIGTERM.",
+        "dir. One hub per data dir. Stop with Ctrl-C or SIGTERM. Every call needs an API token: on a new data "
+        "dir (or when no admin token is left) the hub prints an admin token once and writes it to "
+        "DATA_DIR/admin.token (mode 0600); `hub login --token $(cat DATA_DIR/admin.token)` keeps it for the CLI.",
         examples="  hub serve                                   # 127.0.0.1:7070, data in ./.edgeport/hub\n"
         "  hub serve --data-dir /var/lib/edgeport --host 0.0.0.0 --port 7070\n",
     )
@@ -100,6 +102,12 @@ def _add_agent_channel_options(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_RECONNECTS_PER_S:.0f}, what a 2-core hub managed). Agents that lose the hub spread their "
         "reconnects over enrolled devices / this (at most 120 s), so a restart does not bring the whole fleet "
         "back in one burst",
+    )
+    parser.add_argument(
+        "--audit-retention",
+        default="90d",
+        metavar="DURATION",
+        help="how long the audit log keeps a record: 30d, 365d, ... (default 90d; at most a million records)",
     )
     parser.add_argument(
         "--telemetry-retention",
@@ -197,6 +205,7 @@ def config_from_args(args: argparse.Namespace) -> HubConfig:
         agents=agents,
         mqtt=mqtt,
         blob_gc=blob_gc,
+        audit_retention_s=_duration_option("--audit-retention", args.audit_retention),
     )
 
 

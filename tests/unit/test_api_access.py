@@ -9,6 +9,7 @@ import re
 import stat
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from hub.access import ADMIN_TOKEN_FILE
 from hub.api.app import create_app
+from hub.cli.main import build_parser
+from hub.cli.serve import config_from_args
 from hub.errors import BadInput, Conflict
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
@@ -250,3 +253,14 @@ def test_audit_is_bounded_in_size_and_time(hub: HubServices) -> None:
     kept = hub.access.audit(limit=1000)
     assert len(kept) == 50 and all(r["who"] == "w" for r in kept)
     assert kept[0]["action"] == "POST /119"  # the newest stay
+
+
+def test_serve_option_sets_the_audit_retention(tmp_path: Path) -> None:
+    def retention(*options: str) -> int:
+        args = build_parser().parse_args(["serve", "--data-dir", str(tmp_path), *options])
+        return config_from_args(args).audit_retention_s
+
+    assert retention() == 90 * 86400
+    assert retention("--audit-retention", "30d") == 30 * 86400
+    with pytest.raises(BadInput, match="--audit-retention"):
+        retention("--audit-retention", "0")
