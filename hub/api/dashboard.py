@@ -1,9 +1,9 @@
 """The dashboard's routes: page shells at `/` and `/ui/...`, the fragments they poll, and their static files.
 
-Shells carry no data (they name the fragments to load), so they are served to anyone; every
-fragment needs `Authorization: Bearer TOKEN`, which the page script sends from the token the
-viewer logged in with. The hub has no token store yet, so any non-empty token is accepted
-today; `viewer_token` is the one place that will check it (and its role) once there is one.
+Shells carry no data (they name the fragments to load), so the hub's access gate (hub/api/auth.py)
+lets anyone load them; every fragment is a read like any other and needs a viewer's token, which
+the page script sends as `Authorization: Bearer` from the token the viewer logged in with. The
+gate's 401 sends the page back to its login.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from hub.api.deps import Services
 from hub.dashboard import charts, pages
-from hub.errors import BadInput, NotFound, Unauthorized
+from hub.errors import BadInput, NotFound
 from hub.names import parse_duration, parse_target, validate_fleet_name
 from hub.telemetry import check_window
 
@@ -41,15 +41,6 @@ DEVICE_CHARTS = (
 MAX_SELECTOR = 1024
 
 
-def viewer_token(request: Request) -> str:
-    """The caller's bearer token; Unauthorized (401, which sends the page to its login) when there is none."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the dashboard needs a hub API token: send Authorization: Bearer TOKEN")
-    return token.strip()
-
-
-Viewer = Annotated[str, Depends(viewer_token)]
 DeviceName = Annotated[str, Path(max_length=255, description="the device's name")]
 ServiceName = Annotated[str, Path(max_length=255, description="the service's name")]
 Selector = Annotated[str, Query(max_length=MAX_SELECTOR, description="a target selector: name or k=v[,k=v]")]
@@ -129,7 +120,7 @@ def static_file(filename: Annotated[str, Path(max_length=64)]) -> Response:
 
 
 @router.get("/ui/fragments/fleet", response_class=HTMLResponse)
-def fleet_fragment(services: Services, _viewer: Viewer, selector: Selector = "", page: Page = 0) -> HTMLResponse:
+def fleet_fragment(services: Services, selector: Selector = "", page: Page = 0) -> HTMLResponse:
     """Counts by state and one page of the device table."""
     selector = selector.strip()
     # Counting needs only each device's standing (one read of the last commit, never waiting for the ingest
@@ -158,7 +149,7 @@ def fleet_fragment(services: Services, _viewer: Viewer, selector: Selector = "",
 
 
 @router.get("/ui/fragments/devices/{name}", response_class=HTMLResponse)
-def device_fragment(name: DeviceName, services: Services, _viewer: Viewer) -> HTMLResponse:
+def device_fragment(name: DeviceName, services: Services) -> HTMLResponse:
     """Inventory, services with generation and phase, each service's recent log lines."""
     device = services.fleet.show(validate_fleet_name("device", name))
     running = services.deployments.device_services(device["name"])
@@ -177,7 +168,7 @@ def device_fragment(name: DeviceName, services: Services, _viewer: Viewer) -> HT
 
 @router.get("/ui/fragments/devices/{name}/charts", response_class=HTMLResponse)
 def device_charts(
-    name: DeviceName, services: Services, _viewer: Viewer, since: Window = "1h", every: Window = "1m"
+    name: DeviceName, services: Services, since: Window = "1h", every: Window = "1m"
 ) -> HTMLResponse:
     """The device's runtime and system figures over time, as SVG."""
     device = services.fleet.show(validate_fleet_name("device", name))["name"]
@@ -194,19 +185,19 @@ def device_charts(
 
 
 @router.get("/ui/fragments/services", response_class=HTMLResponse)
-def services_fragment(services: Services, _viewer: Viewer) -> HTMLResponse:
+def services_fragment(services: Services) -> HTMLResponse:
     """Every service with its state and devices by phase."""
     return _html(pages.services_fragment(services.deployments.list()))
 
 
 @router.get("/ui/fragments/services/{name}", response_class=HTMLResponse)
-def service_fragment(name: ServiceName, services: Services, _viewer: Viewer) -> HTMLResponse:
+def service_fragment(name: ServiceName, services: Services) -> HTMLResponse:
     """One service's phase grid, URIs and rollout panel."""
     return _html(pages.service_fragment(services.deployments.show(validate_fleet_name("service", name))))
 
 
 @router.get("/ui/fragments/registry", response_class=HTMLResponse)
-def registry_fragment(services: Services, _viewer: Viewer) -> HTMLResponse:
+def registry_fragment(services: Services) -> HTMLResponse:
     """Models with versions, files and tags; the newest stored profiles."""
     versions = [v.to_json() for v in services.registry.list_versions()]
     profiles = [
