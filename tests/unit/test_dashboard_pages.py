@@ -9,12 +9,12 @@ from fastapi.testclient import TestClient
 from hub.api.app import create_app
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
-from tests.unit.dashboard_support import viewer_headers
+from tests.unit.access_support import token_headers
 
 
 def _client(hub: HubServices) -> TestClient:
     """A client of the hub's app that sends a viewer's token with every request unless told otherwise."""
-    return TestClient(create_app(hub), headers=viewer_headers(hub))
+    return TestClient(create_app(hub), headers=token_headers(hub, "viewer"))
 
 
 def test_shells_load_for_anyone_but_fragments_need_a_bearer_token(hub: HubServices) -> None:
@@ -28,7 +28,7 @@ def test_shells_load_for_anyone_but_fragments_need_a_bearer_token(hub: HubServic
         r = client.get("/ui/fragments/fleet", headers=headers)
         assert r.status_code == 401, headers  # the page script sends the viewer to the login page on 401
         assert "Bearer" in r.json()["error"]["message"]
-    assert client.get("/ui/fragments/fleet", headers=viewer_headers(hub)).status_code == 200
+    assert client.get("/ui/fragments/fleet", headers=token_headers(hub, "viewer")).status_code == 200
 
 
 def test_static_files_come_from_the_package_and_nothing_else_is_served(hub: HubServices) -> None:

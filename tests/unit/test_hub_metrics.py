@@ -13,7 +13,7 @@ from hub.api.app import create_app
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
 from tests.support import REPO
-from tests.unit.dashboard_support import viewer_headers
+from tests.unit.access_support import token_headers
 from tests.unit.enrollment import enroll
 
 
@@ -37,7 +37,7 @@ def value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **l
 
 
 def test_hub_metrics_parse_and_count_devices_messages_pushes_and_writes(hub: HubServices) -> None:
-    client = TestClient(create_app(hub), headers=viewer_headers(hub))
+    client = TestClient(create_app(hub), headers=token_headers(hub, "viewer"))
     first = scrape(client)
     assert value(first, "edgeport_hub_devices_online", transport="grpc") == 0
     assert value(first, "edgeport_hub_devices_online", transport="mqtt") == 0
@@ -64,7 +64,7 @@ def test_hub_metrics_parse_and_count_devices_messages_pushes_and_writes(hub: Hub
 
 
 def test_rest_latency_is_labelled_by_route_template_not_raw_path(hub: HubServices) -> None:
-    client = TestClient(create_app(hub), headers=viewer_headers(hub))
+    client = TestClient(create_app(hub), headers=token_headers(hub, "viewer"))
     for name in ("one", "two", "three"):
         assert client.get(f"/api/v1/devices/{name}").status_code == 404
     samples = scrape(client)
@@ -79,8 +79,8 @@ def test_rest_latency_is_labelled_by_route_template_not_raw_path(hub: HubService
 def test_two_hubs_in_one_process_keep_their_own_figures(hub: HubServices, tmp_path: Path) -> None:
     other = HubServices.open(tmp_path / "other")
     try:
-        a = TestClient(create_app(hub), headers=viewer_headers(hub))
-        b = TestClient(create_app(other), headers=viewer_headers(other))
+        a = TestClient(create_app(hub), headers=token_headers(hub, "viewer"))
+        b = TestClient(create_app(other), headers=token_headers(other, "viewer"))
         a.get("/api/v1/devices")
         counts_b = scrape(b).get("edgeport_hub_http_request_duration_seconds_count", [])
         assert not [lbl for lbl, _ in counts_b if lbl["route"] == "/api/v1/devices"]
@@ -93,7 +93,7 @@ def _now_ms() -> int:
 
 
 def test_every_hub_metric_the_grafana_dashboard_charts_exists(hub: HubServices) -> None:
-    client = TestClient(create_app(hub), headers=viewer_headers(hub))
+    client = TestClient(create_app(hub), headers=token_headers(hub, "viewer"))
     client.get("/api/v1/devices")  # one request, so the labelled histogram has series
     hub.telemetry.store.insert([("d", "", "m.x", 1.0, _now_ms(), "{}")])  # one commit
     exposed = {name for name in scrape(client)}

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from hub.api.app import create_app
 from hub.errors import BadInput
 from hub.services import HubServices
-from tests.unit.dashboard_support import viewer_headers
+from tests.unit.access_support import token_headers
 from tests.unit.enrollment import enroll
 
 NOW_S = 1_800_000_000.0  # a bucket edge (divisible by 60): the window's buckets are easy to name
@@ -92,7 +92,7 @@ def test_rest_routes_for_a_device_and_across_a_service(hub: HubServices) -> None
     now_ms = int(time.time() * 1000)
     for device, value in (("cam-01", 10.0), ("cam-02", 30.0)):
         _points(hub, device, "runtime.latency_p99_ms", [value], service="scorer", end_ms=now_ms - 1000)
-    client = TestClient(create_app(hub), headers=viewer_headers(hub))
+    client = TestClient(create_app(hub), headers=token_headers(hub, "viewer"))
     r = client.get("/api/v1/devices/cam-01/telemetry/aggregate", params={"metric": "p99_ms", "since": 60})
     assert r.status_code == 200, r.text
     assert r.json()["device"] == "cam-01" and [b["avg"] for b in r.json()["buckets"]] == [10.0]
