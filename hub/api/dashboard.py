@@ -19,10 +19,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from hub.api.deps import Services
+from hub.buckets import check_window
 from hub.dashboard import charts, pages
 from hub.errors import BadInput, NotFound
 from hub.names import parse_duration, parse_target, validate_fleet_name
-from hub.telemetry import check_window
 
 router = APIRouter(include_in_schema=False)  # pages for people, not part of the REST API's document
 

@@ -7,11 +7,11 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from hub.buckets import check_window
 from hub.cli.output import print_json, print_table
 from hub.client import HubClient
 from hub.errors import BadInput
 from hub.names import parse_duration
-from hub.telemetry import check_window
 
 DEFAULT_SINCE = "1h"
 
