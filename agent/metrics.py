@@ -11,8 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from agent.link.enroll import AGENT_VERSION
+from agent.telemetry import rss_bytes
+
+if TYPE_CHECKING:
+    from agent.daemon import AgentDaemon
+    from agent.session import HubSession
 
 MAX_REQUEST_HEAD = 8192  # a scraper's GET fits many times over; anything longer is not one
 READ_TIMEOUT_S = 5.0
@@ -121,3 +130,28 @@ class MetricsServer:
         with contextlib.suppress(ConnectionError):
             await writer.drain()
         writer.close()
+
+
+async def serve_agent_metrics(daemon: AgentDaemon, session: HubSession, host: str, port: int) -> MetricsServer:
+    """Start `/metrics` for a running daemon on HOST:PORT (the daemon's parts are set up); say where."""
+    loop = asyncio.get_running_loop()
+
+    def collect() -> AgentFigures:
+        assert daemon.state is not None and daemon.outbox is not None and daemon.identity is not None
+        outbox, reconciler = daemon.outbox, daemon.reconciler
+        return AgentFigures(
+            device=daemon.identity.device_id,
+            transport=daemon.config.transport,
+            version=AGENT_VERSION,
+            uptime_s=time.monotonic() - daemon.started,
+            desired_revision=daemon.state.desired().revision,
+            outbox_pending=outbox.next_seq() - outbox.first_pending_seq(),
+            seconds_since_sent=(loop.time() - session.last_sent) if session.last_sent else None,
+            runtimes={name: proc.alive() for name, proc in reconciler.procs.items()} if reconciler else {},
+            rss_bytes=rss_bytes(),
+        )
+
+    server = MetricsServer(collect)
+    bound = await server.start(host, port)
+    daemon.parts.say(f"metrics: http://{host}:{bound}/metrics")
+    return server
