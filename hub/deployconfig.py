@@ -9,7 +9,10 @@ Deployment config:
     {"computeType": "edge", "containerResourceRequirements": {"cpu": 1, "memoryInGB": 0.5},
      "port": 0, "authEnabled": false, "tokenAuthEnabled": false, "healthTimeoutSeconds": 60,
      "maxBatchSize": 1, "maxBatchDelayMs": 0, "executionProviders": [...], "quantizeInt8": false,
-     "maxBodyBytes": 0, "description": "...", "tags": {}, "properties": {}}
+     "maxBodyBytes": 0, "description": "...", "tags": {}, "properties": {},
+     "sslEnabled": false, "sslCertificate": "cert.pem", "sslKey": "key.pem", "sslCname": "scorer.example.com"}
+`sslCertificate`/`sslKey` are file paths relative to the deployment config on the client, which reads them
+(`resolve_tls_files`) and sends their PEM text; the hub checks the pair (`parse_deployment_config`).
 """
 
 from __future__ import annotations
@@ -48,7 +51,16 @@ DEPLOYMENT_KEYS = {
     "description",
     "tags",
     "properties",
+    "sslEnabled",
+    "sslCertificate",
+    "sslKey",
+    "sslCname",
 }
+TLS_FILE_KEYS = ("sslCertificate", "sslKey")
+MAX_PEM_BYTES = 256 * 1024
+# A DNS name (labels of letters, digits, hyphens; a leading "*." wildcard allowed), as a certificate SAN holds.
+_DNS_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"(\*\.)?({_DNS_LABEL}\.)*{_DNS_LABEL}")
 RESOURCE_KEYS = {"cpu", "memoryInGB"}
 # Every target kind the familiar tooling names deploys to Edgeport devices.
 COMPUTE_TYPES = {"edge", "device", "local", "aci", "aks"}
@@ -106,6 +118,10 @@ class DeploymentConfig:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
+    ssl_enabled: bool = False
+    ssl_certificate: str = ""  # PEM text (the client read the file)
+    ssl_key: str = ""  # PEM text
+    ssl_cname: str = ""
 
     @property
     def auth_mode(self) -> str:
@@ -158,7 +174,79 @@ def parse_deployment_config(data: Any, where: str = "deployment config") -> Depl
     for key in ("tags", "properties"):
         if key in data:
             setattr(dc, key, _str_map(where, key, data[key]))
+    _parse_tls(data, where, dc)
     return dc
+
+
+def _parse_tls(data: dict[str, Any], where: str, dc: DeploymentConfig) -> None:
+    """sslEnabled, sslCertificate + sslKey (PEM text here: a pair that belongs together), sslCname."""
+    if "sslEnabled" in data:
+        dc.ssl_enabled = _typed(where, "sslEnabled", data["sslEnabled"], bool)
+    if "sslCname" in data:
+        cname = _typed(where, "sslCname", data["sslCname"], str).strip().rstrip(".")
+        if cname and (len(cname) > 253 or not _DNS_NAME.fullmatch(cname)):
+            raise BadInput(f"{where}: sslCname {data['sslCname']!r} is not a DNS name")
+        dc.ssl_cname = cname
+    given = [k for k in TLS_FILE_KEYS if data.get(k)]
+    if not given:
+        return
+    if len(given) == 1:
+        missing = "sslKey" if given[0] == "sslCertificate" else "sslCertificate"
+        raise BadInput(f"{where}: {given[0]} is given without {missing}: give both, or neither (the hub issues one)")
+    if not dc.ssl_enabled:
+        raise BadInput(f"{where}: sslCertificate and sslKey need \"sslEnabled\": true")
+    cert = _typed(where, "sslCertificate", data["sslCertificate"], str)
+    key = _typed(where, "sslKey", data["sslKey"], str)
+    check_tls_pair(cert, key, where)
+    dc.ssl_certificate, dc.ssl_key = cert, key
+
+
+def check_tls_pair(cert_pem: str, key_pem: str, where: str) -> None:
+    """BadInput naming the field unless `cert_pem` is a PEM certificate (chain) and `key_pem` its private key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem.encode())
+    except ValueError:
+        raise BadInput(f"{where}: sslCertificate is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except TypeError:
+        raise BadInput(f"{where}: sslKey is encrypted; give an unencrypted PEM key") from None
+    except ValueError:
+        raise BadInput(f"{where}: sslKey is not a PEM private key") from None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    key_spki = key.public_key().public_bytes(serialization.Encoding.DER, pub)
+    if certs[0].public_key().public_bytes(serialization.Encoding.DER, pub) != key_spki:
+        raise BadInput(f"{where}: sslKey does not belong to sslCertificate (their public keys differ)")
+
+
+def resolve_tls_files(data: Any, base_dir: Path, where: str = "deployment config") -> Any:
+    """`data` with sslCertificate/sslKey file paths (relative to `base_dir`) replaced by the files' PEM text.
+
+    What the CLI and SDK send the hub; text that already is PEM is kept. BadInput names the field and file.
+    """
+    if not isinstance(data, dict) or not any(isinstance(data.get(k), str) and data.get(k) for k in TLS_FILE_KEYS):
+        return data
+    out = dict(data)
+    for key in TLS_FILE_KEYS:
+        value = out.get(key)
+        if value is None or value == "" or (isinstance(value, str) and value.lstrip().startswith("-----BEGIN")):
+            continue
+        path = Path(base_dir) / _typed(where, key, value, str)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_PEM_BYTES + 1)
+        except OSError as exc:
+            raise BadInput(f"{where}: {key} file {path} cannot be read: {exc.strerror or exc}") from None
+        if len(raw) > MAX_PEM_BYTES:
+            raise BadInput(f"{where}: {key} file {path} is over {MAX_PEM_BYTES // 1024} KiB: not a PEM file")
+        try:
+            out[key] = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadInput(f"{where}: {key} file {path} is not PEM text") from None
+    return out
 
 
 @dataclass

@@ -160,6 +160,22 @@ class CertificateAuthority:
         cert_path.write_bytes(pem)
         return key_path.read_bytes(), pem
 
+    def sign_server_key(self, public_key: ec.EllipticCurvePublicKey, name: str, hosts: list[str]) -> bytes:
+        """A server certificate (PEM) for a key held elsewhere (a service's runtime on a device), for `hosts`.
+
+        CN `name`; SANs: each host as an IP address or DNS name; usable only to serve TLS (EKU serverAuth)."""
+        sans = _general_names(hosts)
+        if not sans:
+            raise BadInput("a server certificate needs at least one host name or address")
+        cert = self._sign(
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])]))
+            .public_key(public_key)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
     def sign_csr(self, csr_pem: bytes, device_id: str) -> IssuedCertificate:
         """Sign a device CSR; the CN is always `device_id`, whatever the CSR asked for."""
         try:
@@ -192,6 +208,17 @@ class CertificateAuthority:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             return None
         return cert
+
+
+def _general_names(hosts: list[str]) -> list[x509.GeneralName]:
+    """Each host as an IPAddress SAN when it is an address, else a DNSName, without repeats."""
+    out: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            out.append(x509.DNSName(host))
+    return out
 
 
 def _san_names(cert: x509.Certificate) -> set[str]:

@@ -1,4 +1,4 @@
-"""Service (deployment) routes: deploy, list, show, update, delete, keys, logs."""
+"""Service (deployment) routes: deploy, list, show, update, delete, keys, scoring tokens, logs."""
 
 from __future__ import annotations
 
@@ -112,6 +112,21 @@ def service_keys(name: ServiceName, services: Services) -> dict[str, str]:
 def regenerate_key(name: ServiceName, body: RegenerateRequest, services: Services) -> dict[str, str]:
     """The new keys; devices get them with a new generation."""
     return services.deployments.regenerate_key(_service(name), body.key.lower())
+
+
+class TokenRequest(BaseModel):
+    """Body of `POST /api/v1/services/{name}/token`."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: int = Field(default=3600, ge=60, le=86400, description="how long the token is valid")
+
+
+@router.post("/{name}/token", summary="A scoring token for a service with token auth (tokenAuthEnabled)")
+def service_token(name: ServiceName, services: Services, body: TokenRequest | None = None) -> dict[str, Any]:
+    """`{"accessToken", "tokenType": "Bearer", "expiryOn", "refreshAfter"}` (unix seconds): send it as
+    'Authorization: Bearer TOKEN' to the service's scoring URI until expiryOn."""
+    ttl = (body or TokenRequest()).ttl_seconds
+    return services.deployments.token(_service(name), float(ttl))
 
 
 @router.get("/{name}/logs", summary="The runtime's last log lines from each device")

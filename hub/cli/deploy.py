@@ -11,7 +11,7 @@ from hub.cli.output import print_json, print_table
 from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.deploy_client import DeployClient, DeploymentFailed, Notify
-from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config
+from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config, resolve_tls_files
 from hub.names import ModelRef, parse_target, validate_fleet_name
 
 DEFAULT_WAIT_S = 600.0
@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--deployment-config",
         dest="dc",
         type=Path,
-        help="deployment config JSON (containerResourceRequirements, port, authEnabled, ...)",
+        help="deployment config JSON (containerResourceRequirements, port, authEnabled, tokenAuthEnabled, "
+        "sslEnabled [+ sslCertificate/sslKey files relative to it, sslCname], ...)",
     )
     p.add_argument(
         "--target",
@@ -88,8 +89,9 @@ def load_configs(ic_path: Path | None, dc_path: Path | None) -> tuple[Any, dict[
         )
     dc = None
     if dc_path is not None:
-        dc = load_json_file(dc_path, "deployment config")
-        parse_deployment_config(dc, where=f"deployment config {dc_path}")
+        where = f"deployment config {dc_path}"
+        dc = resolve_tls_files(load_json_file(dc_path, "deployment config"), dc_path.parent, where)
+        parse_deployment_config(dc, where=where)
     return ic, dc
 
 

@@ -12,7 +12,7 @@ from hub.cli.parsing import add_command
 from hub.client import HubClient
 from hub.deploy_client import DeployClient
 from hub.errors import BadInput
-from hub.names import ModelRef, parse_target, validate_fleet_name
+from hub.names import ModelRef, parse_duration, parse_target, validate_fleet_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Services made by `hub deploy`: their generation, state and every device's phase.",
         examples="  hub service list\n  hub service show scorer --output json\n"
         "  hub service update -n scorer -m digits:3\n  hub service logs scorer --lines 50\n"
-        "  hub service keys -n scorer\n  hub service delete scorer\n",
+        "  hub service keys -n scorer\n  hub service token -n scorer\n  hub service delete scorer\n",
     )
     sub = group.add_subparsers(dest="service_command", metavar="ACTION", required=True)
 
@@ -43,9 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="show one service",
         description="State, generation and per-device phase, message and scoring URIs.",
         examples="  hub service show scorer\n"
-        "  hub service show scorer --output json   # {name, state, generation, devices: [...]}\n",
+        "  hub service show scorer --output json   # {name, state, generation, tls, devices: [...]}\n"
+        "  hub service show scorer --ca > hub-ca.pem   # verify its https:// scoring URIs against this\n",
     )
     _name_args(p)
+    p.add_argument("--ca", action="store_true", help="print only the CA certificate (PEM) of its HTTPS certificates")
     p.set_defaults(func=cmd_show)
 
     p = add_command(
@@ -118,6 +120,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--regenerate", choices=["primary", "secondary"], help="replace this key first")
     p.set_defaults(func=cmd_keys)
 
+    p = add_command(
+        sub,
+        "token",
+        help="print a scoring token for a service with token auth",
+        description="A token for a service deployed with tokenAuthEnabled (what Azure ML's get_token gives): send "
+        "it as 'Authorization: Bearer TOKEN' to the scoring URI; it is valid until its expiry (--expires, default "
+        "1h, at most 1d). Get a new one after refresh_after.",
+        examples="  hub service token -n scorer\n  hub service token -n scorer --expires 8h --output json\n"
+        "  curl --cacert hub-ca.pem -H \"Authorization: Bearer $(hub service token -n scorer)\" ...\n",
+    )
+    _name_args(p)
+    p.add_argument("--expires", default="1h", help="how long the token is valid: 1m to 1d (default 1h)")
+    p.set_defaults(func=cmd_token)
+
 
 def _name_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("service", nargs="?", metavar="SERVICE", help="service name (or -n)")
@@ -163,6 +179,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """Details."""
     s = _client(args).get_service(_name(args))
+    if args.ca:
+        tls = s.get("tls") or {}
+        if not tls.get("ca_pem"):
+            why = "uses the user's own sslCertificate" if tls else "does not serve HTTPS (sslEnabled)"
+            raise BadInput(f"service {s['name']} {why}: the hub CA does not issue its certificates")
+        print(tls["ca_pem"], end="")
+        return 0
     if args.output == "json":
         print_json(s)
         return 0
@@ -175,6 +198,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ("entry script", s["entry_script"] or "(no-code ONNX)"),
             ("target", s["target"]),
             ("auth", s["auth"]),
+            ("tls", _tls_field(s.get("tls"))),
             ("updated", s["updated"]),
         ]
     )
@@ -187,6 +211,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         ["DEVICE", "PHASE", "SERVING GEN", "SCORING URI", "MESSAGE"],
     )
     return 0
+
+
+def _tls_field(tls: dict | None) -> str:
+    if not tls:
+        return "off (http)"
+    if tls["issuer"] == "user":
+        return "https, the user's sslCertificate"
+    cname = f", also {tls['cname']}" if tls.get("cname") else ""
+    return f"https, certificates from the hub CA{cname} (get it with --ca)"
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -244,4 +277,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print_json(keys)
     else:
         print_fields([("primary key", keys["primaryKey"]), ("secondary key", keys["secondaryKey"])])
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a scoring token (alone, so it fits in $(...)), or JSON with its expiry."""
+    seconds = parse_duration(args.expires)
+    if not 60 <= seconds <= 86400:
+        raise BadInput(f"--expires must be 1m to 1d, got {args.expires}")
+    token = _client(args).token(_name(args), seconds)
+    if args.output == "json":
+        print_json(token)
+    else:
+        print(token["accessToken"])
     return 0

@@ -2,9 +2,10 @@
 
 A device's DesiredState is every active service whose target selects it. Its revision grows
 whenever that set of (service, generation) pairs changes, recognised by a fingerprint of the set,
-so an agent can tell a newer desired state from one it already applied. What the fronts send is
-the signed form (`signed_states`): the state names its device, and the hub's manifest-signing key
-(hub/signing.py) signs its exact bytes, so the agent can check both before it applies anything.
+so an agent can tell a newer desired state from one it already applied. A service with TLS also carries
+what was issued for that one device (hub/deployments/tls.py), so its arrival is a new revision too.
+What the fronts send is the signed form (`signed_states`): the state names its device, and the hub's
+manifest-signing key (hub/signing.py) signs its exact bytes, so the agent can check both before it applies anything.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from hub.deployments.tls import ServiceCertificates
 from hub.fleet import FleetService, selects
 from hub.store.deployments import DeploymentStore
 from protos.edgeport.v1 import agent_pb2
@@ -20,9 +22,12 @@ from protos.edgeport.v1 import agent_pb2
 ServiceSet = tuple[tuple[str, int], ...]
 
 
-def fingerprint(services: list[tuple[str, int]]) -> str:
-    """What a device's desired revision stands for: its set of (service, generation)."""
-    return hashlib.sha256(",".join(f"{name}:{generation}" for name, generation in services).encode()).hexdigest()
+def fingerprint(services: list[tuple[str, int]], tls: dict[str, str] | None = None) -> str:
+    """What a device's desired revision stands for: its set of (service, generation), and for services with
+    TLS the digest of what was issued to it (`tls`: service -> digest)."""
+    tls = tls or {}
+    parts = (f"{name}:{generation}" + (f":{tls[name]}" if name in tls else "") for name, generation in services)
+    return hashlib.sha256(",".join(parts).encode()).hexdigest()
 
 
 class DesiredStates:
@@ -31,6 +36,7 @@ class DesiredStates:
     def __init__(self, store: DeploymentStore, fleet: FleetService) -> None:
         self.store = store
         self.fleet = fleet
+        self.tls = ServiceCertificates(store, fleet)
 
     def services_for(self, standing: dict[str, Any] | None) -> list[tuple[str, int]]:
         """(service, generation) of every active service whose target selects this device row."""
@@ -43,8 +49,9 @@ class DesiredStates:
 
         Returns the devices the fronts should be told about (every one looked at).
         """
+        tls = self.tls.digests(device_ids)
         fingerprints = {
-            row["id"]: fingerprint(self.services_for(row))
+            row["id"]: fingerprint(self.services_for(row), tls.get(row["id"]))
             for row in self.fleet.standings(device_ids)
             if row["state"] != "revoked"
         }
@@ -53,24 +60,31 @@ class DesiredStates:
 
     def desired_state(self, device_id: str) -> agent_pb2.DesiredState:
         """The complete set of manifests for one device, with its current revision."""
-        return self._desired(device_id, self.fleet.standing(device_id), {})
+        return self._desired(device_id, self.fleet.standing(device_id), {}, self.store.certificates([device_id]))
 
     def desired_states(self, device_ids: list[str]) -> dict[str, agent_pb2.DesiredState]:
         """`desired_state` of every enrolled device among `device_ids` (others are left out), reading the
         devices' rows in one pass and building each distinct set of services once: a rollout to 10,000
         devices asks for all of them at once."""
         built: dict[ServiceSet, bytes] = {}
+        certificates = self.store.certificates(device_ids)
         return {
-            row["id"]: self._desired(row["id"], row, built)
+            row["id"]: self._desired(row["id"], row, built, certificates)
             for row in self.fleet.standings(device_ids)
             if row["state"] == "enrolled"
         }
 
     def _desired(
-        self, device_id: str, standing: dict[str, Any] | None, built: dict[ServiceSet, bytes]
+        self,
+        device_id: str,
+        standing: dict[str, Any] | None,
+        built: dict[ServiceSet, bytes],
+        certificates: dict[str, dict[str, dict[str, Any]]],
     ) -> agent_pb2.DesiredState:
         services = self.services_for(standing)
-        current = fingerprint(services)
+        issued = certificates.get(device_id, {})
+        tls = {service: row["sha256"] for service, row in issued.items()}
+        current = fingerprint(services, tls)
         if standing is not None and standing["desired_fingerprint"] == current:
             revision = standing["desired_revision"]  # the usual case: refresh() already stored it
         else:
@@ -86,6 +100,7 @@ class DesiredStates:
             body = built[key] = part.SerializeToString()
         state = agent_pb2.DesiredState(revision=revision, device_id=device_id)
         state.MergeFromString(body)
+        self.tls.fill(state, issued)
         return state
 
     def signed_state(self, device_id: str) -> agent_pb2.SignedDesiredState:

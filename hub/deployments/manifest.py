@@ -2,7 +2,8 @@
 
 Models with their file digests, the entry script's source bundle (or the one ONNX file a
 no-code deployment serves), the pip environment and its cache key, runtime tuning,
-resources, port and auth keys, and the OCI base to pull from.
+resources, port and auth keys, TLS (sslEnabled: the certificate itself is per device, see tls.py), and
+the OCI base to pull from.
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ def build_manifest(
             token_secret=keys.get("token_secret", ""),
         )
     )
+    if dc.ssl_enabled:
+        m.tls.CopyFrom(
+            agent_pb2.TlsSettings(
+                enabled=True,
+                cname=dc.ssl_cname,
+                user_certificate=bool(dc.ssl_certificate),
+                # The user's certificate is public and the same for every device; their key is not in here.
+                certificate_pem=dc.ssl_certificate.encode(),
+            )
+        )
     return m
 
 

@@ -9,8 +9,14 @@ module of their own: request checks (spec), manifests (manifest), per-device des
 
 from __future__ import annotations
 
+import base64
 import builtins  # below `def list`, a bare `list[...]` annotation in the class names that method
+import hashlib
+import hmac
+import json
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +31,14 @@ from hub.fleet import FleetService
 from hub.names import validate_fleet_name
 from hub.store.deployments import DeploymentStore
 from protos.edgeport.v1 import agent_pb2
+
+TLS_NOTIFY_DELAY_S = 0.2
+DEFAULT_TOKEN_TTL_S = 3600.0
+MAX_TOKEN_TTL_S = 24 * 3600
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class DeploymentService:
@@ -74,6 +88,7 @@ class DeploymentService:
         devices = self.fleet.select(existing["target"])
         self.store.mark_deleted(name)
         self.store.drop_statuses(name)
+        self.store.drop_certificates(name)
         self.refresh(devices)
         return {"name": name, "state": "Deleted", "generation": existing["generation"]}
 
@@ -155,8 +170,17 @@ class DeploymentService:
     # ---- statuses ----
 
     def record_status(self, device_id: str, status: agent_pb2.DeploymentStatus) -> None:
-        """Store a device's DeploymentStatus (older generations never overwrite newer ones)."""
+        """Store a device's DeploymentStatus (older generations never overwrite newer ones); answer the TLS
+        request it may carry with a certificate in the device's next desired state."""
         record_status(self.store, device_id, status)
+        if status.HasField("tls_request"):
+            if self.desired.tls.answer(device_id, status):
+                self.desired.refresh([device_id])  # a new revision, in the caller's transaction
+            # Told once the caller's transaction has committed (a front reading before would send the old
+            # state); while a device waits it asks again every few seconds, which tells the fronts again.
+            timer = threading.Timer(TLS_NOTIFY_DELAY_S, self.on_devices_changed, [[device_id]])
+            timer.daemon = True
+            timer.start()
 
     def record_report(self, device_id: str, report: agent_pb2.ServiceReport) -> None:
         """A Hello's summary of a running service: fills in what the hub may have missed."""
@@ -176,11 +200,35 @@ class DeploymentService:
         # The devices the target selects now, in one read, not one per device.
         standings = self.fleet.select_standings(row["target"])
         refusals = self.fleet.current_refusals([s["id"] for s in standings])
-        return service_view(row, self.store.statuses(name), standings, refusals)
+        view = service_view(row, self.store.statuses(name), standings, refusals)
+        if view["tls"] is not None and view["tls"]["issuer"] == "hub":
+            view["tls"]["ca_pem"] = self.fleet.ca.ca_pem.decode()  # what clients verify the runtimes against
+        return view
 
     def list(self) -> builtins.list[dict[str, Any]]:
         """Every active service's view."""
         return [self.show(s["name"]) for s in self.store.active()]
+
+    def token(self, name: str, ttl_s: float = DEFAULT_TOKEN_TTL_S) -> dict[str, Any]:
+        """A scoring token for a service with tokenAuthEnabled: `{"accessToken", "tokenType", "expiryOn",
+        "refreshAfter"}` (unix seconds), as the runtime's token mode checks it (runtimes/README.md)."""
+        row = self._active(name)
+        dc = parse_deployment_config(row["spec"].get("deployment") or {})
+        if dc.auth_mode != "token" or not row["keys"].get("token_secret"):
+            raise Conflict(f"service {name} does not use token auth (deploy it with \"tokenAuthEnabled\": true)")
+        if not 60 <= ttl_s <= MAX_TOKEN_TTL_S:
+            raise BadInput(f"token lifetime must be 60 s to {MAX_TOKEN_TTL_S // 3600} h, got {ttl_s:g} s")
+        now = time.time()
+        expiry = int(now + ttl_s)
+        # The runtime's token format: base64url(JSON {"service", "exp"}) "." base64url(HMAC-SHA256(secret, payload)).
+        payload = _b64(json.dumps({"service": name, "exp": expiry}, separators=(",", ":")).encode())
+        signature = _b64(hmac.new(row["keys"]["token_secret"].encode(), payload.encode(), hashlib.sha256).digest())
+        return {
+            "accessToken": f"{payload}.{signature}",
+            "tokenType": "Bearer",
+            "expiryOn": expiry,
+            "refreshAfter": int(now + ttl_s / 2),
+        }
 
     def keys(self, name: str) -> dict[str, str]:
         """Primary and secondary keys of a service with key auth."""

@@ -84,6 +84,9 @@ def service_view(
         "models": spec["models"],
         "entry_script": (spec.get("inference") or {}).get("entry_script"),
         "auth": dc.auth_mode,
+        # HTTPS: who issued the runtimes' certificates (the hub's CA, whose PEM DeploymentService.show adds, or
+        # the user's own sslCertificate); None for plain HTTP.
+        "tls": {"issuer": "user" if dc.ssl_certificate else "hub", "cname": dc.ssl_cname} if dc.ssl_enabled else None,
         "created": _iso(row["created_at"]),
         "updated": _iso(row["updated_at"]),
         "devices": devices,

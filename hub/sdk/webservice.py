@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ import httpx
 
 from hub.deploy_client import DeployClient
 from hub.deployconfig import InferenceConfig as ParsedInferenceConfig
-from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config
+from hub.deployconfig import load_json_file, parse_deployment_config, parse_inference_config, resolve_tls_files
 from hub.errors import HubError
 from hub.names import ModelRef, parse_target
 
@@ -86,25 +88,35 @@ class DeploymentConfig:
         token_auth_enabled: bool | None = None,
         health_timeout_seconds: int | None = None,
         compute_type: str = "edge",
+        ssl_enabled: bool | None = None,
+        ssl_cert_pem_file: str | Path | None = None,
+        ssl_key_pem_file: str | Path | None = None,
+        ssl_cname: str | None = None,
         **extra: Any,
     ) -> None:
+        """Keyword names as Azure ML's; `ssl_cert_pem_file`/`ssl_key_pem_file` are read now (relative to the cwd)."""
         data: dict[str, Any] = {"computeType": compute_type}
         resources = {k: v for k, v in (("cpu", cpu_cores), ("memoryInGB", memory_gb)) if v is not None}
         if resources:
             data["containerResourceRequirements"] = resources
         for key, value in (("port", port), ("authEnabled", auth_enabled), ("tokenAuthEnabled", token_auth_enabled),
-                           ("healthTimeoutSeconds", health_timeout_seconds)):
+                           ("healthTimeoutSeconds", health_timeout_seconds), ("sslEnabled", ssl_enabled),
+                           ("sslCertificate", None if ssl_cert_pem_file is None else str(ssl_cert_pem_file)),
+                           ("sslKey", None if ssl_key_pem_file is None else str(ssl_key_pem_file)),
+                           ("sslCname", ssl_cname)):  # fmt: skip
             if value is not None:
                 data[key] = value
         data.update(extra)  # camelCase keys of the JSON shape (maxBatchSize, ...); unknown ones are refused
+        data = resolve_tls_files(data, Path.cwd())
         parse_deployment_config(data)
         self._data = data
 
     @classmethod
     def from_file(cls, path: str | Path) -> DeploymentConfig:
         """Load a deploymentconfig.json; unknown keys raise BadInput."""
-        data = load_json_file(Path(path), "deployment config")
-        parse_deployment_config(data, where=f"deployment config {path}")
+        where = f"deployment config {path}"
+        data = resolve_tls_files(load_json_file(Path(path), "deployment config"), Path(path).parent, where)
+        parse_deployment_config(data, where=where)
         dc = cls.__new__(cls)
         dc._data = data
         return dc
@@ -202,6 +214,17 @@ class Webservice:
         keys = self._client.keys(self.name)
         return keys["primaryKey"], keys["secondaryKey"]
 
+    def get_token(self, ttl_seconds: int = 3600) -> tuple[str, datetime.datetime]:
+        """(token, expiry as an aware UTC datetime) for a service with token auth (tokenAuthEnabled); send it as
+        'Authorization: Bearer TOKEN'. Raises HubError when the service does not use token auth."""
+        token = self._client.token(self.name, ttl_seconds)
+        return token["accessToken"], datetime.datetime.fromtimestamp(token["expiryOn"], datetime.UTC)
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The hub CA (PEM) that an HTTPS service's certificates come from; None for HTTP or the user's own."""
+        return (self._view.get("tls") or {}).get("ca_pem")
+
     def regen_key(self, key: str) -> None:
         """Replace the 'Primary' or 'Secondary' key (a new generation carries it to the devices)."""
         self._client.regenerate_key(self.name, key.lower())
@@ -214,10 +237,16 @@ class Webservice:
             raise HubError(f"service {self.name} has no scoring URI yet (state {self.state})")
         body = input_data if isinstance(input_data, str) else json.dumps(input_data)
         headers = {"Content-Type": "application/json"}
-        if self._view.get("auth") in ("key", "token"):
+        if self._view.get("auth") == "key":
             headers["Authorization"] = f"Bearer {self.get_keys()[0]}"
+        elif self._view.get("auth") == "token":
+            headers["Authorization"] = f"Bearer {self.get_token()[0]}"
+        # https: verified against the hub CA that issued the service's certificates (else the system's CAs).
+        verify: ssl.SSLContext | bool = True
+        if uri.startswith("https://") and self.ca_pem:
+            verify = ssl.create_default_context(cadata=self.ca_pem)
         try:
-            response = httpx.post(uri, content=body, headers=headers, timeout=60.0)
+            response = httpx.post(uri, content=body, headers=headers, timeout=60.0, verify=verify)
         except httpx.TransportError as exc:
             raise HubError(f"cannot reach {uri}: {exc}") from None
         if response.status_code >= 400:

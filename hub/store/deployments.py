@@ -1,4 +1,5 @@
-"""Deployment tables: services (desired state), their generations' manifests, per-device statuses."""
+"""Deployment tables: services (desired state), their generations' manifests, per-device statuses, and the
+TLS certificates issued for services' runtimes on devices."""
 
 from __future__ import annotations
 
@@ -45,6 +46,17 @@ def _create(db: sqlite_utils.Database) -> None:
             log_tail TEXT NOT NULL DEFAULT '[]',
             restarts INTEGER NOT NULL DEFAULT 0,
             updated_at REAL NOT NULL,
+            PRIMARY KEY (service, device)
+        );
+        CREATE TABLE IF NOT EXISTS service_certificates (
+            service TEXT NOT NULL,
+            device TEXT NOT NULL,
+            source TEXT NOT NULL,                -- what it answers: "hub:<cname>" or "user:<sha256 of the cert>"
+            csr_sha256 TEXT NOT NULL,            -- what the request asked: sha256 of its key and names
+            certificate_pem BLOB NOT NULL,
+            sealed_key BLOB NOT NULL DEFAULT x'', -- the user's key sealed to the request's key ('' when hub-issued)
+            sha256 TEXT NOT NULL,                -- of certificate + sealed key: part of the device's desired revision
+            issued_at REAL NOT NULL,
             PRIMARY KEY (service, device)
         );
         """
@@ -213,6 +225,32 @@ class DeploymentStore:
             else:
                 for d in devices:
                     db.execute("DELETE FROM service_status WHERE service = ? AND device = ?", [name, d])
+
+    def put_certificate(self, row: dict[str, Any]) -> None:
+        """Store (replace) the TLS certificate of a service's runtime on a device."""
+        with self.database.read() as db:  # one statement: atomic on its own
+            db.table("service_certificates").insert(row, replace=True)
+
+    def certificate(self, name: str, device: str) -> dict[str, Any] | None:
+        """The TLS certificate row of `name` on `device`, or None."""
+        with self.database.snapshot() as db:
+            rows = list(db.query("SELECT * FROM service_certificates WHERE service = ? AND device = ?", [name, device]))
+        return rows[0] if rows else None
+
+    def certificates(self, devices: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """device -> service -> certificate row, for the given devices (all when None), in one read."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        wanted = None if devices is None else set(devices)
+        with self.database.snapshot() as db:
+            for r in db.query("SELECT * FROM service_certificates"):
+                if wanted is None or r["device"] in wanted:
+                    out.setdefault(r["device"], {})[r["service"]] = r
+        return out
+
+    def drop_certificates(self, name: str) -> None:
+        """Forget the certificates of a deleted service."""
+        with self.database.read() as db:
+            db.execute("DELETE FROM service_certificates WHERE service = ?", [name])
 
     def generations_using(self, model: str, version: int) -> list[tuple[str, int]]:
         """(service, generation) pairs whose manifest uses model:version."""
