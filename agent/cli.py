@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,14 @@ to what the hub wants. State lives in --data-dir; run again without --token to r
 examples:
   agent run --hub 127.0.0.1:7070 --token ep1.... --data-dir /var/lib/edgeport
   agent run --hub 127.0.0.1:7070 --data-dir ./dev1 --insecure --label site=lab
+  agent run --hub 127.0.0.1:7070 --data-dir /var/lib/edgeport --runtime-user scorer
+
+Runtimes run user code (entry scripts). An agent running as root starts them as an unprivileged
+user, for whom only the service's folder is writable: --runtime-user NAME, else the system user
+edgeport-runtime (made with useradd when missing). If no such user can be had the agent refuses
+to start rather than run them as root; --runtime-user root runs them as root on purpose.
 """
+RUNTIME_USER_ENV = "EDGEPORT_RUNTIME_USER"  # the default of --runtime-user
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -67,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds with nothing sent before a heartbeat (default: what the hub says)")  # fmt: skip
     run.add_argument("--telemetry-s", type=_positive, help="telemetry interval in seconds (default: what the hub says)")
     run.add_argument("--runtime-host", default="127.0.0.1", help="address runtimes listen on (default %(default)s)")
+    run.add_argument("--runtime-user", default=os.environ.get(RUNTIME_USER_ENV, ""), metavar="NAME",
+                     help="the user runtimes run as when the agent runs as root (default: $EDGEPORT_RUNTIME_USER, "
+                          "else edgeport-runtime, made if missing; 'root' to run them as root)")  # fmt: skip
     run.add_argument("--keep-runtimes", action="store_true",
                      help="leave runtimes running when the agent stops (a restarted agent adopts them)")  # fmt: skip
     run.add_argument("--cache-max-gb", type=float, default=10.0, help="artifact cache bound (default %(default)s GB)")
@@ -135,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_s=args.heartbeat_s,
         telemetry_s=args.telemetry_s,
         runtime_host=args.runtime_host,
+        runtime_user=args.runtime_user,
         keep_runtimes=args.keep_runtimes,
         owns_process=True,
         cache_max_bytes=int(args.cache_max_gb * 1024**3),

@@ -42,6 +42,7 @@ from agent.session import (
     reconnect_pause,
 )
 from agent.state import AgentState, Identity
+from agent.supervisor import RuntimeUser, RuntimeUserError, Supervisor, resolve_runtime_user
 from agent.telemetry import TelemetryCollector
 from agent.telemetry_loop import DEFAULT_TELEMETRY_S, TelemetryRounds
 from agent.trust import DesiredStateRefused, DesiredStateTrust, SigningKey
@@ -104,6 +105,10 @@ class AgentDaemon:
             profile = load_profile(self.config.profile)
         except Exception as exc:  # ProfileError: bad input
             raise AgentError(str(exc), 2) from None
+        try:  # before enrolling: a token is not spent on an agent that would refuse to run anything
+            runtime_user = resolve_runtime_user(self.config.runtime_user)
+        except RuntimeUserError as exc:
+            raise AgentError(str(exc), 2) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         self.state = AgentState(self.data_dir)
@@ -135,18 +140,28 @@ class AgentDaemon:
                 registry_tokens=_hub_pull_token(self.identity),
             ),
             EnvironmentCache(self.data_dir / "envs"),
-            self.parts.supervisor(self.data_dir / "logs"),
+            self._supervisor(runtime_user),
             self.reports.report,
             services_dir=self.data_dir / "services",
             default_registry=hub if "://" in hub else f"http://{hub}",
             host=self.config.runtime_host,
             pull_retry_window_s=self.config.pull_retry_window_s,
+            identity_dir=identity_dir(self.data_dir),
         )
         self.reconciler.resume()
         for name, proc in self.reconciler.procs.items():
             self.parts.say(
                 f"service {name}: adopted running runtime pid {proc.pid} (generation {proc.spec.generation})"
             )
+
+    def _supervisor(self, runtime_user: RuntimeUser | None) -> Supervisor:
+        """The one place that starts runtimes, with the user they run as (None: the agent's own)."""
+        supervisor = self.parts.supervisor(self.data_dir / "logs")
+        supervisor.runtime_user = runtime_user
+        if runtime_user is not None:
+            self.parts.say(f"runtimes run as user {runtime_user.name} (uid {runtime_user.uid})")
+            _traversable(self.data_dir, self.data_dir / "services")
+        return supervisor
 
     async def _enroll(self) -> None:
         """Exchange the token for an identity; an agent that owns its process then starts afresh (Reexec)."""
@@ -299,6 +314,19 @@ class AgentDaemon:
                 self.parts.registry_client.close()
             self._lock.release()
             self.parts.say("stopped")
+
+
+def _traversable(*folders: Path) -> None:
+    """Let the runtime user pass through the agent's folders to its service's (search only, no listing).
+
+    What it must not read stays closed: the identity folder is 0700, the agent's database (service keys,
+    token secrets) 0600; SQLite gives its -wal and -shm files the database's mode."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, os.stat(folder).st_mode | 0o111)
+    for name in ("agent.db", "agent.db-wal", "agent.db-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(folders[0] / name, 0o600)
 
 
 def _hub_pull_token(identity: Identity) -> dict[str, str]:

@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent.service_tls import TlsFiles, tls_dir
 from agent.supervisor import RuntimeSpec
 from protos.edgeport.v1 import agent_pb2
 
@@ -51,10 +52,20 @@ def registry_for(m: agent_pb2.ServiceManifest, default_registry: str) -> str:
     return default_registry if host in (None, "", "0.0.0.0", "::") else m.registry
 
 
+def tls_files(m: agent_pb2.ServiceManifest, service_dir: Path) -> TlsFiles | None:
+    """Where the runtime of `m` finds its certificate and key (None: plain HTTP). See agent/service_tls.py."""
+    if not m.tls.enabled:
+        return None
+    folder = tls_dir(service_dir)
+    if m.tls.user_certificate:
+        return TlsFiles(folder / "user.crt", folder / "user.key")
+    return TlsFiles(folder / "runtime.crt", folder / "runtime.key")
+
+
 def runtime_spec(
     m: agent_pb2.ServiceManifest, gen_dir: Path, port: int, grpc_port: int, python: str, host: str
 ) -> RuntimeSpec:
-    """The runtime `m` asks for, its files laid out under `gen_dir`, listening on `host`:`port`."""
+    """The runtime `m` asks for, its files laid out under `gen_dir` (in its service's folder), on `host`:`port`."""
     secrets = {}  # EDGEPORT_* keys go in the environment, never on the command line
     if m.auth.primary_key:
         secrets["EDGEPORT_PRIMARY_KEY"] = m.auth.primary_key
@@ -62,6 +73,7 @@ def runtime_spec(
         secrets["EDGEPORT_SECONDARY_KEY"] = m.auth.secondary_key
     if m.auth.token_secret:
         secrets["EDGEPORT_TOKEN_SECRET"] = m.auth.token_secret
+    tls = tls_files(m, gen_dir.parent)
     return RuntimeSpec(
         service=m.name,
         generation=m.generation,
@@ -82,4 +94,7 @@ def runtime_spec(
         max_batch_delay_ms=m.runtime.max_batch_delay_ms,
         max_body_bytes=m.runtime.max_body_bytes,
         environment=dict(m.runtime.environment_variables),
+        tls_cert=tls.cert if tls else None,
+        tls_key=tls.key if tls else None,
+        service_dir=gen_dir.parent,
     )

@@ -57,13 +57,14 @@ class Reconciler:
         host: str = "127.0.0.1",
         advertise_host: str | None = None,
         pull_retry_window_s: float = DEFAULT_PULL_RETRY_WINDOW_S,
+        identity_dir: Path | None = None,
     ) -> None:
         self.state = state
         self.report = report
         self._wake = asyncio.Event()
         self.work = ServiceWork(state, cache, envs, supervisor, report, self._wake.set, services_dir=services_dir,
                                 default_registry=default_registry, host=host, advertise_host=advertise_host,
-                                pull_retry_window_s=pull_retry_window_s)  # fmt: skip
+                                pull_retry_window_s=pull_retry_window_s, identity_dir=identity_dir)  # fmt: skip
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -104,6 +105,8 @@ class Reconciler:
                 message = f"service name {m.name!r} is not allowed (letters, digits, '.', '_', '-')"
                 self.report(service_status(m, m.name, agent_pb2.FAILED, message))
         stored = self.state.save_desired(desired)
+        for name in self.work.tls_waiting:  # it may bring their certificates: look now, not after the retry delay
+            self.retry_at.pop(name, None)
         self._wake.set()
         return stored
 
@@ -165,7 +168,7 @@ class Reconciler:
         return [
             agent_pb2.ServiceReport(
                 service=r.name, generation=r.generation, phase=r.phase,
-                scoring_uri=self.work.uri(r.port) if r.port else "",
+                scoring_uri=self.work.uri(r.port, tls=bool(r.manifest and r.manifest.tls.enabled)) if r.port else "",
             )
             for r in self.state.services().values()
         ]  # fmt: skip

@@ -4,7 +4,9 @@
   build its environment, start its runtime, wait for health, then switch over: the old generation keeps
   serving until the new one is healthy, unless both want one fixed port;
 - a generation that fails goes back to the serving one (ROLLED_BACK), or is FAILED when there is none;
-- restart a serving runtime that exited, with backoff; remove a service no longer desired.
+- restart a serving runtime that exited, with backoff; remove a service no longer desired;
+- a service with TLS first gets its certificate: the agent makes the runtime's key, reports a request for it
+  and waits (Pending) until a desired state brings the certificate (agent/service_tls.py).
 
 Per service the state row keeps `generation` = the generation serving now (it was healthy),
 `last_good_generation` = the one healthy before it, and `failed_generation` = the newest generation
@@ -26,6 +28,7 @@ from agent.cache import ArtifactCache, CacheError
 from agent.environments import EnvironmentCache, EnvironmentError_
 from agent.layout import Layout, LayoutError, blobs_of, lay_out
 from agent.manifests import registry_for, runtime_spec, service_status
+from agent.service_tls import WAITING, ServiceTlsError, runtime_key, tls_request, usable_files
 from agent.state import AgentState, ServiceRecord
 from agent.supervisor import (
     Backoff,
@@ -44,6 +47,9 @@ DEFAULT_HEALTH_TIMEOUT_S = 120
 # for this long, then the generation fails with the registry's answer. A registry that cannot be reached at all
 # (the device is offline) is retried for as long as it takes: the link being down is no fault of the generation.
 DEFAULT_PULL_RETRY_WINDOW_S = 300.0
+# While a service waits for its TLS certificate, its request is sent again this often (a new desired state with
+# the certificate starts the deploy at once; this only covers a lost request or answer).
+TLS_RETRY_S = 5.0
 
 Report = Callable[[agent_pb2.DeploymentStatus], None]
 
@@ -65,8 +71,10 @@ class ServiceWork:
         host: str = "127.0.0.1",
         advertise_host: str | None = None,
         pull_retry_window_s: float = DEFAULT_PULL_RETRY_WINDOW_S,
+        identity_dir: Path | None = None,
     ) -> None:
         self.state = state
+        self.identity_dir = identity_dir  # the device's key and certificate: sign TLS requests
         self.cache = cache
         self.envs = envs
         self.supervisor = supervisor
@@ -87,6 +95,7 @@ class ServiceWork:
         self._exit_watches: dict[str, Callable[[], None]] = {}  # service -> stops the watch on its runtime's exit
         self.polling = False  # a runtime's exit could not be watched: the reconciler must poll to notice it
         self._same_filesystem: bool | None = None
+        self.tls_waiting: set[str] = set()  # services waiting for their TLS certificate from the hub
 
     def stop_watches(self) -> None:
         """End every exit watch (the agent stops; runtimes keep running: a restarted agent adopts them)."""
@@ -132,9 +141,30 @@ class ServiceWork:
         proc = self.procs.get(name)
         return proc is not None and proc.alive()
 
-    def uri(self, port: int, path: str = "/score") -> str:
-        """The address clients reach a runtime on `port` at."""
-        return f"http://{self.advertise_host}:{port}{path}"
+    def uri(self, port: int, path: str = "/score", *, tls: bool = False) -> str:
+        """The address clients reach a runtime on `port` at (`tls`: https)."""
+        return f"{'https' if tls else 'http'}://{self.advertise_host}:{port}{path}"
+
+    def _tls_ready(self, m: agent_pb2.ServiceManifest) -> bool:
+        """Whether `m`'s runtime has its TLS files (written now); if not, ask the hub for them and wait.
+
+        ServiceTlsError when what the hub sent cannot be used, or the request cannot be made."""
+        if not m.tls.enabled:
+            return True
+        service_dir = self.services_dir / m.name
+        key = runtime_key(service_dir)
+        if usable_files(m, service_dir, key) is not None:
+            self.tls_waiting.discard(m.name)
+            return True
+        if self.identity_dir is None:
+            raise ServiceTlsError("this agent has no device identity to ask the hub for a TLS certificate with")
+        status = service_status(m, m.name, agent_pb2.PENDING, WAITING)
+        status.tls_request.CopyFrom(tls_request(m.name, key, self.advertise_host, self.identity_dir))
+        self.tls_waiting.add(m.name)
+        self.retry_at[m.name] = time.monotonic() + TLS_RETRY_S
+        timers.call_later(asyncio.get_running_loop(), TLS_RETRY_S, self.wake)
+        self.report(status)
+        return False
 
     def _gen_dir(self, name: str, generation: int) -> Path:
         return self.services_dir / name / str(generation)
@@ -216,6 +246,12 @@ class ServiceWork:
         """Bring generation `m` up and switch to it; on failure roll back (or fail) and say why."""
         rec = self.state.service(m.name) or ServiceRecord(name=m.name)
         old = self.procs.get(m.name) if rec.generation else None
+        try:
+            if not self._tls_ready(m):
+                return  # Pending until a desired state brings the certificate
+        except (ServiceTlsError, ValueError, OSError) as exc:
+            await self._fail(rec, m, f"TLS: {exc}", [], old)
+            return
         self.report(service_status(m, m.name, agent_pb2.PENDING, f"deploying generation {m.generation}"))
         try:
             _, python = await self._prepare(m)
@@ -263,7 +299,8 @@ class ServiceWork:
             self._record_serving(rec, m, proc)
             self.report(
                 service_status(m, m.name, agent_pb2.HEALTHY, f"generation {m.generation} healthy on port {port}",
-                        scoring_uri=self.uri(port), swagger_uri=self.uri(port, "/swagger.json"),
+                        scoring_uri=self.uri(port, tls=m.tls.enabled),
+                        swagger_uri=self.uri(port, "/swagger.json", tls=m.tls.enabled),
                         serving_generation=m.generation)
             )  # fmt: skip
         self.backoffs.pop(m.name, None)
@@ -323,8 +360,8 @@ class ServiceWork:
         self.report(
             service_status(m, m.name, phase, message, log_tail=log_tail,
                            serving_generation=rec.generation if restored else 0,
-                           scoring_uri=self.uri(rec.port) if restored else "",
-                           swagger_uri=self.uri(rec.port, "/swagger.json") if restored else "")
+                           scoring_uri=self.uri(rec.port, tls=_tls(rec)) if restored else "",
+                           swagger_uri=self.uri(rec.port, "/swagger.json", tls=_tls(rec)) if restored else "")
         )  # fmt: skip
 
     async def _restart_serving(self, rec: ServiceRecord) -> None:
@@ -379,7 +416,8 @@ class ServiceWork:
             self.state.save_service(rec)
             self.report(
                 service_status(rec.manifest, name, agent_pb2.HEALTHY, rec.message, restarts=rec.restarts,
-                        scoring_uri=self.uri(rec.port), swagger_uri=self.uri(rec.port, "/swagger.json"),
+                        scoring_uri=self.uri(rec.port, tls=_tls(rec)),
+                        swagger_uri=self.uri(rec.port, "/swagger.json", tls=_tls(rec)),
                         serving_generation=rec.generation)
             )  # fmt: skip
 
@@ -418,6 +456,7 @@ class ServiceWork:
         self.state.delete_service(name)
         self.backoffs.pop(name, None)
         self._forget_pull_failures(name)
+        self.tls_waiting.discard(name)
         self._evict()
         self.report(service_status(rec.manifest if rec else None, name, agent_pb2.REMOVED, "stopped and cleaned up"))
 
@@ -437,3 +476,8 @@ class ServiceWork:
         for m in manifests:
             keep.update(ref.digest for _, ref in blobs_of(m))
         self.cache.evict(keep)
+
+
+def _tls(rec: ServiceRecord) -> bool:
+    """Whether the serving generation of `rec` serves HTTPS."""
+    return rec.manifest is not None and rec.manifest.tls.enabled

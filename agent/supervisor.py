@@ -2,7 +2,9 @@
 
 Each runtime runs as `python -m runtimes serve ...` in its own session (process group =
 its PID), with stdout+stderr appended to `logs/<service>.<generation>.log`, so a stop
-signals the whole group and nothing is left behind. A runtime is known by PID plus the
+signals the whole group and nothing is left behind. An agent running as root starts runtimes (entry
+scripts are user code) as an unprivileged user (`RuntimeUser`), for whom only the service's folder
+is writable. A runtime is known by PID plus the
 kernel's start time of that PID, so an agent restarted after `kill -9` can adopt runtimes
 that still run (and tell them apart from a reused PID) instead of restarting them.
 """
@@ -13,9 +15,12 @@ import asyncio
 import contextlib
 import http.client
 import os
+import pwd
 import re
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,6 +37,90 @@ _EXCEPTION_LINE = re.compile(
     r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Failure|Fault)(?::\s.*)?"
 )
 ERROR_LINE_CHARS = 300
+DEFAULT_RUNTIME_USER = "edgeport-runtime"  # made (a system user) by an agent running as root when it is missing
+
+
+class RuntimeUserError(Exception):
+    """The runtime user cannot be had (exit 2 at agent start: runtimes are never silently run as root)."""
+
+
+@dataclass(frozen=True)
+class RuntimeUser:
+    """The unprivileged account runtimes run as."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def resolve_runtime_user(name: str | None) -> RuntimeUser | None:
+    """Who runtimes run as: None for the agent's own user.
+
+    `name` None: the agent's own user. As root, "" means the default user (made with useradd when it is
+    missing), "root" means root on purpose, any other name that existing user. Not root: only "" or the
+    agent's own user make sense (a process cannot switch user without privilege). RuntimeUserError: say why.
+    """
+    if name is None:
+        return None
+    if os.geteuid() != 0:
+        own = pwd.getpwuid(os.geteuid()).pw_name
+        if name not in ("", own):
+            raise RuntimeUserError(f"--runtime-user {name}: only an agent running as root can run runtimes as "
+                                   f"another user (this agent runs as {own})")  # fmt: skip
+        return None
+    if name == "root":
+        return None  # asked for explicitly
+    wanted = name or DEFAULT_RUNTIME_USER
+    try:
+        entry = pwd.getpwnam(wanted)
+    except KeyError:
+        if name:
+            raise RuntimeUserError(f"--runtime-user {name}: no such user on this device") from None
+        entry = _create_user(wanted)
+    if entry.pw_uid == 0:
+        return None  # another name for root, given on purpose
+    return RuntimeUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+
+
+# Drops to the runtime user, then becomes the runtime (same PID). Popen's own user=/group= would make it fork
+# instead of vfork, and a fork of an agent whose gRPC threads run aborts in gRPC's fork handler (SIGABRT).
+_DROP_PRIVILEGES = (
+    "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
+    "os.execv(sys.argv[3], sys.argv[3:])"
+)
+
+
+def _as_user(spec: RuntimeSpec, user: RuntimeUser | None) -> list[str]:
+    """The command that starts `spec`'s runtime as `user` (None: as the agent's own user)."""
+    argv = spec.argv()
+    if user is None:
+        return argv
+    return [spec.python, "-I", "-c", _DROP_PRIVILEGES, str(user.uid), str(user.gid), *argv]
+
+
+def _create_user(name: str) -> pwd.struct_passwd:
+    """Make the default runtime user (a system account without a login shell or home)."""
+    useradd = shutil.which("useradd") or shutil.which("adduser")
+    why = "no useradd on this device"
+    if useradd is not None:
+        args = [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+        if Path(useradd).name == "adduser":  # busybox: adduser -S -D -H -s SHELL NAME
+            args = [useradd, "-S", "-D", "-H", "-s", "/sbin/nologin", name]
+        try:
+            done = run_command(args, timeout=30)
+            why = (done.stderr or done.stdout).strip().splitlines()[-1] if done.returncode else ""
+        except (OSError, subprocess.SubprocessError) as exc:
+            why = str(exc)
+        if not why:
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                why = f"{Path(useradd).name} ran but {name} does not exist"
+    raise RuntimeUserError(
+        f"the agent runs as root and could not create the user {name} to run runtimes as ({why}); runtimes run "
+        f"user code, so they do not run as root: create a user and give --runtime-user NAME, or give "
+        f"--runtime-user root to run them as root anyway"
+    )
 
 
 class RuntimeUnhealthy(Exception):
@@ -66,6 +155,14 @@ class RuntimeSpec:
     max_batch_delay_ms: int = 0
     max_body_bytes: int = 0
     environment: dict[str, str] = field(default_factory=dict)
+    tls_cert: Path | None = None  # HTTPS on the port (and TLS on gRPC) with these PEM files
+    tls_key: Path | None = None
+    service_dir: Path | None = None  # the service's folder: the only place its runtime may write
+
+    @property
+    def scheme(self) -> str:
+        """http, or https when the runtime serves TLS."""
+        return "https" if self.tls_cert is not None else "http"
 
     def argv(self) -> list[str]:
         """The runtime command line (the runtime process contract)."""
@@ -86,6 +183,8 @@ class RuntimeSpec:
             args.append("--quantize-int8")
         if self.max_body_bytes > 0:
             args += ["--max-body-bytes", str(self.max_body_bytes)]
+        if self.tls_cert is not None and self.tls_key is not None:
+            args += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
         return args
 
 
@@ -176,9 +275,23 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def check_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
-    """GET / on the runtime answers 200 (the runtime contract's 'Healthy')."""
-    conn = http.client.HTTPConnection(host if host != "0.0.0.0" else "127.0.0.1", port, timeout=timeout)
+def _probe_tls() -> ssl.SSLContext:
+    """TLS for the agent's own health probes of a runtime it started on this machine: the point is whether it
+    answers, not who it is (the agent gave it its certificate), so nothing is verified."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def check_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0, *, tls: bool = False) -> bool:
+    """GET / on the runtime answers 200 (the runtime contract's 'Healthy'); `tls`: over HTTPS."""
+    target = host if host != "0.0.0.0" else "127.0.0.1"
+    conn = (
+        http.client.HTTPSConnection(target, port, timeout=timeout, context=_probe_tls())
+        if tls
+        else http.client.HTTPConnection(target, port, timeout=timeout)
+    )
     try:
         conn.request("GET", "/")
         resp = conn.getresponse()
@@ -190,12 +303,13 @@ def check_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> b
         conn.close()
 
 
-async def probe_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+async def probe_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0, *, tls: bool = False) -> bool:
     """check_healthy on the event loop (no worker thread: those may all be busy pulling blobs)."""
     target = host if host != "0.0.0.0" else "127.0.0.1"
     writer = None
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout)
+        context = _probe_tls() if tls else None
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(target, port, ssl=context), timeout)
         writer.write(f"GET / HTTP/1.1\r\nHost: {target}:{port}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), timeout)
@@ -265,6 +379,29 @@ class Supervisor:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = Path(log_dir).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime_user: RuntimeUser | None = None  # None: runtimes run as the agent's own user
+
+    def _hand_over(self, spec: RuntimeSpec) -> None:
+        """Give the runtime user its service's folders (to write in) and its TLS files; nothing else.
+
+        Folders only: files in them are hardlinks of the agent's cache (0444, owned by the agent), which the
+        runtime reads but must not change. The tls folder's key and certificate are the runtime's own."""
+        user = self.runtime_user
+        if user is None or spec.service_dir is None:
+            return
+        service_dir = spec.service_dir
+        os.chown(service_dir, user.uid, user.gid)
+        for folder in (spec.model_dir.parent, spec.model_dir, spec.source_dir):
+            if folder is None or not folder.is_dir() or not folder.is_relative_to(service_dir):
+                continue
+            os.chown(folder, user.uid, user.gid)
+            for root, dirs, _files in os.walk(folder):
+                for d in dirs:
+                    os.chown(os.path.join(root, d), user.uid, user.gid)
+        for path in (spec.tls_cert, spec.tls_key):
+            if path is not None and path.is_relative_to(service_dir):
+                os.chown(path.parent, user.uid, user.gid)
+                os.chown(path, user.uid, user.gid)
 
     def log_path(self, service: str, generation: int) -> Path:
         """Where a generation's runtime output goes."""
@@ -282,6 +419,11 @@ class Supervisor:
             **spec.environment,
             **spec.secrets,
         }
+        user = self.runtime_user
+        if user is not None:
+            self._hand_over(spec)
+            home = str(spec.service_dir or spec.model_dir)  # not the agent's home: caches land in its own folder
+            env.update({"HOME": home, "USER": user.name, "LOGNAME": user.name})
         cwd = spec.source_dir or spec.model_dir
         with contextlib.suppress(FileNotFoundError):
             if log_path.stat().st_size > LOG_ROTATE_BYTES:  # keep one previous log; restarts append, never grow forever
@@ -289,8 +431,9 @@ class Supervisor:
         with open(log_path, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {START_MARKER} {spec.generation}\n".encode())
             log.flush()
+            # The log stays the agent's file, which the runtime writes through the descriptor it inherits.
             popen = subprocess.Popen(
-                spec.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                _as_user(spec, user), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
                 start_new_session=True,
             )  # fmt: skip
         return RuntimeProcess(spec, popen.pid, process_start_time(popen.pid), log_path, popen)
@@ -303,7 +446,9 @@ class Supervisor:
             if code is not None:
                 raise _unhealthy(f"runtime exited with code {code} during start", proc.log_path)
             # A 200 while our process is gone came from someone else on the port: not ours.
-            if await probe_healthy(proc.spec.port, proc.spec.host, 1.0) and proc.alive():
+            if await probe_healthy(proc.spec.port, proc.spec.host, 1.0, tls=proc.spec.tls_cert is not None) and (
+                proc.alive()
+            ):
                 return
             if time.monotonic() >= deadline:
                 raise _unhealthy(f"runtime not healthy within {timeout_s:g}s", proc.log_path)
@@ -323,7 +468,7 @@ class Supervisor:
             return None
         if b"runtimes" not in cmdline or b"serve" not in cmdline:
             return None
-        if not check_healthy(spec.port, spec.host):
+        if not check_healthy(spec.port, spec.host, tls=spec.tls_cert is not None):
             return None
         return RuntimeProcess(spec, pid, pid_start, self.log_path(spec.service, spec.generation))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import pytest
 
 from simulators.models import build_digits_onnx, copy_squeezenet
 from tests.support import Processes
+
+# `agent run` as root starts runtimes as an unprivileged user by default; test machines run as root with an
+# interpreter that user cannot reach (under /root). Agents started by tests run them as root unless a test
+# asks for a runtime user itself (tests/integration/test_runtime_user.py).
+os.environ.setdefault("EDGEPORT_RUNTIME_USER", "root")
 
 
 @pytest.fixture
