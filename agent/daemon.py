@@ -130,6 +130,8 @@ class AgentDaemon:
         self.reports = StatusReports(self.outbox, self._desired_revision, self.outbox_changed, self.parts.say,
                                      self.config.status_linger_s)  # fmt: skip
         hub = self.identity.hub
+        with contextlib.suppress(OSError):  # the hub's OCI endpoint over https: its certificate is from this CA
+            self.parts.registry_client.trust_ca((identity_dir(self.data_dir) / "ca.crt").read_bytes())
         self.reconciler = Reconciler(
             self.state,
             ArtifactCache(
@@ -194,7 +196,8 @@ class AgentDaemon:
         if self.config.transport == "mqtt":
             from agent.link.mqtt import MqttLink  # imported only when chosen
 
-            return MqttLink(self.identity, broker=self.config.broker)
+            return MqttLink(self.identity, broker=self.config.broker, ca_file=identity_dir(self.data_dir) / "ca.crt",
+                            insecure=self.config.insecure)
         from agent.link.grpc import GrpcLink
 
         return GrpcLink(self.identity, identity_dir(self.data_dir), insecure=self.config.insecure)

@@ -90,6 +90,23 @@ class RegistryClient:
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self._hosts: dict[tuple[str, str], _Host] = {}
+        self._trusted: set[bytes] = set()  # extra CA certificates (PEM) https pulls accept
+        self._tls: ssl.SSLContext | None = None  # built on the first https pull, again after trust_ca
+
+    def trust_ca(self, ca_pem: bytes) -> None:
+        """Also accept https registries whose certificate chains to `ca_pem` (the hub CA pinned at enrollment);
+        the system's CAs stay trusted too, for an external registry or CDN."""
+        if ca_pem and ca_pem not in self._trusted:
+            self._trusted.add(ca_pem)
+            self._tls = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            context = ssl.create_default_context()
+            for pem in sorted(self._trusted):
+                context.load_verify_locations(cadata=pem.decode("ascii"))
+            self._tls = context
+        return self._tls
 
     def _host(self, scheme: str, netloc: str) -> _Host:
         loop = asyncio.get_running_loop()
@@ -134,7 +151,7 @@ class RegistryClient:
                 return reader, writer, True
             writer.close()
         port = parts.port or (443 if scheme == "https" else 80)
-        context = ssl.create_default_context() if scheme == "https" else None
+        context = self._tls_context() if scheme == "https" else None
         try:
             async with asyncio.timeout(self.timeout_s):
                 reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=context, limit=READ_BYTES)

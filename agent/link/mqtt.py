@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from agent.link.base import LinkClosed
 from agent.state import Identity
@@ -42,6 +42,7 @@ from protos.mqtt import (
     Will,
     reason_name,
 )
+from protos.mqtt.url import BrokerUrlError, client_tls_context, parse_broker_url
 
 OPEN_TIMEOUT_S = 15.0
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscriptions and queued messages this long
@@ -57,18 +58,25 @@ REFUSED_GIVE_UP_S = float(os.environ.get("EDGEPORT_MQTT_REFUSED_GIVE_UP_S", "60"
 _refusals: dict[str, float] = {}  # device -> when its current run of credential refusals began (monotonic)
 
 
-def _parse_url(url: str) -> tuple[str, int]:
-    parts = urllib.parse.urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise LinkClosed(f"broker URL {url!r}: expected mqtt://HOST:PORT")
-    return parts.hostname, parts.port or 1883
 
 
 class MqttLink:
     """One session through an MQTT broker (implements agent.link.base.Link)."""
 
-    def __init__(self, identity: Identity, *, broker: str | None = None, keepalive_s: int | None = None) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        broker: str | None = None,
+        keepalive_s: int | None = None,
+        ca_file: Path | None = None,
+        insecure: bool = False,
+    ) -> None:
+        """`ca_file`: the hub CA pinned at enrollment, which an `mqtts://` broker's certificate must chain to;
+        `insecure`: allow plain `mqtt://` to a broker off this machine (development only)."""
         self.identity = identity
+        self.ca_file = ca_file
+        self.insecure = insecure
         self.mqtt = dict(identity.mqtt or {})
         self.broker = broker or self.mqtt.get("url", "")
         self.prefix = self.mqtt.get("topic_prefix") or DEFAULT_PREFIX
@@ -115,7 +123,22 @@ class MqttLink:
             raise LinkClosed(f"device {device} has no MQTT credentials (the hub had no --mqtt when it enrolled)")
         if not self.broker:
             raise LinkClosed("no MQTT broker URL (give --broker)")
-        host, port = _parse_url(self.broker)
+        try:
+            address = parse_broker_url(self.broker, insecure=self.insecure)
+        except BrokerUrlError as exc:
+            self.refused = True  # the same URL next time: retrying cannot help
+            raise LinkClosed(f"MQTT broker URL {exc}") from None
+        host, port = address.host, address.port
+        tls = None
+        if address.tls:
+            try:
+                ca_pem = self.ca_file.read_bytes() if self.ca_file is not None else b""
+            except OSError as exc:
+                raise LinkClosed(f"MQTT broker {address.url}: cannot read the hub CA {self.ca_file}: {exc}") from None
+            if not ca_pem:
+                self.refused = True
+                raise LinkClosed(f"MQTT broker {address.url}: no hub CA to check its certificate against")
+            tls = client_tls_context(ca_pem)
         try:
             topics = Topics(self.prefix)
         except ValueError as exc:  # the hub's enrollment answer names the prefix
@@ -130,7 +153,7 @@ class MqttLink:
                 password=self.mqtt.get("password", ""), will=Will(self._topic(ONLINE), OFFLINE_PAYLOAD),
                 clean_start=False, session_expiry_s=SESSION_EXPIRY_S,
             )  # fmt: skip
-            connack = await conn.open(host, port, params, timeout_s=OPEN_TIMEOUT_S)
+            connack = await conn.open(host, port, params, timeout_s=OPEN_TIMEOUT_S, tls=tls)
         except (OSError, TimeoutError) as exc:
             await self.close()
             raise LinkClosed(

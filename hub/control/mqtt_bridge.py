@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,9 +26,11 @@ from hub.control.mqtt_auth import HUB_USERNAME, BrokerAuth, CredentialChange
 from hub.control.mqtt_broker import BrokerError, MosquittoBroker
 from hub.control.mqtt_front import MqttFront
 from hub.control.mqtt_probe import broker_accepts
+from hub.control.mqtt_tls import BrokerTls, broker_host_names, issue_broker_tls
 from hub.errors import BadInput, HubError
 from protos.edgeport.v1 import agent_pb2
 from protos.mqtt import DEFAULT_PREFIX, Topics
+from protos.mqtt.url import BrokerAddress, BrokerUrlError, client_tls_context, parse_broker_url
 
 if TYPE_CHECKING:
     from hub.services import HubServices
@@ -42,16 +44,16 @@ SETTLE_S = 3.0  # quiet time after the last change before asking the broker whet
 MAX_SETTLE_S = 30.0  # the longest wait between reloads while the broker has not taken the change
 
 
-def parse_mqtt_url(url: str, option: str = "--mqtt") -> tuple[str, int]:
-    """(host, port) of `mqtt://HOST[:PORT]`; BadInput names the option otherwise."""
-    parts = urllib.parse.urlsplit(url)
+def parse_mqtt_url(url: str, option: str = "--mqtt", *, insecure: bool = False) -> BrokerAddress:
+    """The broker `mqtts://HOST[:PORT]` or `mqtt://HOST[:PORT]` names; BadInput naming the option when it is
+    malformed, or plain MQTT to a broker off this machine without `insecure`."""
     try:
-        port = parts.port or 1883
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname or not 0 < port < 65536:
-        raise BadInput(f"{option} {url!r}: expected mqtt://HOST:PORT (e.g. mqtt://127.0.0.1:1883)")
-    return parts.hostname, port
+        if "://" not in url:
+            raise BrokerUrlError(f"{url!r}: expected mqtts://HOST:PORT (e.g. mqtts://broker.example.net:8883) "
+                                 "or mqtt://127.0.0.1:1883")  # fmt: skip
+        return parse_broker_url(url, insecure=insecure)
+    except BrokerUrlError as exc:
+        raise BadInput(f"{option} {exc}") from None
 
 
 class _CoalescedFlush:
@@ -136,17 +138,32 @@ class MqttBridge:
         advertise: str | None = None,
         run_broker: bool = False,
         keepalive_s: int = 30,
+        insecure: bool = False,
     ) -> None:
+        """`url` is the broker as the hub dials it: `mqtts://` is checked against the hub CA, whose broker
+        certificate (for the names of `url` and `advertise`) is written to `directory`; plain `mqtt://` only
+        to a loopback broker unless `insecure`."""
         self.services = services
-        self.host, self.port = parse_mqtt_url(url)
+        address = parse_mqtt_url(url, insecure=insecure)
+        self.host, self.port = address.host, address.port
         self.advertise = advertise or url
-        parse_mqtt_url(self.advertise, "--mqtt-advertise")
+        advertised = parse_mqtt_url(self.advertise, "--mqtt-advertise", insecure=insecure)
+        self.tls_files: BrokerTls | None = None
+        self.tls: ssl.SSLContext | None = None
+        if address.tls or advertised.tls:  # the broker serves TLS: its certificate comes from the hub CA
+            ca = services.fleet.ca
+            self.tls_files = issue_broker_tls(ca, directory, broker_host_names(address.host, advertised.host))
+        if address.tls:
+            self.tls = client_tls_context(services.fleet.ca.ca_pem)
         try:
             self.topics = Topics(prefix)
         except ValueError as exc:
             raise BadInput(f"--mqtt-prefix: {exc}") from None
         self.auth = BrokerAuth(directory, self.topics)
-        self.broker = MosquittoBroker(directory, self.port, host=self.host) if run_broker else None
+        self.broker = (
+            MosquittoBroker(directory, self.port, host=self.host, tls=self.tls_files if address.tls else None)
+            if run_broker else None
+        )
         self.keepalive_s = keepalive_s
         self.front: MqttFront | None = None
         self._flush: _CoalescedFlush | None = None
@@ -188,7 +205,7 @@ class MqttBridge:
         self.front = MqttFront(
             self.services.control, self.topics, host=self.host, port=self.port, username=HUB_USERNAME,
             password=self.auth.hub_password, is_active=fleet.is_active, on_revoked=self._revoked,
-            keepalive_s=self.keepalive_s,
+            keepalive_s=self.keepalive_s, tls=self.tls,
         )
         try:
             await asyncio.to_thread(self.front.start)
@@ -196,7 +213,7 @@ class MqttBridge:
             if self.broker is not None:
                 self.broker.stop()
             raise
-        self._flush = _CoalescedFlush(self.auth, functools.partial(broker_accepts, self.host, self.port))
+        self._flush = _CoalescedFlush(self.auth, functools.partial(broker_accepts, self.host, self.port, tls=self.tls))
         fleet.mqtt_credentials = self.credentials
         self.front.sync_all(list(self.auth.devices()))
         self.url = f"agents MQTT {self.advertise} (prefix {self.topics.prefix}, broker files {self.auth.dir})"
@@ -210,4 +227,3 @@ class MqttBridge:
             await asyncio.to_thread(self._flush.close)
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
-

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import ssl
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -64,11 +65,15 @@ class BrokerClient:
         on_message: Callable[[Message], None],
         on_lost: Callable[[list[str]], None],
         stats: dict[str, int],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
-        """`on_message` runs on the loop thread for each message; `on_lost` gets the devices whose desired
+        """`tls`: MQTT over TLS, the broker checked by that context.
+
+        `on_message` runs on the loop thread for each message; `on_lost` gets the devices whose desired
         states were not acknowledged when the connection ended (before the reconnect); `stats` is counted into
         (desired_published, inflight_peak)."""
         self.host, self.port = host, port
+        self.tls = tls
         self.username, self.password = username, password
         self.keepalive_s = keepalive_s
         self.subscriptions = subscriptions
@@ -134,7 +139,7 @@ class BrokerClient:
                          session_expiry_s=SESSION_EXPIRY_S)  # fmt: skip
         where = f"{self.host}:{self.port}"
         try:
-            connack = await conn.open(self.host, self.port, params, timeout)
+            connack = await conn.open(self.host, self.port, params, timeout, tls=self.tls)
             if connack.reason != 0:
                 raise HubError(f"MQTT broker {where} did not accept the hub: {reason_name(connack.reason)}")
             # Ours from here: with a persistent session the broker delivers what it kept for us right away,

@@ -21,6 +21,7 @@ from the store and hands the publishes to that connection.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class MqttFront:
         is_active: Callable[[str], bool],
         on_revoked: Callable[[str], None] = lambda device_id: None,
         keepalive_s: int = 30,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.core = core
         self.topics = topics
@@ -71,7 +73,7 @@ class MqttFront:
         self.broker = BrokerClient(
             host=host, port=port, username=username, password=password, keepalive_s=keepalive_s,
             subscriptions=[(topics.all(REPORTED), 1), (topics.all(ONLINE), 1)],
-            on_message=self._on_message, on_lost=self._lost, stats=self.stats,
+            on_message=self._on_message, on_lost=self._lost, stats=self.stats, tls=tls,
         )  # fmt: skip
 
     # ---- lifecycle ----

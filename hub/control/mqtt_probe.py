@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import ssl
 import time
 
 import paho.mqtt.client as mqtt
@@ -17,13 +18,17 @@ import paho.mqtt.client as mqtt
 PROBE_CLIENT_PREFIX = "_edgeport-probe-"
 
 
-def broker_accepts(host: str, port: int, username: str, password: str, *, timeout: float = 5.0) -> bool | None:
+def broker_accepts(
+    host: str, port: int, username: str, password: str, *, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> bool | None:
     """True when the broker accepts these credentials, False when it refuses them, None when it gave no
-    answer within `timeout` (unreachable, or too busy to say)."""
+    answer within `timeout` (unreachable, or too busy to say). `tls`: connect over TLS, checked by that context."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=PROBE_CLIENT_PREFIX + secrets.token_hex(6), protocol=mqtt.MQTTv5
     )
     client.username_pw_set(username, password)
+    if tls is not None:
+        client.tls_set_context(tls)
     answer: list[bool] = []
 
     def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:

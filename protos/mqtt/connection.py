@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -85,10 +86,14 @@ class MqttConnection(asyncio.BufferedProtocol):
 
     # ---- opening and closing ----
 
-    async def open(self, host: str, port: int, params: Connect, timeout_s: float = 15.0) -> Connack:
+    async def open(
+        self, host: str, port: int, params: Connect, timeout_s: float = 15.0, *, tls: ssl.SSLContext | None = None
+    ) -> Connack:
         """Connect and send CONNECT with `params`; the broker's CONNACK (reason 0: accepted; otherwise it closes).
 
-        Raises OSError when the broker cannot be reached, TimeoutError when it does not answer in time.
+        With `tls` the connection is MQTT over TLS, the broker's certificate checked by that context (host
+        name `host`). Raises OSError when the broker cannot be reached (ssl.SSLError, an OSError, when its
+        certificate does not verify), TimeoutError when it does not answer in time.
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -96,7 +101,7 @@ class MqttConnection(asyncio.BufferedProtocol):
         self._closed = loop.create_future()
         try:
             async with asyncio.timeout(timeout_s):
-                await loop.create_connection(lambda: self, host, port)
+                await loop.create_connection(lambda: self, host, port, ssl=tls)
                 self._send(codec.connect(params))
                 connack = await self._connack
         except BaseException:
