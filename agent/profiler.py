@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import http.client
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from agent.state import ServiceRecord
+from agent.supervisor import local_tls_context
 from protos.edgeport.v1 import agent_pb2
 
 MAX_REQUESTS = 2000
@@ -32,13 +37,20 @@ def profile_service(
     headers = {"Content-Type": "application/json"}
     if rec.manifest is not None and rec.manifest.auth.mode == "key" and rec.manifest.auth.primary_key:
         headers["Authorization"] = f"Bearer {rec.manifest.auth.primary_key}"
+    elif rec.manifest is not None and rec.manifest.auth.mode == "token" and rec.manifest.auth.token_secret:
+        headers["Authorization"] = f"Bearer {_token(rec.manifest.auth.token_secret, rec.name, MAX_SECONDS + 60)}"
+    tls = rec.manifest is not None and rec.manifest.tls.enabled
     deadline = time.monotonic() + MAX_SECONDS
     target = "127.0.0.1" if host in ("0.0.0.0", "") else host
 
     def one(_: int) -> tuple[float, int]:
         if time.monotonic() > deadline:
             return 0.0, -1
-        conn = http.client.HTTPConnection(target, rec.port, timeout=30)
+        conn = (
+            http.client.HTTPSConnection(target, rec.port, timeout=30, context=local_tls_context())
+            if tls
+            else http.client.HTTPConnection(target, rec.port, timeout=30)
+        )
         start = time.perf_counter()
         try:
             conn.request("POST", "/score", body=request.payload, headers=headers)
@@ -61,3 +73,13 @@ def profile_service(
     failed = len(outcomes) - len(ok)
     result.message = f"{len(ok)} ok, {failed} failed of {len(outcomes)} requests at concurrency {concurrency}"
     return result
+
+
+def _token(secret: str, service: str, ttl_s: float) -> str:
+    """A scoring token as the runtime's token mode checks it (runtimes/README.md, "Auth tokens")."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    payload = b64(json.dumps({"service": service, "exp": int(time.time() + ttl_s)}, separators=(",", ":")).encode())
+    return f"{payload}.{b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())}"

@@ -84,10 +84,16 @@ def resolve_runtime_user(name: str | None) -> RuntimeUser | None:
 
 # Drops to the runtime user, then becomes the runtime (same PID). Popen's own user=/group= would make it fork
 # instead of vfork, and a fork of an agent whose gRPC threads run aborts in gRPC's fork handler (SIGABRT).
-_DROP_PRIVILEGES = (
-    "import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1])); "
-    "os.execv(sys.argv[3], sys.argv[3:])"
-)
+_DROP_PRIVILEGES = """\
+import os, sys
+os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]))
+try:
+    os.execv(sys.argv[3], sys.argv[3:])
+except OSError as exc:
+    print(f"error: the runtime user (uid {sys.argv[1]}) cannot run {sys.argv[3]}: {exc.strerror} "
+          "(it needs search permission on every folder above it)", file=sys.stderr)
+    sys.exit(1)
+"""
 
 
 def _as_user(spec: RuntimeSpec, user: RuntimeUser | None) -> list[str]:
@@ -275,9 +281,9 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def _probe_tls() -> ssl.SSLContext:
-    """TLS for the agent's own health probes of a runtime it started on this machine: the point is whether it
-    answers, not who it is (the agent gave it its certificate), so nothing is verified."""
+def local_tls_context() -> ssl.SSLContext:
+    """TLS for the agent's own calls to a runtime it started on this machine (health, metrics, profiling): the
+    point is whether it answers, not who it is (the agent gave it its certificate), so nothing is verified."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -288,7 +294,7 @@ def check_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0, *, t
     """GET / on the runtime answers 200 (the runtime contract's 'Healthy'); `tls`: over HTTPS."""
     target = host if host != "0.0.0.0" else "127.0.0.1"
     conn = (
-        http.client.HTTPSConnection(target, port, timeout=timeout, context=_probe_tls())
+        http.client.HTTPSConnection(target, port, timeout=timeout, context=local_tls_context())
         if tls
         else http.client.HTTPConnection(target, port, timeout=timeout)
     )
@@ -308,7 +314,7 @@ async def probe_healthy(port: int, host: str = "127.0.0.1", timeout: float = 2.0
     target = host if host != "0.0.0.0" else "127.0.0.1"
     writer = None
     try:
-        context = _probe_tls() if tls else None
+        context = local_tls_context() if tls else None
         reader, writer = await asyncio.wait_for(asyncio.open_connection(target, port, ssl=context), timeout)
         writer.write(f"GET / HTTP/1.1\r\nHost: {target}:{port}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from agent.supervisor import local_tls_context
 from protos.edgeport.v1 import agent_pb2
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
@@ -156,20 +157,35 @@ def quantile(buckets: dict[float, float], q: float) -> float | None:
     return prev_edge
 
 
+# Ports whose runtime serves HTTPS only (it answers plain HTTP with 400): scraped over TLS from then on.
+_TLS_PORTS: set[int] = set()
+
+
 def scrape(port: int, host: str = "127.0.0.1", timeout: float = 3.0) -> RuntimeStats | None:
-    """One GET /metrics of a runtime (None when it does not answer)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", "/metrics")
-        resp = conn.getresponse()
-        body = resp.read(4 * 1024 * 1024).decode(errors="replace")
+    """One GET /metrics of a runtime (None when it does not answer), over TLS when it serves HTTPS."""
+    for tls in (True, False) if port in _TLS_PORTS else (False, True):
+        conn = (
+            http.client.HTTPSConnection(host, port, timeout=timeout, context=local_tls_context())
+            if tls
+            else http.client.HTTPConnection(host, port, timeout=timeout)
+        )
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            body = resp.read(4 * 1024 * 1024).decode(errors="replace")
+        except (OSError, http.client.HTTPException):
+            if tls:
+                continue  # the port may serve plain HTTP again (a new generation)
+            return None
+        finally:
+            conn.close()
+        if resp.status == 400 and not tls and "HTTPS" in body:
+            continue  # "this port serves HTTPS": ask again over TLS
         if resp.status != 200:
             return None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-    return runtime_stats(parse_prometheus(body))
+        (_TLS_PORTS.add if tls else _TLS_PORTS.discard)(port)
+        return runtime_stats(parse_prometheus(body))
+    return None
 
 
 class TelemetryCollector:

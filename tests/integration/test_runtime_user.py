@@ -1,5 +1,6 @@
 """An agent running as root runs runtimes (entry scripts are user code) as an unprivileged user, for whom only the
-service's folder is writable: checked for real with an entry script that tries to write and read elsewhere."""
+service's folder is writable: checked for real with an entry script that tries to write and read elsewhere, served
+over HTTPS (the runtime user reads its own TLS key, and nothing else of the agent's)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import pwd
 import shutil
+import ssl
 import stat
 import subprocess
 import sys
@@ -129,11 +131,17 @@ def test_runtimes_run_as_an_unprivileged_user_that_writes_only_its_folder(
         ic = files / "ic.json"
         ic.write_text(json.dumps({"entryScript": "score.py", "sourceDirectory": "src",
                                   "environmentVariables": {"PROBE_AGENT_DIR": str(agent_dir)}}))  # fmt: skip
+        dc = files / "dc.json"
+        dc.write_text(json.dumps({"sslEnabled": True}))
         _ok(hub_cli(url, "model", "register", "-n", "probe-model", "-p", str(files / "model")))
-        shown = _ok(hub_cli(url, "deploy", "-n", "probe", "-m", "probe-model:1", "--ic", str(ic), "--target",
-                            "user-dev", "--timeout", "90", "--output", "json")).json()  # fmt: skip
+        shown = _ok(hub_cli(url, "deploy", "-n", "probe", "-m", "probe-model:1", "--ic", str(ic), "--dc", str(dc),
+                            "--target", "user-dev", "--timeout", "90", "--output", "json")).json()  # fmt: skip
         (device,) = shown["devices"]
-        reply = httpx.post(device["scoring_uri"], json={}, timeout=10)
+        assert device["scoring_uri"].startswith("https://")
+        key_file = agent_dir / "services" / "probe" / "tls" / "runtime.key"
+        assert key_file.stat().st_uid == user.pw_uid and stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        context = ssl.create_default_context(cadata=shown["tls"]["ca_pem"])
+        reply = httpx.post(device["scoring_uri"], json={}, verify=context, timeout=10)
         assert reply.status_code == 200, reply.text
         assert reply.json() == {
             "uid": user.pw_uid,

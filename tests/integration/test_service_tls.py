@@ -20,7 +20,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.profiler import profile_service
+from agent.state import ServiceRecord
+from agent.supervisor import check_healthy
+from agent.telemetry import scrape
 from hub.sdk import Webservice, Workspace
+from protos.edgeport.v1 import agent_pb2
 from tests.integration.registry_support import CliResult, hub_cli, hub_token, remember_hub
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
@@ -49,7 +54,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, procs: Processes) -> Iterato
     remember_hub(url, tmp / "hub")
     token = _ok(hub_cli(url, "device", "enroll", "tls-dev", "--output", "json")).json()["token"]
     agent = procs.start([PYTHON, "-m", "agent", "run", "--hub", f"127.0.0.1:{port}", "--data-dir", str(tmp / "agent"),
-                         "--token", token, "--heartbeat-s", "2"], name="agent", cwd=REPO)  # fmt: skip
+                         "--token", token, "--heartbeat-s", "2", "--telemetry-s", "1"], name="agent",
+                        cwd=REPO)  # fmt: skip
     wait_for(lambda: "connected to hub" in procs.log(agent), timeout=30, what="agent connected")
     files = tmp / "files"
     (files / "src").mkdir(parents=True)
@@ -115,6 +121,14 @@ def test_a_hub_issued_certificate_serves_https_with_key_auth(setup: Setup) -> No
     served = x509.load_pem_x509_certificate((key_file.parent / "runtime.crt").read_bytes())
     assert served.issuer.rfc4514_string() == "CN=Edgeport hub CA"
     assert served.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=300)
+
+    # The agent still reads the runtime's figures (over TLS) and they reach the hub.
+    def counted() -> bool:
+        shown = hub_cli(setup.url, "device", "telemetry", setup.device, "--service", "tls-key", "--metric",
+                        "runtime.requests_total", "--output", "json")  # fmt: skip
+        return shown.code == 0 and any(point["value"] >= 1 for point in shown.json())
+
+    wait_for(counted, timeout=30, what="runtime.requests_total of the https runtime at the hub")
 
 
 def test_token_auth_over_https_with_a_token_from_the_cli_and_the_sdk(setup: Setup) -> None:
@@ -211,3 +225,27 @@ def test_an_unreadable_key_file_names_it(setup: Setup) -> None:
     result = hub_cli(setup.url, "deploy", "-n", "unreadable", "-m", "tls-model:1", "--target", setup.device,
                      "--dc", str(dc))  # fmt: skip
     assert result.code == 2 and "sslKey file" in result.err and "key-dir.pem cannot be read" in result.err, result.err
+
+
+def test_the_agents_own_calls_reach_an_https_runtime_with_token_auth(tmp_path: Path, processes: Processes) -> None:
+    """Profiling and metrics, which the agent does itself, over TLS and with a token it mints from the manifest."""
+    cert, key = _self_signed(tmp_path / "tls")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text(SCORE_PY)
+    (tmp_path / "model").mkdir()
+    port = free_port()
+    runtime = processes.start(
+        [PYTHON, "-m", "runtimes", "serve", "--model-dir", str(tmp_path / "model"), "--entry-script", "score.py",
+         "--source-dir", str(tmp_path / "src"), "--name", "svc", "--port", str(port), "--grpc-port",
+         str(free_port()), "--auth", "token", "--tls-cert", str(cert), "--tls-key", str(key)],
+        name="runtime", env={"EDGEPORT_TOKEN_SECRET": "s3cret"},
+    )  # fmt: skip
+    wait_for(lambda: check_healthy(port, tls=True), timeout=30, what=f"runtime up: {processes.log(runtime)}")
+    manifest = agent_pb2.ServiceManifest(name="svc", generation=1)
+    manifest.auth.mode, manifest.auth.token_secret = "token", "s3cret"
+    manifest.tls.enabled = True
+    request = agent_pb2.ProfileRequest(request_id="p", service="svc", requests=10, payload=b'{"x": 1}')
+    profiled = profile_service(ServiceRecord(name="svc", generation=1, manifest=manifest, port=port), request)
+    assert profiled.message.startswith("10 ok, 0 failed"), profiled.message
+    stats = scrape(port)
+    assert stats is not None and stats.requests >= 10
