@@ -79,7 +79,25 @@ def resolve_runtime_user(name: str | None) -> RuntimeUser | None:
         entry = _create_user(wanted)
     if entry.pw_uid == 0:
         return None  # another name for root, given on purpose
-    return RuntimeUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    user = RuntimeUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    _check_reachable(user)
+    return user
+
+
+def _check_reachable(user: RuntimeUser) -> None:
+    """RuntimeUserError unless `user` can start this interpreter (runtimes run on it, or on venvs made from it):
+    said once at agent start, not as a failed start of every deploy."""
+    args = [sys.executable, "-I", "-c", _DROP_PRIVILEGES, str(user.uid), str(user.gid), sys.executable, "-c", "1"]
+    try:
+        done = run_command(args, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeUserError(f"cannot check what the runtime user {user.name} may run: {exc}") from None
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or [f"it exited with code {done.returncode}"])[-1]
+        raise RuntimeUserError(
+            f"runtimes would run as {user.name}, but {why.removeprefix('error: ')}; let that user reach the "
+            f"interpreter, give --runtime-user NAME for one that can, or --runtime-user root"
+        )
 
 
 # Drops to the runtime user, then becomes the runtime (same PID). Popen's own user=/group= would make it fork

@@ -166,6 +166,9 @@ class Demo:
                     str(self.work / f"agent-{name}"),
                     "--profile",
                     str(profile_file),
+                    # Simulated devices on this machine: runtimes run as whoever runs the demo, root included
+                    # (a real device run as root starts them as an unprivileged user; see docs/deploy.md).
+                    *(["--runtime-user", "root"] if os.geteuid() == 0 else []),
                 ],
                 agent_log,
             )

@@ -31,9 +31,19 @@ def test_a_user_that_does_not_exist_is_named() -> None:
 
 
 @as_root
-def test_an_existing_user_is_taken_as_it_is() -> None:
+def test_an_existing_user_is_taken_if_it_can_run_the_interpreter() -> None:
+    """Checked once, at agent start: a user that cannot start Python would fail every deploy."""
     nobody = pwd.getpwnam("nobody")
-    assert resolve("nobody") == RuntimeUser("nobody", nobody.pw_uid, nobody.pw_gid)
+    if _reachable_by_nobody():
+        assert resolve("nobody") == RuntimeUser("nobody", nobody.pw_uid, nobody.pw_gid)
+        return
+    with pytest.raises(RuntimeUserError) as info:
+        resolve("nobody")
+    assert info.value.args[0] == (
+        f"runtimes would run as nobody, but the runtime user (uid {nobody.pw_uid}) cannot run {sys.executable}: "
+        "Permission denied (it needs search permission on every folder above it); let that user reach the "
+        "interpreter, give --runtime-user NAME for one that can, or --runtime-user root"
+    )
 
 
 def _reachable_by_nobody() -> bool:
@@ -47,7 +57,8 @@ def test_a_runtime_user_that_cannot_reach_the_interpreter_is_told_why(tmp_path: 
     if _reachable_by_nobody():
         pytest.skip("this interpreter is reachable by every user here")
     supervisor = Supervisor(tmp_path / "logs")
-    supervisor.runtime_user = resolve("nobody")
+    nobody = pwd.getpwnam("nobody")
+    supervisor.runtime_user = RuntimeUser("nobody", nobody.pw_uid, nobody.pw_gid)  # say it lost access since
     (tmp_path / "models").mkdir()
     spec = RuntimeSpec(service="svc", generation=1, python=sys.executable, model_dir=tmp_path / "models",
                        port=free_port(), grpc_port=free_port(), service_dir=tmp_path)  # fmt: skip
