@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import ssl
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from hub.credentials import logged_in_hub, resolve_token
+from hub.credentials import logged_in_hub, pinned_ca, resolve_token
 from hub.errors import ERRORS_BY_CODE, BadInput, HubError, StorageError, Unauthorized
 from hub.names import validate_name
 
@@ -112,15 +113,29 @@ def safe_target(target_dir: Path, rel: str) -> Path:
 class HubClient:
     """Talks to one hub's REST and OCI APIs; raises the same HubError classes the hub raised."""
 
-    def __init__(self, url: str | None = None, *, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str | None = None, *, token: str | None = None, timeout: float = 60.0, ca_pem: str | None = None
+    ) -> None:
         """`token`: the API token to send; None takes `--token`, `$EDGEPORT_TOKEN` or `hub login`'s (see
-        `hub.credentials`)."""
+        `hub.credentials`). `ca_pem`: the hub CA an https hub's certificate may chain to; None takes the one
+        `hub login` pinned for this hub (the system's CAs are trusted too, for a hub with a public certificate)."""
         self.url = (url or default_hub_url()).rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise BadInput(f"bad hub URL {self.url!r}: expected http://HOST:PORT")
         self.token = token or resolve_token(self.url)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
+        verify: ssl.SSLContext | bool = True
+        ca = ca_pem or (pinned_ca(self.url) if self.url.startswith("https://") else None)
+        if ca:
+            verify = ssl.create_default_context()
+            try:
+                verify.load_verify_locations(cadata=ca)
+            except (ssl.SSLError, ValueError) as exc:
+                raise BadInput(f"the hub CA pinned for {self.url} is not a PEM certificate ({exc}); "
+                               "run 'hub login' again") from None  # fmt: skip
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), verify=verify
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -166,6 +181,11 @@ class HubClient:
             ) from None
 
     def _unreachable(self, exc: httpx.TransportError) -> HubError:
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return HubUnreachable(
+                f"the hub at {self.url} presented a certificate this machine does not trust; pin the hub's CA "
+                f"with 'hub login --hub {self.url} --token TOKEN' (it shows the CA's fingerprint to confirm)"
+            )
         if isinstance(exc, httpx.ConnectError):
             return HubUnreachable(f"cannot reach the hub at {self.url} (is 'hub serve' running?)")
         return HubUnreachable(f"lost the connection to the hub at {self.url}: {type(exc).__name__} {exc}")

@@ -1,6 +1,7 @@
 """Where the CLI and the SDK find a hub API token: `--token`, `$EDGEPORT_TOKEN`, or `hub login`'s file.
 
-`hub login --hub URL --token TOKEN` stores `{"hub": URL, "tokens": {URL: TOKEN}}` in the user's config
+`hub login --hub URL --token TOKEN` stores `{"hub": URL, "tokens": {URL: TOKEN}}` (and, for an https hub,
+`"cas": {URL: PEM}`, the hub CA whose fingerprint the user confirmed) in the user's config
 file (`$EDGEPORT_CONFIG`, else `$XDG_CONFIG_HOME/edgeport/config.json`, else
 `~/.config/edgeport/config.json`), mode 0600 in a 0700 folder; the last hub logged in to becomes the
 default hub. Tokens are kept per hub URL so one never travels to another hub.
@@ -43,14 +44,20 @@ def load_user_config() -> dict[str, Any]:
     return data
 
 
-def save_login(url: str, token: str) -> Path:
-    """Store `token` for hub `url` (0600) and make `url` the default hub; the file's path."""
+def save_login(url: str, token: str, ca_pem: str | None = None) -> Path:
+    """Store `token` (and the pinned hub CA `ca_pem`, for an https hub) for hub `url` (0600) and make `url` the
+    default hub; the file's path."""
     path = user_config_path()
     data = load_user_config()
     stored = data.get("tokens")
     tokens: dict[str, Any] = stored if isinstance(stored, dict) else {}
     tokens[url.rstrip("/")] = token
     data.update({"hub": url.rstrip("/"), "tokens": tokens})
+    if ca_pem is not None:
+        stored_cas = data.get("cas")
+        cas: dict[str, Any] = stored_cas if isinstance(stored_cas, dict) else {}
+        cas[url.rstrip("/")] = ca_pem
+        data["cas"] = cas
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = path.with_name(path.name + ".tmp")
@@ -61,6 +68,13 @@ def save_login(url: str, token: str) -> Path:
     except OSError as exc:
         raise BadInput(f"cannot write the Edgeport config {path}: {(exc.strerror or str(exc)).lower()}") from None
     return path
+
+
+def pinned_ca(url: str) -> str | None:
+    """The hub CA (PEM) `hub login` pinned for hub `url`, if any."""
+    cas = load_user_config().get("cas")
+    ca = cas.get(url.rstrip("/")) if isinstance(cas, dict) else None
+    return ca if isinstance(ca, str) and ca else None
 
 
 def logged_in_hub() -> str | None:

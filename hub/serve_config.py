@@ -7,6 +7,7 @@ service and component from it.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,16 @@ def is_unspecified_host(host: str) -> bool:
     return host in UNSPECIFIED_HOSTS
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def advertised_host(host: str) -> str:
     """The address agents should dial: the listen address, or this host's name when listening on all."""
     return socket.gethostname() if is_unspecified_host(host) else host
@@ -51,6 +62,8 @@ class AgentChannelConfig:
     """How the hub talks to agents: the gRPC port and the pace it asks agents to keep."""
 
     grpc_port: int = DEFAULT_GRPC_PORT
+    # Development only, one meaning everywhere: no transport security. Plain-text gRPC (devices named in
+    # metadata), plain HTTP on a network address, plain MQTT to a broker off this machine.
     insecure: bool = False
     heartbeat_interval_s: int = DEFAULT_HEARTBEAT_INTERVAL_S
     telemetry_interval_s: int = DEFAULT_TELEMETRY_INTERVAL_S
@@ -112,6 +125,32 @@ class HubConfig:
     mqtt: MqttConfig | None = None
     blob_gc: BlobGcConfig = field(default_factory=BlobGcConfig)
     audit_retention_s: int = DEFAULT_AUDIT_RETENTION_S  # how long audit records are kept
+    tls_sans: tuple[str, ...] = ()  # extra names in the hub-issued HTTPS certificate
+    tls_cert: Path | None = None  # the user's own certificate (PEM, chain included) and key for HTTPS
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         _check_port("--port", self.port)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise BadInput("--tls-cert and --tls-key go together: give both, or neither for a hub-issued certificate")
+        if self.tls_cert is not None and self.agents.insecure:
+            raise BadInput("--tls-cert asks for HTTPS, --insecure for plain HTTP: give one of them")
+        for option, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not path.is_file():
+                raise BadInput(f"{option} {path}: no such file")
+        for name in self.tls_sans:
+            if not name or any(c in name for c in " /,") or name in UNSPECIFIED_HOSTS:
+                raise BadInput(f"--tls-san {name!r}: expected a host name or an IP address")
+
+    @property
+    def https(self) -> bool:
+        """Whether the REST/OCI port serves HTTPS: on a network address unless --insecure, or when a
+        certificate (own, or names for the hub-issued one) was asked for. Loopback stays plain HTTP."""
+        if self.tls_cert is not None or self.tls_sans:
+            return True
+        return not is_loopback_host(self.host) and not self.agents.insecure
+
+    @property
+    def plain_on_network(self) -> bool:
+        """Plain HTTP on an address other machines reach (--insecure): warned about at every start."""
+        return not self.https and not is_loopback_host(self.host)

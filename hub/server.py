@@ -14,6 +14,7 @@ import functools
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from hub.access import ADMIN_TOKEN_FILE
 from hub.api.app import create_app
 from hub.control.channel import AgentChannel
 from hub.control.mqtt_bridge import MqttBridge
-from hub.errors import HubError
-from hub.serve_config import HubConfig
+from hub.errors import BadInput, HubError
+from hub.serve_config import HubConfig, advertised_host
 from hub.services import HubServices
 
 log = logging.getLogger("hub.server")
@@ -67,6 +68,7 @@ def build_hub(config: HubConfig) -> Hub:
                 grpc_port=config.agents.grpc_port,
                 insecure=config.agents.insecure,
                 artifact_url=config.agents.artifact_url,
+                api_scheme="https" if config.https else "http",
             )
         ]
         components.append(services.blob_collector)
@@ -78,6 +80,7 @@ def build_hub(config: HubConfig) -> Hub:
                 directory=config.mqtt.directory or config.data_dir / "mqtt",
                 advertise=config.mqtt.advertise,
                 run_broker=config.mqtt.run_broker,
+                insecure=config.agents.insecure,
             )
             # No prefix given: the bridge's default, the protocol's topic prefix.
             components.append(bridge() if config.mqtt.prefix is None else bridge(prefix=config.mqtt.prefix))
@@ -111,12 +114,33 @@ def _listen(host: str, port: int) -> socket.socket:
         raise HubError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+def _tls_files(config: HubConfig, services: HubServices) -> tuple[str | None, str | None]:
+    """uvicorn's TLS settings: the user's certificate, or one the hub CA issues (kept in DATA_DIR/pki) for
+    the listen address, this machine's name and every --tls-san: (certificate, key), both None on plain HTTP."""
+    if not config.https:
+        return None, None
+    if config.tls_cert is not None and config.tls_key is not None:
+        try:  # here, so a wrong file is one line naming the options, not a traceback from uvicorn
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.tls_cert, config.tls_key)
+        except (ssl.SSLError, OSError) as exc:
+            raise BadInput(f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: cannot serve TLS with "
+                           f"them: {exc}") from None  # fmt: skip
+        return str(config.tls_cert), str(config.tls_key)
+    ca = services.fleet.ca
+    ca.server_credentials([advertised_host(config.host), *config.tls_sans])  # the gRPC port's too: one hub
+    return str(ca.dir / "server.crt"), str(ca.dir / "server.key")
+
+
 async def run_hub(config: HubConfig) -> None:
     """Build the hub, start the API and every component, serve until SIGTERM/SIGINT, then stop all."""
     hub = build_hub(config)
     started: list[Component] = []
     try:
         sock = _listen(config.host, config.port)
+        scheme = "https" if config.https else "http"
+        if config.plain_on_network:  # said at every start, so nobody forgets the hub runs this way
+            log.warning("--insecure: the API on %s serves plain HTTP, so API tokens cross the network in "
+                        "the clear; use it only on a network you trust", config.host)  # fmt: skip
         port = sock.getsockname()[1]
         hub.services.access.audit_retention_s = config.audit_retention_s
         hub.services.access.trim()  # what outlived the retention while the hub was down
@@ -126,15 +150,19 @@ async def run_hub(config: HubConfig) -> None:
             token_file = config.data_dir / ADMIN_TOKEN_FILE
             print(
                 f"admin API token (shown once; also in {token_file}, mode 0600): {admin_token}\n"
-                f"  use it: hub login --hub http://{config.host}:{port} --token $(cat {token_file})",
+                f"  use it: hub login --hub {scheme}://{config.host}:{port} --token $(cat {token_file})"
+                + (f" --ca-fingerprint {hub.services.fleet.ca.ca_sha256}" if config.https else ""),
                 flush=True,
             )
+        cert_file, key_file = _tls_files(config, hub.services)
         uvicorn_config = uvicorn.Config(
             create_app(hub.services),
             log_level="warning",
             access_log=config.access_log,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            ssl_certfile=cert_file,
+            ssl_keyfile=key_file,
         )
         server = _EmbeddedUvicorn(uvicorn_config)
         loop = asyncio.get_running_loop()
@@ -154,8 +182,10 @@ async def run_hub(config: HubConfig) -> None:
                 raise HubError("the HTTP server stopped during startup")
             await asyncio.sleep(0.02)
         collector.settle()  # everything started: what exists now lives as long as the hub
-        base = f"http://{config.host}:{port}"
+        base = f"{scheme}://{config.host}:{port}"
         extras = "".join(f", {getattr(c, 'url', '')}" for c in started if getattr(c, "url", ""))
+        if config.https:  # what `hub login --ca-fingerprint` and enrollment tokens pin
+            extras += f"; hub CA sha256:{hub.services.fleet.ca.ca_sha256}"
         print(
             f"hub serving {base} (API {base}/api/v1, OCI {config.host}:{port}/v2/{extras}; data {config.data_dir})",
             flush=True,

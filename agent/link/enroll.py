@@ -16,6 +16,7 @@ import hmac
 import http.client
 import json
 import os
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from agent.trust import DesiredStateRefused, check_signing_certificate
 from protos.edgeport.v1 import agent_pb2
 
 AGENT_VERSION = "0.1.0"
+CA_PATH = "/api/v1/ca"  # the hub CA certificate (PEM), open to anyone: what the token's pin is checked against
 
 
 class EnrollError(Exception):
@@ -74,10 +76,45 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def _post(hub: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+def _pinned_context(hub: str, netloc: str, ca_sha256: str, timeout_s: float) -> ssl.SSLContext:
+    """A TLS context trusting only the hub CA the token pins. The CA is fetched over a connection not yet
+    verified (GET /api/v1/ca, public anyway) and accepted only if its sha256 is the pin; nothing secret
+    travels before the hub proved, by a certificate chaining to that CA, that it holds the CA's key."""
+    probe = http.client.HTTPSConnection(netloc, timeout=timeout_s, context=ssl._create_unverified_context())
+    try:
+        probe.request("GET", CA_PATH)
+        resp = probe.getresponse()
+        ca_pem = resp.read()
+        if resp.status != 200:
+            raise EnrollError(f"the hub at {hub} did not give its CA (GET {CA_PATH}: HTTP {resp.status})")
+    except (OSError, http.client.HTTPException) as exc:
+        raise EnrollError(f"cannot reach the hub at {hub} to enroll: {exc}") from None
+    finally:
+        probe.close()
+    if not hmac.compare_digest(_pem_sha256(ca_pem), ca_sha256):
+        raise EnrollError(
+            f"the hub at {hub} presented CA sha256:{_pem_sha256(ca_pem)}, but the token pins sha256:{ca_sha256}; "
+            "refusing to trust it (wrong hub, or someone in between)"
+        )
+    return ssl.create_default_context(cadata=ca_pem.decode("ascii"))
+
+
+def _pem_sha256(pem: bytes) -> str:
+    """Hex sha256 of a PEM certificate's DER ('' when it is not one)."""
+    try:
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))).hexdigest()
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+def _post(hub: str, body: bytes, timeout_s: float, ca_sha256: str) -> tuple[int, bytes]:
     url = urllib.parse.urlsplit(hub if "://" in hub else f"http://{hub}")
-    conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(url.netloc, timeout=timeout_s)
+    conn: http.client.HTTPConnection
+    if url.scheme == "https":  # the hub CA is pinned by the token, so no system CA is needed (or trusted)
+        context = _pinned_context(hub, url.netloc, ca_sha256, timeout_s)
+        conn = http.client.HTTPSConnection(url.netloc, timeout=timeout_s, context=context)
+    else:
+        conn = http.client.HTTPConnection(url.netloc, timeout=timeout_s)
     try:
         conn.request("POST", "/api/v1/enroll", body=body, headers={"Content-Type": "application/x-protobuf"})
         resp = conn.getresponse()
@@ -112,7 +149,7 @@ def enroll(
         agent_version=AGENT_VERSION,
         hardware=hardware,
     )
-    status, body = _post(hub, request.SerializeToString(), timeout_s)
+    status, body = _post(hub, request.SerializeToString(), timeout_s, parsed.ca_sha256)
     if status != 200:
         try:
             message = json.loads(body)["error"]["message"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.access import DEFAULT_TOKEN_TTL_S, ROLES, Principal
@@ -39,6 +40,19 @@ class TokenRequest(BaseModel):
 def health() -> dict[str, str]:
     """`{"status": "ok"}` while the hub serves."""
     return {"status": "ok"}
+
+
+@router.get(
+    "/ca",
+    summary="The hub CA certificate, PEM (no token needed)",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"application/x-pem-file": {}}}},
+)
+def ca_certificate(services: Services) -> PlainTextResponse:
+    """What clients of an https hub check it against: agents and `hub login` accept it only when its sha256
+    is the fingerprint they were given (in the enrollment token, or confirmed by the user)."""
+    ca_pem: bytes = services.fleet.ca.ca_pem
+    return PlainTextResponse(ca_pem.decode("ascii"), media_type="application/x-pem-file")
 
 
 @router.get("/whoami", summary="The calling token's name and role")

@@ -48,6 +48,7 @@ REALM = 'realm="edgeport hub"'
 OPEN_ROUTES = frozenset(
     {
         ("GET", "/api/v1/health"),
+        ("GET", "/api/v1/ca"),
         ("POST", "/api/v1/enroll"),
         ("GET", "/openapi.json"),
         ("GET", "/docs"),

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
+import ssl
+import sys
 from typing import Any
+
+import httpx
 
 from hub.access import DEFAULT_TOKEN_TTL_S, ROLES
 from hub.cli.output import print_json, print_table
 from hub.cli.parsing import add_command
-from hub.client import HubClient
+from hub.client import HubClient, HubUnreachable, default_hub_url
 from hub.credentials import save_login, user_config_path
 from hub.errors import BadInput
 from hub.names import parse_duration, validate_fleet_name
@@ -26,7 +32,14 @@ def register(subparsers: Subparsers) -> None:
         f"({user_config_path()}, mode 0600): later commands and the SDK's Workspace use them when no "
         "--hub/--token or $EDGEPORT_HUB/$EDGEPORT_TOKEN is given. A new hub prints its first admin "
         "token once and keeps it in DATA_DIR/admin.token.",
-        examples="  hub login --hub http://127.0.0.1:7070 --token $(cat ./hubdata/admin.token)\n",
+        examples="  hub login --hub http://127.0.0.1:7070 --token $(cat ./hubdata/admin.token)\n"
+        "  hub login --hub https://hub.example.net:7070 --token $(cat admin.token) --ca-fingerprint SHA256\n",
+    )
+    p.add_argument(
+        "--ca-fingerprint",
+        metavar="SHA256",
+        help="for an https hub: the sha256 of the hub CA certificate to pin (as `hub serve` prints it); without "
+        "it the fingerprint is shown and you are asked to confirm it",
     )
     p.set_defaults(func=cmd_login)
 
@@ -89,14 +102,54 @@ def cmd_login(args: argparse.Namespace) -> int:
     token = getattr(args, "token", None)
     if not token:
         raise BadInput("hub login needs --token TOKEN (an admin's first token is in the hub's DATA_DIR/admin.token)")
-    with HubClient(getattr(args, "hub", None), token=token) as client:
+    url = (getattr(args, "hub", None) or default_hub_url()).rstrip("/")
+    ca_pem = _pin_hub_ca(url, args.ca_fingerprint) if url.startswith("https://") else None
+    if ca_pem is None and args.ca_fingerprint:
+        raise BadInput(f"--ca-fingerprint is for an https hub; {url} is plain http")
+    with HubClient(url, token=token, ca_pem=ca_pem) as client:
         me = client.request("GET", "/api/v1/whoami").json()
-        path = save_login(client.url, token)
+        path = save_login(client.url, token, ca_pem)
     if args.output == "json":
         print_json({"hub": client.url, "name": me["name"], "role": me["role"], "config": str(path)})
     else:
         print(f"logged in to {client.url} as {me['name']} ({me['role']}); token stored in {path}")
     return 0
+
+
+def _pin_hub_ca(url: str, fingerprint: str | None) -> str:
+    """The hub CA (PEM) of an https hub, once its sha256 matches `fingerprint` or the user confirmed it.
+
+    The CA is fetched without checking the server (nothing secret is sent: no token); it is trusted only by
+    its fingerprint, which the user compares with the one `hub serve` printed, as enrollment tokens pin it."""
+    try:
+        with httpx.Client(verify=False, timeout=10.0) as plain:  # trusted by its fingerprint, checked below
+            response = plain.get(f"{url}/api/v1/ca")
+    except httpx.TransportError as exc:
+        raise HubUnreachable(f"cannot reach the hub at {url}: {exc}") from None
+    try:
+        der = ssl.PEM_cert_to_DER_cert(response.text) if response.status_code == 200 else b""
+    except ValueError:
+        der = b""
+    if not der:
+        raise HubUnreachable(f"the hub at {url} did not give its CA certificate (GET /api/v1/ca: "
+                             f"HTTP {response.status_code})")  # fmt: skip
+    actual = hashlib.sha256(der).hexdigest()
+    if fingerprint is not None:
+        wanted = fingerprint.strip().lower().removeprefix("sha256:").replace(":", "")
+        if len(wanted) != 64 or any(c not in "0123456789abcdef" for c in wanted):
+            raise BadInput(f"--ca-fingerprint {fingerprint!r}: expected the 64 hex digits of a sha256")
+        if not hmac.compare_digest(wanted, actual):
+            raise BadInput(f"the hub at {url} presents CA sha256:{actual}, not the --ca-fingerprint given; "
+                           "refusing to trust it (wrong hub, or someone in between)")  # fmt: skip
+        return response.text
+    if not sys.stdin.isatty():
+        raise BadInput(f"the hub at {url} presents CA sha256:{actual}: check it against the one `hub serve` "
+                       "printed and pass it as --ca-fingerprint (no terminal to ask on)")  # fmt: skip
+    print(f"The hub at {url} presents CA sha256:{actual}\n"
+          "Compare it with the fingerprint `hub serve` printed (or the end of an enrollment token).")  # fmt: skip
+    if input("Trust this CA for this hub? [y/N] ").strip().lower() not in ("y", "yes"):
+        raise BadInput("not logged in: the hub's CA was not trusted")
+    return response.text
 
 
 def cmd_create(args: argparse.Namespace) -> int:

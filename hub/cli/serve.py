@@ -60,6 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help=f"HTTP port for API and OCI (default: {DEFAULT_PORT}; 0 = any free)",
     )
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    tls = p.add_argument_group(
+        "HTTPS (on by default when --host is not a loopback address)",
+        "The REST/OCI port serves HTTPS with a certificate the hub CA issues for --host, this machine's name "
+        "and every --tls-san, or with your own --tls-cert/--tls-key. Clients pin the hub CA: agents through "
+        "their enrollment token, `hub login` by its fingerprint.",
+    )
+    tls.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                     help="another DNS name or IP address clients reach the hub by (repeatable; turns HTTPS on "
+                     "on loopback too)")  # fmt: skip
+    tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    tls.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
     _add_agent_channel_options(p)
     _add_mqtt_options(p)
     _add_blob_gc_options(p)
@@ -76,7 +87,9 @@ def _add_agent_channel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--insecure",
         action="store_true",
-        help="development only: plain-text gRPC, devices named in metadata (agents need --insecure)",
+        help="development only, no transport security: plain-text gRPC with devices named in metadata "
+        "(agents need --insecure too), plain HTTP on a non-loopback --host, plain mqtt:// to a broker on "
+        "another machine; a warning is logged at every start",
     )
     parser.add_argument(
         "--heartbeat-interval",
@@ -128,7 +141,8 @@ def _add_mqtt_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mqtt",
         metavar="URL",
-        help="connect to this MQTT broker, e.g. mqtt://127.0.0.1:1883 "
+        help="connect to this MQTT broker: mqtts://HOST[:8883] (TLS, the broker's certificate issued by the hub "
+        "CA into --mqtt-dir) or, on this machine or with --insecure, mqtt://127.0.0.1:1883 "
         "(devices may then run `agent run --transport mqtt`)",
     )
     group.add_argument(
@@ -142,7 +156,7 @@ def _add_mqtt_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mqtt-run-broker",
         action="store_true",
-        help="also run mosquitto on --mqtt's host:port, configured in --mqtt-dir",
+        help="also run mosquitto on --mqtt's host:port, configured in --mqtt-dir (a TLS listener for mqtts://)",
     )
 
 
@@ -206,6 +220,9 @@ def config_from_args(args: argparse.Namespace) -> HubConfig:
         mqtt=mqtt,
         blob_gc=blob_gc,
         audit_retention_s=_duration_option("--audit-retention", args.audit_retention),
+        tls_sans=tuple(args.tls_san),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 

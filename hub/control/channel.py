@@ -27,6 +27,7 @@ class AgentChannel:
         grpc_port: int,
         insecure: bool,
         artifact_url: str | None = None,
+        api_scheme: str = "http",
     ) -> None:
         self.services = services
         self.front = GrpcFront(services.control, services.fleet.ca, host=host, port=grpc_port, insecure=insecure)
@@ -34,6 +35,7 @@ class AgentChannel:
         self.api_port = api_port
         self.insecure = insecure
         self.artifact_url = artifact_url
+        self.api_scheme = api_scheme  # https when the API port serves TLS: agents pull from it that way
         self.url = ""
 
     async def start(self) -> None:
@@ -41,7 +43,7 @@ class AgentChannel:
         port = await self.front.start()
         public = advertised_host(self.host)
         self.services.fleet.grpc_address = f"{public}:{port}"
-        self.services.deployments.registry_url = self.artifact_url or f"http://{public}:{self.api_port}"
+        self.services.deployments.registry_url = self.artifact_url or f"{self.api_scheme}://{public}:{self.api_port}"
         self.url = f"agents gRPC {public}:{port} ({'insecure' if self.insecure else 'mutual TLS'})"
 
     async def stop(self) -> None:
