@@ -160,6 +160,14 @@ class CertificateAuthority:
         cert_path.write_bytes(pem)
         return key_path.read_bytes(), pem
 
+    def hub_names(self) -> set[str]:
+        """The names and addresses the hub's own server certificate holds (what its clients reach it by)."""
+        cert_path = self.dir / "server.crt"
+        try:
+            return _san_names(x509.load_pem_x509_certificate(cert_path.read_bytes()))
+        except (OSError, ValueError):
+            return set()
+
     def sign_server_key(self, public_key: ec.EllipticCurvePublicKey, name: str, hosts: list[str]) -> bytes:
         """A server certificate (PEM) for a key held elsewhere (a service's runtime on a device), for `hosts`.
 

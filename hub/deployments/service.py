@@ -172,15 +172,25 @@ class DeploymentService:
     def record_status(self, device_id: str, status: agent_pb2.DeploymentStatus) -> None:
         """Store a device's DeploymentStatus (older generations never overwrite newer ones); answer the TLS
         request it may carry with a certificate in the device's next desired state."""
+        if not status.HasField("tls_request"):
+            record_status(self.store, device_id, status)
+            return
+        try:
+            issued = self.desired.tls.answer(device_id, status)
+        except BadInput as exc:  # the device keeps waiting: `hub service show` says why
+            refused = agent_pb2.DeploymentStatus()
+            refused.CopyFrom(status)
+            refused.message = f"{status.message}: the hub refused its request: {exc.message}"
+            record_status(self.store, device_id, refused)
+            raise
         record_status(self.store, device_id, status)
-        if status.HasField("tls_request"):
-            if self.desired.tls.answer(device_id, status):
-                self.desired.refresh([device_id])  # a new revision, in the caller's transaction
-            # Told once the caller's transaction has committed (a front reading before would send the old
-            # state); while a device waits it asks again every few seconds, which tells the fronts again.
-            timer = threading.Timer(TLS_NOTIFY_DELAY_S, self.on_devices_changed, [[device_id]])
-            timer.daemon = True
-            timer.start()
+        if issued:
+            self.desired.refresh([device_id])  # a new revision, in the caller's transaction
+        # Told once the caller's transaction has committed (a front reading before would send the old state);
+        # while a device waits it asks again every few seconds, which tells the fronts again.
+        timer = threading.Timer(TLS_NOTIFY_DELAY_S, self.on_devices_changed, [[device_id]])
+        timer.daemon = True
+        timer.start()
 
     def record_report(self, device_id: str, report: agent_pb2.ServiceReport) -> None:
         """A Hello's summary of a running service: fills in what the hub may have missed."""

@@ -40,6 +40,7 @@ TLS_REQUEST_DOMAIN = b"edgeport.v1.TlsRequest\0"
 SEALED_KEY_INFO = b"edgeport.v1.TlsSettings.encrypted_key"
 RENEW_BEFORE = dt.timedelta(days=30)
 MAX_SANS = 8
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def source_of(m: agent_pb2.ServiceManifest) -> str:
@@ -121,6 +122,12 @@ class ServiceCertificates:
             certificate_pem, sealed_key = bytes(m.tls.certificate_pem), seal(key_pem.encode(), public_key)
         else:
             hosts = names + ([m.tls.cname] if m.tls.cname else [])
+            # The hub's clients trust this CA for the hub's own names: a device must not get a certificate that
+            # could pass for the hub (loopback names only reach the same machine).
+            hub_names = self.fleet.ca.hub_names() - LOOPBACK
+            for host in hosts:
+                if host in hub_names:
+                    raise BadInput(f"TLS request for {status.service}: {host} names the hub itself")
             certificate_pem = self.fleet.ca.sign_server_key(public_key, f"{status.service}@{device_id}", hosts)
             sealed_key = b""
         self.store.put_certificate(

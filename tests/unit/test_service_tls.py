@@ -172,3 +172,34 @@ def test_seal_and_open_agree_and_tampering_is_caught() -> None:
 def test_ssl_keys_are_checked_by_name(config: dict[str, object], message: str) -> None:
     with pytest.raises(BadInput, match=message):
         parse_deployment_config(config, where="dc.json")
+
+
+def test_a_device_cannot_get_a_certificate_for_the_hubs_own_names(hub: HubServices, tmp_path: Path) -> None:
+    """The hub's clients trust its CA for the hub's names: a runtime certificate must not pass for the hub."""
+    hub.fleet.ca.server_credentials(["hub.example.com", "10.1.1.1"])
+    a = _device(hub, "cam-a", tmp_path)
+    hub.deployments.create({"name": "svc", "models": [f"digits:{_register(hub, tmp_path)}"], "target": "cam-a",
+                            "deployment": {"sslEnabled": True}})  # fmt: skip
+    _, m = _manifest(hub, "cam-a", "svc")
+    key = runtime_key(tmp_path / "svc")
+    for name in ("hub.example.com", "10.1.1.1"):
+        with pytest.raises(BadInput, match=f"{name} names the hub itself"):
+            hub.deployments.desired.tls.answer("cam-a", _status(m, tls_request("svc", key, name, a)))
+    assert hub.deployments.desired.tls.answer("cam-a", _status(m, tls_request("svc", key, "127.0.0.1", a)))
+
+
+def test_a_refused_request_is_shown_with_the_service(hub: HubServices, tmp_path: Path) -> None:
+    hub.fleet.ca.server_credentials(["hub.example.com"])
+    a = _device(hub, "cam-a", tmp_path)
+    hub.deployments.create({"name": "svc", "models": [f"digits:{_register(hub, tmp_path)}"], "target": "cam-a",
+                            "deployment": {"sslEnabled": True}})  # fmt: skip
+    _, m = _manifest(hub, "cam-a", "svc")
+    status = _status(m, tls_request("svc", runtime_key(tmp_path / "svc"), "hub.example.com", a))
+    status.message = "waiting for the hub to issue its TLS certificate"
+    with pytest.raises(BadInput):
+        hub.deployments.record_status("cam-a", status)
+    [device] = hub.deployments.show("svc")["devices"]
+    assert device["phase"] == "Pending" and device["message"] == (
+        "waiting for the hub to issue its TLS certificate: the hub refused its request: "
+        "TLS request for svc: hub.example.com names the hub itself"
+    )
