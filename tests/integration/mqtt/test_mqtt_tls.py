@@ -16,11 +16,12 @@ import pytest
 
 from agent.state import AgentState
 from hub.control.mqtt_broker import MosquittoBroker
+from hub.control.mqtt_probe import broker_accepts
 from hub.control.mqtt_tls import BrokerTls
 from hub.pki import CertificateAuthority
-from protos.mqtt import Connack, Connect, MqttConnection
+from protos.mqtt import Connack, Connect, MqttConnection, Topics
 from protos.mqtt.url import client_tls_context
-from tests.integration.mqtt.conftest import MqttHub
+from tests.integration.mqtt.conftest import MqttHub, broker_auth
 from tests.support import PYTHON, REPO, Processes, free_port, wait_for
 
 
@@ -126,3 +127,30 @@ def test_a_client_that_does_not_trust_the_hub_ca_cannot_connect(tmp_path: Path, 
     # no password: anonymous access is off on the TLS listener too).
     hub_ca = (mqtts_hub.broker.dir / "ca.crt").read_bytes()
     assert asyncio.run(connect(client_tls_context(hub_ca))).reason in (134, 135)
+
+
+def test_the_hubs_reload_probe_speaks_tls(mqtts_hub: MqttHub) -> None:
+    """The probe that asks the broker whether it took a credential change gets an answer over TLS too."""
+    tls = client_tls_context((mqtts_hub.broker.dir / "ca.crt").read_bytes())
+    assert broker_accepts("127.0.0.1", mqtts_hub.broker.port, "nobody", "wrong", tls=tls) is False
+
+
+def test_plain_mqtt_shows_the_password_to_a_relay(mosquitto: MosquittoBroker) -> None:
+    """The control for the check above: the same relay over plain MQTT does see the password."""
+    auth = broker_auth(mosquitto, Topics(), "edge-plain")
+    password = auth.device_password("edge-plain", "cert-of-edge-plain")
+    relay = RecordingRelay(("127.0.0.1", mosquitto.port))
+
+    async def connect() -> Connack:
+        conn = MqttConnection(lambda m: None, lambda i, r: None, lambda reason: None)
+        try:
+            return await conn.open("127.0.0.1", relay.port, Connect("edge-plain", 30, "edge-plain", password), 10)
+        finally:
+            conn.abort()
+
+    try:
+        assert asyncio.run(connect()).reason == 0
+        with relay._lock:
+            assert password.encode() in bytes(relay.recorded)
+    finally:
+        relay.close()
