@@ -65,11 +65,13 @@ class ArtifactCache:
         max_bytes: int = DEFAULT_MAX_BYTES,
         sync: Callable[[int], None] = os.fsync,
         client: RegistryClient | None = None,
-        registry_tokens: dict[str, str] | None = None,
+        pull_token: str = "",
     ) -> None:
         self.root = Path(root)
-        # Bearer tokens by registry HOST:PORT (the hub's pull token): sent only to the registry it is for.
-        self.registry_tokens = registry_tokens or {}
+        # The device pull token, sent as Bearer with every pull. Pulls go only to the registry a manifest
+        # names, and a manifest is used only once its hub signature verified: the hub's own /v2/, or the
+        # artifact endpoint the hub put in front of it (a mirror passes the token on).
+        self.pull_token = pull_token
         self.sync = sync  # makes a written file's bytes durable (given its fd)
         self.client = client or RegistryClient()  # agents of one process share one: its connections
         self.max_bytes = max_bytes
@@ -176,9 +178,8 @@ class ArtifactCache:
         url = urllib.parse.urlsplit(registry if "://" in registry else f"http://{registry}")
         path = f"{url.path.rstrip('/')}/v2/{repository}/blobs/{digest}"
         headers = {"Range": f"bytes={have}-"} if have else {}
-        token = self.registry_tokens.get(url.netloc)
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        if self.pull_token:
+            headers["Authorization"] = f"Bearer {self.pull_token}"
         sink = _PartialFile(partial, hasher, have)
         try:
             response = await self.client.get(f"{url.scheme}://{url.netloc}{path}", sink.write, headers)

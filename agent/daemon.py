@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -139,7 +138,7 @@ class AgentDaemon:
                 self.config.cache_max_bytes,
                 sync=self.parts.sync_file,
                 client=self.parts.registry_client,
-                registry_tokens=_hub_pull_token(self.identity),
+                pull_token=self.identity.pull_token,
             ),
             EnvironmentCache(self.data_dir / "envs"),
             self._supervisor(runtime_user),
@@ -330,14 +329,6 @@ def _traversable(*folders: Path) -> None:
     for name in ("agent.db", "agent.db-wal", "agent.db-shm"):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(folders[0] / name, 0o600)
-
-
-def _hub_pull_token(identity: Identity) -> dict[str, str]:
-    """{hub HOST:PORT: pull token}: the cache sends the token to the hub's OCI endpoint and nowhere else."""
-    if not identity.pull_token:
-        return {}
-    netloc = urllib.parse.urlsplit(identity.hub if "://" in identity.hub else f"http://{identity.hub}").netloc
-    return {netloc: identity.pull_token}
 
 
 def main_async(config: AgentConfig) -> int:

@@ -59,7 +59,7 @@ class Identity:
     # The hub's manifest-signing key as enrollment checked it (agent.trust.SigningKey JSON); '' from a hub
     # that gave none: then the first signed desired state's certificate, checked against the CA, sets it.
     signing_key: str = ""
-    # Bearer token for the hub's OCI endpoint (`hub` only), issued at enrollment; '' from a hub that gave none.
+    # Bearer token for pulls from the hub's OCI endpoint, issued at enrollment; '' from a hub that gave none.
     pull_token: str = ""
 
 

@@ -33,16 +33,18 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         name="hub",
     )  # fmt: skip
     try:
-        def up() -> bool:
-            if not (tmp / "hub" / "admin.token").exists():  # written before the API answers
-                return False
-            remember_hub(f"http://127.0.0.1:{port}", tmp / "hub")
-            return _hub(f"127.0.0.1:{port}", "device", "list").returncode == 0
-
-        wait_for(up, timeout=30, what="hub up")
+        wait_for(lambda: _hub_up(f"127.0.0.1:{port}", tmp / "hub"), timeout=30, what="hub up")
         yield f"127.0.0.1:{port}"
     finally:
         procs.stop_all()
+
+
+def _hub_up(address: str, data_dir: Path) -> bool:
+    """The hub at `address` answers the CLI (with the admin token it wrote before its API answered)."""
+    if not (data_dir / "admin.token").exists():
+        return False
+    remember_hub(f"http://{address}", data_dir)
+    return _hub(address, "device", "list").returncode == 0
 
 
 def _hub(address: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -146,7 +148,7 @@ def test_outage_store_and_forward(tmp_path: Path, processes: Processes) -> None:
     hub_args = [PYTHON, "-m", "hub.cli.main", "serve", "--data-dir", str(tmp_path / "hub"), "--port", str(port),
                 "--grpc-port", str(grpc_port)]  # fmt: skip
     hub = processes.start(hub_args, name="hub")
-    wait_for(lambda: _hub(address, "device", "list").returncode == 0, timeout=30, what="hub up")
+    wait_for(lambda: _hub_up(address, tmp_path / "hub"), timeout=30, what="hub up")
     data = tmp_path / "dev"
     agent = processes.start(
         _agent(address, data, "--token", _token(address, "sf-dev"), "--telemetry-s", "1", "--label", "rack=r1"),

@@ -27,6 +27,7 @@ from agent.state import AgentState
 from agent.supervisor import Supervisor, check_healthy, process_start_time
 from agent.telemetry import TelemetryCollector
 from protos.edgeport.v1 import agent_pb2
+from tests.integration.registry_support import cli_env, hub_token, remember_hub
 from tests.support import PYTHON, Processes, free_port, wait_for
 
 
@@ -43,10 +44,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory, digits_model: Path) -> Iterato
         name="hub",
     )  # fmt: skip
     try:
-        wait_for(lambda: _get(port, "/openapi.json")[0] == 200, timeout=30, what="hub up")
+        wait_for(lambda: _get(port, "/api/v1/health")[0] == 200, timeout=30, what="hub up")
+        remember_hub(url, tmp / "hub")
         done = subprocess.run(
             [PYTHON, "-m", "hub.cli.main", "--hub", url, "model", "register", "-n", "digits", "-p", str(digits_model)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=60, env=cli_env(url),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         yield url
@@ -102,7 +104,8 @@ class Harness:
         self.reports: list[agent_pb2.DeploymentStatus] = []
         self.reconciler = Reconciler(
             self.state,
-            ArtifactCache(data_dir / "cache"),
+            # an API token pulls from /v2/ as an agent's device pull token does
+            ArtifactCache(data_dir / "cache", pull_token=hub_token(hub)),
             EnvironmentCache(data_dir / "envs"),
             Supervisor(data_dir / "logs"),
             self.reports.append,
