@@ -14,6 +14,7 @@ to what the hub wants. State lives in --data-dir; run again without --token to r
 
 examples:
   agent run --hub 127.0.0.1:7070 --token ep1.... --data-dir /var/lib/edgeport
+  agent run --hub https://hub.example.net:7070 --token ep1.... --data-dir /var/lib/edgeport
   agent run --hub 127.0.0.1:7070 --data-dir ./dev1 --insecure --label site=lab
   agent run --hub 127.0.0.1:7070 --data-dir /var/lib/edgeport --runtime-user scorer
 
@@ -60,12 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="enroll (once) and run the agent", description=RUN_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     run.add_argument(
-        "--hub", type=_hub, default="127.0.0.1:7070", help="hub API address HOST:PORT (default %(default)s)"
+        "--hub", type=_hub, default="127.0.0.1:7070",
+        help="hub API address HOST:PORT, or https://HOST:PORT for a hub on a network address (its CA is "
+        "checked against the enrollment token's pin; default %(default)s)",
     )
     run.add_argument("--token", help="one-time enrollment token from `hub device enroll` (first start only)")
     run.add_argument("--data-dir", type=Path, required=True, help="the agent's state, cache, logs and identity")
     run.add_argument("--insecure", action="store_true",
-                     help="plain-text gRPC (development only; the hub must run with --insecure too)")  # fmt: skip
+                     help="development only, no transport security: plain-text gRPC (the hub must run with "
+                     "--insecure too) and plain mqtt:// to a broker on another machine")  # fmt: skip
     run.add_argument("--transport", choices=["grpc", "mqtt"], default="grpc", help="link to the hub (default grpc)")
     run.add_argument("--broker", help="MQTT broker URL overriding the one the hub gave at enrollment")
     run.add_argument("--profile", help="simulated device profile: path of a profile JSON file")

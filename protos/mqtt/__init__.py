@@ -2,7 +2,8 @@
 
     topics      where each message travels ({prefix}/{device}/desired, inbox, reported, online)
     codec       the MQTT 5 packets an Edgeport client speaks, encoded and decoded
-    connection  MqttConnection: one client connection as an asyncio Protocol
+    connection  MqttConnection: one client connection as an asyncio Protocol (over TLS when given a context)
+    url         broker URLs: mqtts:// (TLS, 8883) or mqtt:// (plain, 1883: loopback only unless insecure)
 
 The messages themselves are protos/edgeport/v1 (one serialized protobuf per MQTT message, as on
 the gRPC stream). Topic layout, codec and connection are one contract, so they live here once.
