@@ -60,7 +60,8 @@ class StatusReports:
         when the phase changed."""
         self.held.pop(status.service, None)  # re-inserted last: held statuses keep the order they were made in
         self.held[status.service] = status
-        if status.phase in SETTLED_PHASES or self.linger_s <= 0:
+        # A request for a TLS certificate goes at once too: the deploy waits for the hub's answer to it.
+        if status.phase in SETTLED_PHASES or status.HasField("tls_request") or self.linger_s <= 0:
             self.flush()
             self.linger = self.linger_s
         elif self.held_flush is None:

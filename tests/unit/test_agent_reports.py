@@ -278,3 +278,18 @@ def test_no_heartbeat_while_other_messages_go_to_the_hub(tmp_path: Path) -> None
     busy, quiet = kinds[: kinds.index("--")], kinds[kinds.index("--") + 1 :]
     assert busy == ["status"] * 12
     assert quiet and set(quiet) == {"heartbeat"}
+
+
+def test_a_request_for_a_tls_certificate_goes_at_once(tmp_path: Path) -> None:
+    """The deploy waits for the hub's answer: a Pending status carrying the request does not linger."""
+
+    async def scenario() -> None:
+        daemon = _reports(tmp_path, linger=30.0)
+        daemon.report(_st("a", agent_pb2.PULLING))
+        waiting = _st("b", agent_pb2.PENDING, "waiting for the hub to issue its TLS certificate")
+        waiting.tls_request.csr_pem = b"csr"
+        daemon.report(waiting)
+        assert _sent(daemon) == [("a", "PULLING"), ("b", "PENDING")]
+        assert daemon.outbox.pending()[-1].status.tls_request.csr_pem == b"csr"
+
+    asyncio.run(scenario())
