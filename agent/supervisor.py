@@ -57,14 +57,15 @@ def resolve_runtime_user(name: str | None) -> RuntimeUser | None:
     """Who runtimes run as: None for the agent's own user.
 
     `name` None: the agent's own user. As root, "" means the default user (made with useradd when it is
-    missing), "root" means root on purpose, any other name that existing user. Not root: only "" or the
-    agent's own user make sense (a process cannot switch user without privilege). RuntimeUserError: say why.
+    missing), "root" means root on purpose, any other name that existing user. Not root: "", "root" (do not
+    switch) and the agent's own user make sense (a process cannot switch user without privilege).
+    RuntimeUserError: say why.
     """
     if name is None:
         return None
     if os.geteuid() != 0:
         own = pwd.getpwuid(os.geteuid()).pw_name
-        if name not in ("", own):
+        if name not in ("", "root", own):
             raise RuntimeUserError(f"--runtime-user {name}: only an agent running as root can run runtimes as "
                                    f"another user (this agent runs as {own})")  # fmt: skip
         return None
@@ -132,7 +133,8 @@ def _create_user(name: str) -> pwd.struct_passwd:
             args = [useradd, "-S", "-D", "-H", "-s", "/sbin/nologin", name]
         try:
             done = run_command(args, timeout=30)
-            why = (done.stderr or done.stdout).strip().splitlines()[-1] if done.returncode else ""
+            said = (done.stderr or done.stdout).strip().splitlines()
+            why = (said[-1] if said else f"exit code {done.returncode}") if done.returncode else ""
         except (OSError, subprocess.SubprocessError) as exc:
             why = str(exc)
         if not why:
