@@ -47,9 +47,11 @@ DEFAULT_HEALTH_TIMEOUT_S = 120
 # for this long, then the generation fails with the registry's answer. A registry that cannot be reached at all
 # (the device is offline) is retried for as long as it takes: the link being down is no fault of the generation.
 DEFAULT_PULL_RETRY_WINDOW_S = 300.0
-# While a service waits for its TLS certificate, its request is sent again this often (a new desired state with
-# the certificate starts the deploy at once; this only covers a lost request or answer).
+# While a service waits for its TLS certificate, its request is sent again after 5 s, doubling up to a minute (a new
+# desired state with the certificate starts the deploy at once; this covers a lost request or answer, and keeps
+# a request the hub refuses from being sent every few seconds for ever).
 TLS_RETRY_S = 5.0
+TLS_RETRY_MAX_S = 60.0
 
 Report = Callable[[agent_pb2.DeploymentStatus], None]
 
@@ -95,7 +97,7 @@ class ServiceWork:
         self._exit_watches: dict[str, Callable[[], None]] = {}  # service -> stops the watch on its runtime's exit
         self.polling = False  # a runtime's exit could not be watched: the reconciler must poll to notice it
         self._same_filesystem: bool | None = None
-        self.tls_waiting: set[str] = set()  # services waiting for their TLS certificate from the hub
+        self.tls_waiting: dict[str, Backoff] = {}  # services waiting for their TLS certificate from the hub
 
     def stop_watches(self) -> None:
         """End every exit watch (the agent stops; runtimes keep running: a restarted agent adopts them)."""
@@ -154,15 +156,15 @@ class ServiceWork:
         service_dir = self.services_dir / m.name
         key = runtime_key(service_dir)
         if usable_files(m, service_dir, key) is not None:
-            self.tls_waiting.discard(m.name)
+            self.tls_waiting.pop(m.name, None)
             return True
         if self.identity_dir is None:
             raise ServiceTlsError("this agent has no device identity to ask the hub for a TLS certificate with")
         status = service_status(m, m.name, agent_pb2.PENDING, WAITING)
         status.tls_request.CopyFrom(tls_request(m.name, key, self.advertise_host, self.identity_dir))
-        self.tls_waiting.add(m.name)
-        self.retry_at[m.name] = time.monotonic() + TLS_RETRY_S
-        timers.call_later(asyncio.get_running_loop(), TLS_RETRY_S, self.wake)
+        delay = self.tls_waiting.setdefault(m.name, Backoff(TLS_RETRY_S, TLS_RETRY_MAX_S)).next_delay()
+        self.retry_at[m.name] = time.monotonic() + delay
+        timers.call_later(asyncio.get_running_loop(), delay, self.wake)
         self.report(status)
         return False
 
@@ -456,7 +458,7 @@ class ServiceWork:
         self.state.delete_service(name)
         self.backoffs.pop(name, None)
         self._forget_pull_failures(name)
-        self.tls_waiting.discard(name)
+        self.tls_waiting.pop(name, None)
         self._evict()
         self.report(service_status(rec.manifest if rec else None, name, agent_pb2.REMOVED, "stopped and cleaned up"))
 
