@@ -148,9 +148,11 @@ async def run_hub(config: HubConfig) -> None:
         admin_token = hub.services.access.ensure_admin_token()
         if admin_token is not None:  # a new data dir (or no admin token left): shown this once
             token_file = config.data_dir / ADMIN_TOKEN_FILE
+            # Over https the name must be one the certificate carries: not a bind-to-all address.
+            login_host = advertised_host(config.host) if config.https else config.host
             print(
                 f"admin API token (shown once; also in {token_file}, mode 0600): {admin_token}\n"
-                f"  use it: hub login --hub {scheme}://{config.host}:{port} --token $(cat {token_file})"
+                f"  use it: hub login --hub {scheme}://{login_host}:{port} --token $(cat {token_file})"
                 + (f" --ca-fingerprint {hub.services.fleet.ca.ca_sha256}" if config.https else ""),
                 flush=True,
             )

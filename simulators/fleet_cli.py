@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--transport", choices=["grpc", "mqtt"], help="link to the hub (default: the profile's)")
     ap.add_argument("--broker", help="MQTT broker URL overriding the enrolled one (e.g. a netfault proxy)")
-    ap.add_argument("--insecure", action="store_true", help="plain-text gRPC (the hub runs with --insecure)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="plain-text gRPC (the hub runs with --insecure) and plain mqtt:// to a broker on another "
+                    "machine")  # fmt: skip
     ap.add_argument(
         "--data-dir",
         type=Path,
