@@ -203,3 +203,33 @@ def test_a_refused_request_is_shown_with_the_service(hub: HubServices, tmp_path:
         "waiting for the hub to issue its TLS certificate: the hub refused its request: "
         "TLS request for svc: hub.example.com names the hub itself"
     )
+
+
+def test_a_certificate_near_its_end_is_issued_again(hub: HubServices, tmp_path: Path) -> None:
+    a = _device(hub, "cam-a", tmp_path)
+    hub.deployments.create({"name": "svc", "models": [f"digits:{_register(hub, tmp_path)}"], "target": "cam-a",
+                            "deployment": {"sslEnabled": True}})  # fmt: skip
+    _, m = _manifest(hub, "cam-a", "svc")
+    service_dir = tmp_path / "svc"
+    key = runtime_key(service_dir)
+    assert hub.deployments.desired.tls.answer("cam-a", _status(m, tls_request("svc", key, "127.0.0.1", a)))
+    row = hub.deployments.store.certificate("svc", "cam-a")
+    assert row is not None
+    # The stored certificate is swapped for one with 10 days left: the device asks again, the hub renews.
+    now = dt.datetime.now(dt.UTC)
+    short = hub.fleet.ca.issue(
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "svc@cam-a")]))
+        .public_key(key.public_key())
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+        not_before=now - dt.timedelta(days=1), days=11,
+    ).public_bytes(serialization.Encoding.PEM)  # fmt: skip
+    hub.deployments.store.put_certificate({**row, "certificate_pem": short})
+    assert hub.deployments.store.certificate("svc", "cam-a")["certificate_pem"] == short  # type: ignore[index]
+    _, m = _manifest(hub, "cam-a", "svc")
+    assert usable_files(m, service_dir, key) is None  # the agent asks again rather than serve it to its end
+    assert hub.deployments.desired.tls.answer("cam-a", _status(m, tls_request("svc", key, "127.0.0.1", a)))
+    _, m = _manifest(hub, "cam-a", "svc")
+    files = usable_files(m, service_dir, key)
+    assert files is not None
+    renewed = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    assert renewed.not_valid_after_utc - now > dt.timedelta(days=300)
