@@ -54,9 +54,9 @@ def test_empty_one_byte_and_repeated_files_register_download_and_pull(processes:
         layers = {layer["annotations"]["org.opencontainers.image.title"]: layer for layer in manifest["layers"]}
         assert layers["empty.bin"]["size"] == 0 and layers["empty.bin"]["digest"] == EMPTY_SHA256
 
-    pulled = oras.client.OrasClient(insecure=True).pull(
-        target=f"127.0.0.1:{hub.port}/models/tiny:1", outdir=str(tmp_path / "pulled")
-    )
+    oras_client = oras.client.OrasClient(insecure=True, auth_backend="basic")
+    oras_client.auth.set_basic_auth("any-user", hub.token)  # an API token as the registry password
+    pulled = oras_client.pull(target=f"127.0.0.1:{hub.port}/models/tiny:1", outdir=str(tmp_path / "pulled"))
     assert len(pulled) == 42
     for path in files:
         data = (tmp_path / "pulled" / path).read_bytes()
