@@ -161,7 +161,7 @@ class AgentDaemon:
         supervisor.runtime_user = runtime_user
         if runtime_user is not None:
             self.parts.say(f"runtimes run as user {runtime_user.name} (uid {runtime_user.uid})")
-            _traversable(self.data_dir, self.data_dir / "services")
+            _shut_to_runtimes(self.data_dir)
         return supervisor
 
     async def _enroll(self) -> None:
@@ -318,17 +318,20 @@ class AgentDaemon:
             self.parts.say("stopped")
 
 
-def _traversable(*folders: Path) -> None:
-    """Let the runtime user pass through the agent's folders to its service's (search only, no listing).
-
-    What it must not read stays closed: the identity folder is 0700, the agent's database (service keys,
-    token secrets) 0600; SQLite gives its -wal and -shm files the database's mode."""
-    for folder in folders:
+def _shut_to_runtimes(data_dir: Path) -> None:
+    """Let the runtime user pass through the data dir to its service's folder (search only, no listing), and
+    nothing more of the agent's: the identity folder is 0700 already; the agent's database (service keys,
+    token secrets; SQLite gives its -wal and -shm files the database's mode), the cache (a runtime reads its
+    blobs through hardlinks in its own folder) and the logs (it writes through a descriptor) become private."""
+    for folder in (data_dir, data_dir / "services"):
         folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, os.stat(folder).st_mode | 0o111)
+        os.chmod(folder, 0o711)
+    for private in (data_dir / "cache", data_dir / "logs"):
+        private.mkdir(parents=True, exist_ok=True)
+        os.chmod(private, 0o700)
     for name in ("agent.db", "agent.db-wal", "agent.db-shm"):
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(folders[0] / name, 0o600)
+            os.chmod(data_dir / name, 0o600)
 
 
 def main_async(config: AgentConfig) -> int:

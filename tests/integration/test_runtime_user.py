@@ -61,6 +61,9 @@ def run(raw):
         "model_file": _attempt(lambda: _write(model_file)),
         "device_key": _attempt(lambda: open(os.path.join(data, "identity", "device.key")).read()),
         "agent_db_read": _attempt(lambda: open(os.path.join(data, "agent.db"), "rb").read(1)),
+        "list_agent_dir": _attempt(lambda: os.listdir(data)),
+        "list_cache": _attempt(lambda: os.listdir(os.path.join(data, "cache"))),
+        "list_logs": _attempt(lambda: os.listdir(os.path.join(data, "logs"))),
     }
 """
 
@@ -152,6 +155,9 @@ def test_runtimes_run_as_an_unprivileged_user_that_writes_only_its_folder(
             "model_file": "PermissionError",
             "device_key": "PermissionError",
             "agent_db_read": "PermissionError",
+            "list_agent_dir": "PermissionError",
+            "list_cache": "PermissionError",
+            "list_logs": "PermissionError",
         }
         assert user.pw_uid != 0
     finally:
