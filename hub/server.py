@@ -139,8 +139,9 @@ async def run_hub(config: HubConfig) -> None:
         sock = _listen(config.host, config.port)
         scheme = "https" if config.https else "http"
         if config.plain_on_network:  # said at every start, so nobody forgets the hub runs this way
-            log.warning("--insecure: the API on %s serves plain HTTP, so API tokens cross the network in "
-                        "the clear; use it only on a network you trust", config.host)  # fmt: skip
+            log.warning("--insecure: the API on %s serves plain HTTP and the agents' gRPC is plain text, so API "
+                        "tokens cross the network in the clear and devices are taken at their word; use it only "
+                        "on a network you trust", config.host)  # fmt: skip
         port = sock.getsockname()[1]
         hub.services.access.audit_retention_s = config.audit_retention_s
         hub.services.access.trim()  # what outlived the retention while the hub was down

@@ -30,7 +30,7 @@ from hub.control.mqtt_tls import BrokerTls, broker_host_names, issue_broker_tls
 from hub.errors import BadInput, HubError
 from protos.edgeport.v1 import agent_pb2
 from protos.mqtt import DEFAULT_PREFIX, Topics
-from protos.mqtt.url import BrokerAddress, BrokerUrlError, client_tls_context, parse_broker_url
+from protos.mqtt.url import BrokerAddress, BrokerUrlError, client_tls_context, is_loopback, parse_broker_url
 
 if TYPE_CHECKING:
     from hub.services import HubServices
@@ -155,6 +155,10 @@ class MqttBridge:
             self.tls_files = issue_broker_tls(ca, directory, broker_host_names(address.host, advertised.host))
         if address.tls:
             self.tls = client_tls_context(services.fleet.ca.ca_pem)
+        for plain in {a.url for a in (address, advertised) if not a.tls and not is_loopback(a.host)}:
+            # parse_mqtt_url let it through for --insecure only: said at every start
+            log.warning("--insecure: plain MQTT to %s, so broker passwords cross the network in the clear; use "
+                        "mqtts:// outside development", plain)  # fmt: skip
         try:
             self.topics = Topics(prefix)
         except ValueError as exc:

@@ -87,6 +87,11 @@ def test_network_hub_serves_https_and_login_pins_its_ca(tmp_path: Path, https_hu
     assert config.stat().st_mode & 0o777 == 0o600
     listed = _cli(https_hub, config, "model", "list", "--output", "json")  # token and CA from the login
     assert listed.returncode == 0, listed.stderr
+    sdk = subprocess.run([PYTHON, "-c", "from hub.sdk import Workspace; ws = Workspace(); "
+                          "print(ws.url, ws.client.request('GET', '/api/v1/whoami').json()['role'])"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60,
+                         env={**cli_env(), "EDGEPORT_CONFIG": str(config)})  # fmt: skip
+    assert sdk.stdout.split() == [https_hub.url, "admin"], sdk.stderr  # the SDK reads the same login
 
 
 def test_agent_enrolls_and_pulls_over_https_with_the_pinned_ca(

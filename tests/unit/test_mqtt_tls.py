@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from cryptography import x509
 from agent.link.base import LinkClosed
 from agent.link.mqtt import MqttLink
 from agent.state import Identity
-from hub.control.mqtt_bridge import parse_mqtt_url
+from hub.control.mqtt_bridge import MqttBridge, parse_mqtt_url
 from hub.control.mqtt_broker import write_config
 from hub.control.mqtt_tls import broker_host_names, issue_broker_tls
 from hub.errors import BadInput
 from hub.pki import CertificateAuthority
+from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
 from protos.mqtt.url import BrokerUrlError, client_tls_context, is_loopback, parse_broker_url
 
@@ -85,3 +87,30 @@ def test_client_context_trusts_only_the_given_ca(tmp_path: Path) -> None:
     context = client_tls_context(ca.ca_pem)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert len(context.get_ca_certs()) == 1
+
+
+def test_the_bridge_issues_the_broker_certificate_and_checks_the_broker_with_the_hub_ca(
+    hub: HubServices, tmp_path: Path
+) -> None:
+    bridge = MqttBridge(hub, "mqtts://127.0.0.1:8883", directory=tmp_path / "mqtt",
+                        advertise="mqtts://broker.example.net")  # fmt: skip
+    assert bridge.tls is not None and bridge.tls_files is not None
+    cert = x509.load_pem_x509_certificate(bridge.tls_files.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "broker.example.net" in names.get_values_for_type(x509.DNSName)  # the name devices dial
+    assert bridge.tls_files.ca.read_bytes() == hub.fleet.ca.ca_pem
+
+
+def test_plain_mqtt_to_a_network_broker_needs_insecure_and_is_warned_about(
+    hub: HubServices, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(BadInput, match="--mqtt-advertise"):
+        MqttBridge(hub, "mqtt://127.0.0.1:1883", directory=tmp_path / "mqtt", advertise="mqtt://10.0.0.5:1883")
+    with caplog.at_level(logging.WARNING, logger="hub.control.mqtt"):
+        bridge = MqttBridge(hub, "mqtt://10.0.0.5:1883", directory=tmp_path / "mqtt", insecure=True)
+    assert bridge.tls is None
+    assert "plain MQTT to mqtt://10.0.0.5:1883" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hub.control.mqtt"):
+        MqttBridge(hub, "mqtt://127.0.0.1:1883", directory=tmp_path / "mqtt")  # loopback: nothing to say
+    assert "plain MQTT" not in caplog.text
