@@ -24,11 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.errors import BadInput, NotFound, Unauthorized
 from hub.names import validate_fleet_name
-from hub.store.access import AccessStore
+
+if TYPE_CHECKING:  # the store is handed in; importing it here would load SQL into `hub --help` (hub/cli)
+    from hub.store.access import AccessStore
 
 log = logging.getLogger("hub.access")
 

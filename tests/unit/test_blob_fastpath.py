@@ -11,6 +11,7 @@ import pytest
 
 from hub.api.app import create_app
 from hub.services import HubServices
+from tests.unit.access_support import token_headers
 
 
 def _register(hub: HubServices, tmp_path: Path, name: str, content: bytes) -> str:
@@ -26,8 +27,10 @@ def _headers(response: httpx.Response) -> dict[str, str]:
 
 
 def _client(hub: HubServices) -> httpx.AsyncClient:
-    # In process, through the app's whole middleware stack (the fast path is a middleware).
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub")
+    # In process, through the app's whole middleware stack (the fast path is a middleware, behind the access gate).
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hub", headers=token_headers(hub, "viewer")
+    )
 
 
 pytestmark = pytest.mark.anyio
