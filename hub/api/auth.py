@@ -19,7 +19,6 @@ import base64
 import binascii
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -110,6 +109,7 @@ class AccessControl:
         self.app = app
         self.access = access
         self.routes = routes  # every route with its full path, in the order the app tries them
+        self.audit = AuditBatches(access)
 
     def _template(self, scope: Scope) -> str | None:
         partial = None
@@ -177,19 +177,57 @@ class AccessControl:
         await response(scope, receive, send)
 
     async def write(self, scope: Scope, who: str, status: int, result: str) -> None:
-        """Store one audit record (in a worker thread: the database may be busy with a group commit).
-
-        A record that cannot be stored (a full disk) is logged instead: the call already happened, and
-        failing its answer would not undo it.
-        """
+        """Store one audit record; return once it is committed."""
         client = scope.get("client")
         source = client[0] if client else "-"
         action = f"{scope['method']} {scope['path'][:300]}"
-        row = (time.time(), who, source, action, status, result[:500])
+        await self.audit.write((time.time(), who, source, action, status, result[:500]))
+
+
+class AuditBatches:
+    """Audit records written in one transaction per batch (group commit), off the event loop.
+
+    A call's record is committed before its answer leaves, but calls that arrive while a batch is being
+    written share the next commit instead of paying one each: that commit, not the check, is what a
+    change costs on top of the call. A batch that cannot be stored (a full disk) is logged instead: the
+    calls already happened, and failing their answers would not undo them.
+    """
+
+    def __init__(self, access: AccessService) -> None:
+        self.access = access
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rows: list[tuple[float, str, str, str, int, str]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, row: tuple[float, str, str, str, int, str]) -> None:
+        """Queue `row` and wait until the batch holding it is committed (or given up on)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new loop (in-process test clients): start afresh
+            self._loop, self._rows, self._waiters, self._writing = loop, [], [], False
+        done: asyncio.Future[None] = loop.create_future()
+        self._rows.append(row)
+        self._waiters.append(done)
+        if not self._writing:
+            self._writing = True
+            self._task = loop.create_task(self._write_batches())
+        await done
+
+    async def _write_batches(self) -> None:
         try:
-            await asyncio.to_thread(self.access.record, [row])
-        except (HubError, sqlite3.Error) as exc:
-            log.error("audit record not stored (%s): %s", exc, row)
+            while self._rows:
+                rows, waiters = self._rows, self._waiters
+                self._rows, self._waiters = [], []
+                try:
+                    await asyncio.to_thread(self.access.record, rows)
+                except Exception as exc:  # a full disk above all; whatever it is, the calls must get their answers
+                    log.error("%d audit record(s) not stored (%s): %s", len(rows), exc, rows)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        finally:
+            self._writing = False
 
 
 class _Refused(Exception):

@@ -4,6 +4,7 @@ data dir (SQLite, blob store, CA)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from hub.access import ADMIN_TOKEN_FILE
 from hub.api.app import create_app
+from hub.api.auth import AuditBatches
 from hub.cli.main import build_parser
 from hub.cli.serve import config_from_args
 from hub.errors import BadInput, Conflict
@@ -264,3 +266,27 @@ def test_serve_option_sets_the_audit_retention(tmp_path: Path) -> None:
     assert retention("--audit-retention", "30d") == 30 * 86400
     with pytest.raises(BadInput, match="--audit-retention"):
         retention("--audit-retention", "0")
+
+
+def test_audit_records_of_concurrent_calls_share_commits_and_are_stored_before_the_answer(hub: HubServices) -> None:
+    batches: list[int] = []
+    record = hub.access.record
+
+    def counting(rows: list[tuple[float, str, str, str, int, str]]) -> None:
+        batches.append(len(rows))
+        record(rows)
+
+    hub.access.record = counting  # type: ignore[method-assign]
+    writer = AuditBatches(hub.access)
+
+    async def call(i: int) -> int:
+        await writer.write((time.time(), "w", "-", f"POST /{i}", 200, "ok"))
+        return len(hub.access.audit(who="w", limit=1000))  # what the caller could see when answered
+
+    seen = asyncio.run(_gather([call(i) for i in range(50)]))
+    assert all(n >= i + 1 for i, n in enumerate(sorted(seen)))  # each record was stored before its answer
+    assert sum(batches) == 50 and len(batches) < 50  # group commit: calls waiting together share one
+
+
+async def _gather(calls: list[Any]) -> list[int]:
+    return list(await asyncio.gather(*calls))
