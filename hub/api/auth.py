@@ -39,6 +39,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
+TEMPLATE_CACHE = 4096  # paths whose route template is remembered
 REALM = 'realm="edgeport hub"'
 
 # Routes anyone may call. Dashboard page shells and their static files carry no data (the data comes
@@ -109,6 +110,9 @@ class AccessControl:
         self.app = app
         self.access = access
         self.routes = routes  # every route with its full path, in the order the app tries them
+        # (method, path) -> route template: a fleet pulls the same few paths again and again, and matching
+        # every route's pattern is most of what the check costs. Bounded: past it, it starts over.
+        self._templates: dict[tuple[str, str], str | None] = {}
         self.audit = AuditBatches(access)
 
     def _template(self, scope: Scope) -> str | None:
@@ -126,7 +130,14 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        template = self._template(scope)
+        key = (method, scope["path"])
+        try:
+            template = self._templates[key]
+        except KeyError:
+            template = self._template(scope)
+            if len(self._templates) >= TEMPLATE_CACHE:
+                self._templates.clear()
+            self._templates[key] = template
         needed = required_role(method, template)
         principal: Principal | None = None
         if needed is not None:
