@@ -78,8 +78,11 @@ def pinned_ca(url: str) -> str | None:
 
 
 def logged_in_hub() -> str | None:
-    """The hub `hub login` stored last, if any."""
-    hub = load_user_config().get("hub")
+    """The hub `hub login` stored last, if any (None from a damaged config: the token lookup says what is wrong)."""
+    try:
+        hub = load_user_config().get("hub")
+    except BadInput:  # `hub --help` names the default hub too, and must not fail over a bad file
+        return None
     return hub if isinstance(hub, str) and hub else None
 
 

@@ -24,7 +24,8 @@ def add_global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> No
     parser.add_argument(
         "--hub",
         metavar="URL",
-        help=f"hub API address (default: $EDGEPORT_HUB or http://127.0.0.1:7070; now {default_hub_url()})",
+        help="hub API address (default: $EDGEPORT_HUB, the hub of 'hub login', or http://127.0.0.1:7070; "
+        f"now {default_hub_url()})",
         **({"default": None} if defaults else suppress),
     )
     parser.add_argument(
