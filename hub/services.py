@@ -22,7 +22,7 @@ from hub.fleet import FleetService
 from hub.pki import CertificateAuthority
 from hub.registry import RegistryService
 from hub.serve_config import DEFAULT_PORT, AgentChannelConfig, BlobGcConfig
-from hub.store import Database
+from hub.store import Database, open_database
 from hub.store.access import AccessStore
 from hub.store.deployments import DeploymentStore
 from hub.store.fleet import FleetStore
@@ -58,7 +58,7 @@ class HubServices:
         agents = agents or AgentChannelConfig()
         blob_gc = blob_gc or BlobGcConfig()
         data_dir = Path(data_dir)
-        db = Database(data_dir)
+        db = open_database(data_dir)
         try:
             return cls._build(data_dir, db, agents, blob_gc)
         except BaseException:

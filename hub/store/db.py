@@ -1,4 +1,4 @@
-"""Opening the hub database: one process per data dir, WAL, schemas per room."""
+"""Opening the hub database: one process per data dir, WAL, the tables the caller names."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,14 +25,6 @@ SchemaFn = Callable[[sqlite_utils.Database], None]
 RESERVE_FILE = "space.reserve"
 RESERVE_BYTES = 16 * 1024 * 1024  # room for deleting a version (and the WAL pages it writes) on a full disk
 
-# Rooms append their schema functions at import time (see hub/store/<room>.py).
-_SCHEMAS: list[SchemaFn] = []
-
-
-def schema(fn: SchemaFn) -> SchemaFn:
-    """Decorator: register a function that creates a room's tables (idempotent)."""
-    _SCHEMAS.append(fn)
-    return fn
 
 
 class DataDirLocked(Conflict):
@@ -116,7 +108,7 @@ class Database:
     from the event loop and worker threads.
     """
 
-    def __init__(self, data_dir: Path, *, lock: bool = True) -> None:
+    def __init__(self, data_dir: Path, schemas: Iterable[SchemaFn] = (), *, lock: bool = True) -> None:
         self.data_dir = Path(data_dir)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +129,7 @@ class Database:
             self._mutex = threading.RLock()
             self._depth = 0  # open transaction levels (guarded by _mutex): >0 makes nested ones savepoints
             with self._mutex:
-                for fn in _SCHEMAS:
+                for fn in schemas:
                     fn(self.db)
             # A second, read-only connection for the control plane's hot reads: in WAL mode it sees
             # the last commit and never waits for the writer's open transaction (group commit).

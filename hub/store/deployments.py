@@ -9,11 +9,10 @@ from typing import Any
 
 import sqlite_utils
 
-from hub.store.db import Database, schema
+from hub.store.db import Database
 
 
-@schema
-def _create(db: sqlite_utils.Database) -> None:
+def create_tables(db: sqlite_utils.Database) -> None:
     db.executescript(
         """
         CREATE TABLE IF NOT EXISTS services (

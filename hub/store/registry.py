@@ -12,15 +12,12 @@ from typing import Any
 
 import sqlite_utils
 
-from hub.store.db import schema
-
 Row = dict[str, Any]
 
 MAX_VERSION = 2**63 - 1  # SQLite's INTEGER; a larger number cannot name a stored version
 
 
-@schema
-def create_registry_tables(db: sqlite_utils.Database) -> None:
+def create_tables(db: sqlite_utils.Database) -> None:
     """Create the registry tables and indexes if they do not exist."""
     db.executescript(
         """

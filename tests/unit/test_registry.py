@@ -13,12 +13,12 @@ from hub.blobs import BlobStore
 from hub.errors import BadInput, Conflict, NotFound, StorageError
 from hub.names import parse_label, parse_model_ref, validate_labels, validate_name
 from hub.registry import ModelFile, RegistryService, validate_file_path
-from hub.store import Database, DataDirLocked
+from hub.store import Database, DataDirLocked, open_database
 
 
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[RegistryService]:
-    db = Database(tmp_path)
+    db = open_database(tmp_path)
     try:
         yield RegistryService(db, BlobStore(tmp_path))
     finally:
@@ -201,7 +201,7 @@ def test_in_use_checks_refuse_delete(registry: RegistryService) -> None:
 
 
 def test_second_database_on_same_dir_is_refused(tmp_path: Path) -> None:
-    db = Database(tmp_path)
+    db = open_database(tmp_path)
     try:
         with pytest.raises(DataDirLocked, match="in use by another hub process"):
             Database(tmp_path)
