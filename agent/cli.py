@@ -33,6 +33,13 @@ def _label(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -85,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-runtimes", action="store_true",
                      help="leave runtimes running when the agent stops (a restarted agent adopts them)")  # fmt: skip
     run.add_argument("--cache-max-gb", type=float, default=10.0, help="artifact cache bound (default %(default)s GB)")
+    run.add_argument("--metrics-port", type=_port, metavar="PORT",
+                     help="serve the agent's Prometheus /metrics on this port (default: off, to save memory)")
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address /metrics listens on (default %(default)s)")
     run.add_argument("--pull-retry-window-s", type=_positive, default=300, metavar="SECONDS",
                      help="how long to retry a pull the registry keeps refusing (a blob corrupt on the hub) before "
                           "the deploy fails (default %(default)s); an unreachable hub is retried for ever")  # fmt: skip
@@ -152,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         runtime_host=args.runtime_host,
         runtime_user=args.runtime_user,
         keep_runtimes=args.keep_runtimes,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         owns_process=True,
         cache_max_bytes=int(args.cache_max_gb * 1024**3),
         pull_retry_window_s=float(args.pull_retry_window_s),

@@ -41,6 +41,8 @@ class AgentConfig:
     # the fleet simulator), "" the default for an agent running as root (edgeport-runtime), or a user's name.
     runtime_user: str | None = None
     keep_runtimes: bool = False  # on a clean stop leave runtimes running (a restarted agent adopts them)
+    metrics_port: int | None = None  # serve the agent's /metrics here (agent/metrics.py); None: off, saving memory
+    metrics_host: str = "127.0.0.1"
     # The CLI's agent owns its process: signal handlers, a small thread pool, and a re-exec after enrolling
     # (a fresh image keeps the idle RSS low). Off for agents embedded in another process (simulators/fleet.py).
     owns_process: bool = False

@@ -288,6 +288,11 @@ class AgentDaemon:
                              lambda message: self._on_message(message, requests), on_welcome=on_welcome,
                              say=self.parts.say, device_id=self.identity.device_id, transport=self.config.transport,
                              heartbeat_s=self.config.heartbeat_s, started=self.started)  # fmt: skip
+        metrics = None
+        if self.config.metrics_port is not None:  # off by default: loaded only when asked for
+            from agent.metrics import serve_agent_metrics
+
+            metrics = await serve_agent_metrics(self, session, self.config.metrics_host, self.config.metrics_port)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(session.run(), name="session"),
@@ -300,6 +305,8 @@ class AgentDaemon:
                 if t is not stopper and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
         finally:
+            if metrics is not None:
+                await metrics.close()
             for t in [*tasks, stopper]:
                 t.cancel()
             for t in tasks:

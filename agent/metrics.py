@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from agent.errors import AgentError
 from agent.link.enroll import AGENT_VERSION
 from agent.telemetry import rss_bytes
 
@@ -152,6 +153,9 @@ async def serve_agent_metrics(daemon: AgentDaemon, session: HubSession, host: st
         )
 
     server = MetricsServer(collect)
-    bound = await server.start(host, port)
+    try:
+        bound = await server.start(host, port)
+    except OSError as exc:  # in use, or an address this machine does not have
+        raise AgentError(f"--metrics-port: cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
     daemon.parts.say(f"metrics: http://{host}:{bound}/metrics")
     return server

@@ -2,8 +2,9 @@
 live, open a device's charts. Everything real: `hub serve`, two `agent run` processes on simulated hardware,
 a real runtime per device, Debian's chromium driven by playwright. Screenshots go to docs/img/.
 
-Also checks, on the same fleet, what the dashboard's figures stand on: `/metrics` of the hub and of a runtime
-parse with the Prometheus text parser, and `hub device|service telemetry --every` print buckets.
+Also checks, on the same fleet, what the dashboard's figures stand on: `/metrics` of the hub, of a runtime and
+of an agent run with --metrics-port parse with the Prometheus text parser, and `hub device|service telemetry
+--every` print buckets.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from simulators.profiles import PROFILES
 from tests.integration.control_support import start_control_hub
 from tests.integration.registry_support import cli_env
-from tests.support import PYTHON, REPO, Processes
+from tests.support import PYTHON, REPO, Processes, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DEVICES = (("edge-1", "iot-edge"), ("vm-1", "cloud-vm"))
@@ -67,6 +68,7 @@ def test_log_in_see_devices_deploy_watch_phases_and_open_a_chart(
     from playwright.sync_api import sync_playwright
 
     hub = start_control_hub(processes, tmp_path / "hub", extra=["--telemetry-interval", "2"])
+    agent_metrics_port = free_port()
     address = hub.url.removeprefix("http://")
     _hub(hub.url, "model", "register", "-n", "digits", "-p", str(digits_model), "--tag", "task=digits")
     for name, profile in DEVICES:
@@ -74,8 +76,10 @@ def test_log_in_see_devices_deploy_watch_phases_and_open_a_chart(
                                 f"profile={profile}", "--output", "json"))["token"]  # fmt: skip
         profile_file = tmp_path / f"{name}.profile.json"
         profile_file.write_text(PROFILES[profile].to_json())
+        metrics = ["--metrics-port", str(agent_metrics_port)] if name == "edge-1" else []  # off by default
         processes.start([PYTHON, "-m", "agent", "run", "--hub", address, "--token", token, "--data-dir",
-                         str(tmp_path / name), "--profile", str(profile_file)], name=name, cwd=REPO)  # fmt: skip
+                         str(tmp_path / name), "--profile", str(profile_file), *metrics], name=name,
+                        cwd=REPO)  # fmt: skip
     viewer = json.loads(_hub(hub.url, "token", "create", "--name", "dashboard-viewer", "--role", "viewer",
                              "--output", "json"))["token"]  # fmt: skip
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -126,6 +130,15 @@ def test_log_in_see_devices_deploy_watch_phases_and_open_a_chart(
             seen = page.evaluate("window.__phases")
             assert {f"{name}:Healthy" for name, _ in DEVICES} <= set(seen), seen
             page.screenshot(path=str(SCREENSHOTS / "dashboard-fleet.png"))
+            # The selector filter narrows the table in place (the same grammar as a deploy target).
+            page.fill("#filter input[name=selector]", "profile=cloud-vm")
+            page.click("#filter button[type=submit]")
+            page.wait_for_selector('tr[data-device="edge-1"]', state="detached")
+            assert page.locator('tr[data-device="vm-1"]').count() == 1
+            assert page.evaluate("window.__sameDocument") is True
+            page.fill("#filter input[name=selector]", "")
+            page.click("#filter button[type=submit]")
+            page.wait_for_selector('tr[data-device="edge-1"]')
 
             page.click('tr[data-device="edge-1"] a[href="/ui/services/digits-svc"]')
             page.wait_for_selector('.grid .cell[data-phase="Healthy"][data-device="vm-1"]')
@@ -171,6 +184,10 @@ def test_log_in_see_devices_deploy_watch_phases_and_open_a_chart(
     assert online["grpc"] == 2
     assert hub_metrics["edgeport_hub_desired_state_pushes"][0][1] >= 2
     assert hub_metrics["edgeport_hub_agent_messages_ingested"][0][1] > 0
+    agent = _families(f"http://127.0.0.1:{agent_metrics_port}/metrics")
+    assert {lbl["service"]: v for lbl, v in agent["edgeport_agent_runtime_up"]} == {"digits-svc": 1.0}
+    assert agent["edgeport_agent_info"][0][0]["device"] == "edge-1"
+    assert agent["edgeport_agent_outbox_pending_messages"][0][1] >= 0
     runtime_root = uris[0].rsplit("/", 1)[0]
     runtime = _families(runtime_root + "/metrics")
     assert runtime, "the runtime's /metrics parsed to nothing"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.metrics import AgentFigures, MetricsServer
+from tests.support import PYTHON, REPO
 
 FIGURES = AgentFigures(device='cam-"01"', transport="mqtt", version="0.1.0", uptime_s=12.5, desired_revision=3,
                        outbox_pending=7, seconds_since_sent=1.25, runtimes={"scorer": True, "old": False},
@@ -65,3 +68,12 @@ def test_anything_but_a_get_of_metrics_is_answered_briefly_or_dropped(request_by
 
     answer = asyncio.run(run())
     assert answer == b"" or answer.startswith((b"HTTP/1.1 404", b"HTTP/1.1 405")), answer[:80]
+
+
+@pytest.mark.parametrize(("port", "message"), [("70000", "is not a TCP port"), ("0", "must be greater than 0"),
+                                               ("http", "is not a whole number")])  # fmt: skip
+def test_a_bad_metrics_port_exits_2_naming_it(tmp_path: Path, port: str, message: str) -> None:
+    done = subprocess.run([PYTHON, "-m", "agent", "run", "--hub", "127.0.0.1:1", "--data-dir", str(tmp_path),
+                           "--metrics-port", port], cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "--metrics-port" in done.stderr and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
