@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.metrics import AgentFigures, MetricsServer
+from agent.errors import AgentError
+from agent.metrics import AgentFigures, MetricsServer, serve_agent_metrics
 from tests.support import PYTHON, REPO
 
 FIGURES = AgentFigures(device='cam-"01"', transport="mqtt", version="0.1.0", uptime_s=12.5, desired_revision=3,
@@ -77,3 +80,15 @@ def test_a_bad_metrics_port_exits_2_naming_it(tmp_path: Path, port: str, message
                            "--metrics-port", port], cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and "--metrics-port" in done.stderr and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_metrics_port_in_use_is_an_agent_error_with_exit_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        # The daemon and session are only read at scrape time: nothing is scraped when the port cannot be had.
+        with pytest.raises(AgentError) as refused:
+            asyncio.run(serve_agent_metrics(cast(Any, None), cast(Any, None), "127.0.0.1", port))
+    assert refused.value.exit_code == 2
+    assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in str(refused.value)
