@@ -7,6 +7,7 @@ chart is a few kB of SVG that the page's polling swaps in like any other fragmen
 
 from __future__ import annotations
 
+import math
 from html import escape
 from typing import Any
 
@@ -14,13 +15,16 @@ WIDTH, HEIGHT = 560, 150
 LEFT, RIGHT, TOP, BOTTOM = 58, 8, 10, 22  # room for the value axis on the left and times below
 
 
-def format_value(value: float) -> str:
-    """A short axis label: 0.5, 12, 3.4k, 1.2M, 2.1G."""
+def format_value(value: float, span: float = 0.0) -> str:
+    """A short axis label: 0.5, 12, 3.4k, 1.2M, 2.1G; with enough digits to tell apart labels `span` apart."""
     magnitude = abs(value)
+    digits = 3
+    if span > 0 and magnitude > span:  # 9.776 and 9.784 both read 9.78 at 3 digits
+        digits = min(8, 3 + int(math.log10(magnitude / span)))
     for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if magnitude >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.3g}"
+            return f"{value / limit:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
 
 
 def svg_chart(title: str, aggregate: dict[str, Any], *, chart_id: str) -> str:
@@ -63,7 +67,8 @@ def svg_chart(title: str, aggregate: dict[str, Any], *, chart_id: str) -> str:
         gy = y(value)
         grid.append(
             f'<line class="grid" x1="{LEFT}" y1="{gy:.1f}" x2="{WIDTH - RIGHT}" y2="{gy:.1f}"/>'
-            f'<text class="axis" x="{LEFT - 4}" y="{gy + 4:.1f}" text-anchor="end">{escape(format_value(value))}</text>'
+            f'<text class="axis" x="{LEFT - 4}" y="{gy + 4:.1f}" text-anchor="end">'
+            f"{escape(format_value(value, (hi - lo) / 2))}</text>"
         )
     every_s = aggregate["every_s"]
     span_s = round((t1 - t0) / 1000 / every_s) * every_s  # the window asked for: its start is on a bucket edge

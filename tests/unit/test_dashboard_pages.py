@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from fastapi.testclient import TestClient
 
 from hub.api.app import create_app
+from hub.dashboard.charts import svg_chart
 from hub.services import HubServices
 from protos.edgeport.v1 import agent_pb2
 from tests.unit.access_support import token_headers
@@ -100,3 +102,13 @@ def test_fleet_table_pages_by_100_and_counts_the_whole_fleet(hub: HubServices) -
     assert 'data-device="dev-000"' in first and 'data-device="dev-104"' in second
     assert '<div class="tile wait" data-count="pending"><b>105</b>' in second
     assert "page 1 of 2" in first and 'data-page-link="1"' in first
+
+
+def test_chart_axis_labels_tell_close_values_apart() -> None:
+    aggregate = {"metric": "runtime.requests_total", "unit": "per second", "since_ms": 0, "until_ms": 10_000,
+                 "every_s": 5.0, "buckets": [{"at_ms": 0, "min": 9.776, "avg": 9.776, "max": 9.776},
+                                             {"at_ms": 5000, "min": 9.784, "avg": 9.784, "max": 9.784}]}  # fmt: skip
+    svg = svg_chart("Requests/s", aggregate, chart_id="c")
+    labels = re.findall(r'text-anchor="end">([^<]+)</text>', svg)
+    labels = [label for label in labels if label != "now"]
+    assert len(labels) == 3 and len(set(labels)) == 3, labels
