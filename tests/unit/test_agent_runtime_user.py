@@ -1,4 +1,4 @@
-"""Who runtimes run as (agent/supervisor.py): the choice, and what a runtime user that cannot reach the
+"""Who runtimes run as (agent/supervisor/runtime_user.py): the choice, and what a runtime user that cannot reach the
 interpreter is told. Real processes, real users (the tests that switch users need root)."""
 
 from __future__ import annotations
