@@ -292,7 +292,11 @@ class AgentDaemon:
         if self.config.metrics_port is not None:  # off by default: loaded only when asked for
             from agent.metrics import serve_agent_metrics
 
-            metrics = await serve_agent_metrics(self, session, self.config.metrics_host, self.config.metrics_port)
+            metrics = await serve_agent_metrics(
+                device=self.identity.device_id, transport=self.config.transport, started=self.started,
+                state=self.state, outbox=outbox, reconciler=reconciler, session=session,
+                host=self.config.metrics_host, port=self.config.metrics_port, say=self.parts.say,
+            )  # fmt: skip
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(session.run(), name="session"),

@@ -21,8 +21,10 @@ from agent.link.enroll import AGENT_VERSION
 from agent.telemetry import rss_bytes
 
 if TYPE_CHECKING:
-    from agent.daemon import AgentDaemon
+    from agent.outbox import Outbox
+    from agent.reconciler import Reconciler
     from agent.session import HubSession
+    from agent.state import AgentState
 
 MAX_REQUEST_HEAD = 8192  # a scraper's GET fits many times over; anything longer is not one
 READ_TIMEOUT_S = 5.0
@@ -133,22 +135,35 @@ class MetricsServer:
         writer.close()
 
 
-async def serve_agent_metrics(daemon: AgentDaemon, session: HubSession, host: str, port: int) -> MetricsServer:
-    """Start `/metrics` for a running daemon on HOST:PORT (the daemon's parts are set up); say where."""
+async def serve_agent_metrics(
+    *,
+    device: str,
+    transport: str,
+    started: float,
+    state: AgentState,
+    outbox: Outbox,
+    reconciler: Reconciler,
+    session: HubSession,
+    host: str,
+    port: int,
+    say: Callable[[str], None],
+) -> MetricsServer:
+    """Start `/metrics` for a running agent's parts on HOST:PORT (`started`: its time.monotonic() start); say where.
+
+    AgentError (exit 2) when the port cannot be had.
+    """
     loop = asyncio.get_running_loop()
 
     def collect() -> AgentFigures:
-        assert daemon.state is not None and daemon.outbox is not None and daemon.identity is not None
-        outbox, reconciler = daemon.outbox, daemon.reconciler
         return AgentFigures(
-            device=daemon.identity.device_id,
-            transport=daemon.config.transport,
+            device=device,
+            transport=transport,
             version=AGENT_VERSION,
-            uptime_s=time.monotonic() - daemon.started,
-            desired_revision=daemon.state.desired().revision,
+            uptime_s=time.monotonic() - started,
+            desired_revision=state.desired().revision,
             outbox_pending=outbox.next_seq() - outbox.first_pending_seq(),
             seconds_since_sent=(loop.time() - session.last_sent) if session.last_sent else None,
-            runtimes={name: proc.alive() for name, proc in reconciler.procs.items()} if reconciler else {},
+            runtimes={name: proc.alive() for name, proc in reconciler.procs.items()},
             rss_bytes=rss_bytes(),
         )
 
@@ -157,5 +172,5 @@ async def serve_agent_metrics(daemon: AgentDaemon, session: HubSession, host: st
         bound = await server.start(host, port)
     except OSError as exc:  # in use, or an address this machine does not have
         raise AgentError(f"--metrics-port: cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
-    daemon.parts.say(f"metrics: http://{host}:{bound}/metrics")
+    say(f"metrics: http://{host}:{bound}/metrics")
     return server

@@ -87,8 +87,11 @@ def test_a_metrics_port_in_use_is_an_agent_error_with_exit_2() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        # The daemon and session are only read at scrape time: nothing is scraped when the port cannot be had.
+        # The agent's parts are only read at scrape time: nothing is scraped when the port cannot be had.
         with pytest.raises(AgentError) as refused:
-            asyncio.run(serve_agent_metrics(cast(Any, None), cast(Any, None), "127.0.0.1", port))
+            asyncio.run(serve_agent_metrics(
+                device="d", transport="grpc", started=0.0, state=cast(Any, None), outbox=cast(Any, None),
+                reconciler=cast(Any, None), session=cast(Any, None), host="127.0.0.1", port=port, say=print,
+            ))  # fmt: skip
     assert refused.value.exit_code == 2
     assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in str(refused.value)
