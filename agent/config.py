@@ -37,7 +37,7 @@ class AgentConfig:
     heartbeat_s: int | None = None
     telemetry_s: int | None = None
     runtime_host: str = "127.0.0.1"
-    # Who runtimes run as (agent/supervisor.py resolve_runtime_user): None the agent's own user (embedders such as
+    # Who runtimes run as (agent/supervisor/runtime_user.py): None the agent's own user (embedders such as
     # the fleet simulator), "" the default for an agent running as root (edgeport-runtime), or a user's name.
     runtime_user: str | None = None
     keep_runtimes: bool = False  # on a clean stop leave runtimes running (a restarted agent adopts them)
