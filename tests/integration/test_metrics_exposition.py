@@ -18,6 +18,8 @@ def test_runtime_metrics_parse_and_count_requests(processes: Processes, digits_m
     body = json.dumps({"data": [[0.0] * 64]}).encode()
     for _ in range(5):
         assert http("POST", rt.url + "/score", body, {"Content-Type": "application/json"})[0] == 200
+    # One refused request, so the error counter the dashboards chart has a sample too.
+    assert http("POST", rt.url + "/score", b"{not json", {"Content-Type": "application/json"})[0] == 400
     status, headers, text = http("GET", rt.url + "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
