@@ -46,6 +46,7 @@ class ManifestSigner:
 
     def __init__(self, ca: CertificateAuthority) -> None:
         self.ca = ca
+        self.not_before: dt.datetime | None = None  # of the key in use; agents order keys by it
         key_path, cert_path = ca.dir / KEY_FILE, ca.dir / CERT_FILE
         if key_path.exists() and cert_path.exists():
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -60,6 +61,7 @@ class ManifestSigner:
         if cert.public_key() != key.public_key():
             raise StorageError(f"{self.ca.dir / CERT_FILE} is not the certificate of {self.ca.dir / KEY_FILE}")
         self._key = key
+        self.not_before = cert.not_valid_before_utc
         self.certificate_der = cert.public_bytes(serialization.Encoding.DER)
         self.key_id = key_id(key.public_key())
 
@@ -70,7 +72,9 @@ class ManifestSigner:
         along); until then they keep accepting the old one, whose files are not needed any more.
         """
         key = ed25519.Ed25519PrivateKey.generate()
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)  # X.509 times have whole seconds
+        if self.not_before is not None and now <= self.not_before:  # two rotations in one second stay ordered
+            now = self.not_before + dt.timedelta(seconds=1)
         cert = self.ca.issue(
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Edgeport manifest signing")]))

@@ -55,6 +55,15 @@ def ca_certificate(services: Services) -> PlainTextResponse:
     return PlainTextResponse(ca_pem.decode("ascii"), media_type="application/x-pem-file")
 
 
+@router.post("/signing-key/rotate", summary="Replace the key that signs desired state (admin)")
+def rotate_signing_key(services: Services) -> dict[str, Any]:
+    """A new Ed25519 key, certified by the hub CA, signs from now on; every device gets its desired state
+    again at a new revision signed by it, and once an agent has taken it up it refuses the old key."""
+    key_id = services.fleet.signer.rotate()
+    services.deployments.refresh()
+    return {"key_id": key_id, "devices": services.fleet.enrolled_count()}
+
+
 @router.get("/whoami", summary="The calling token's name and role")
 def whoami(request: Request) -> dict[str, Any]:
     """What `hub login` checks before it stores a token."""

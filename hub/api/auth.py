@@ -63,7 +63,7 @@ OPEN_ROUTES = frozenset(
         ("GET", "/ui/static/{filename}"),
     }
 )
-ADMIN_PREFIXES = ("/api/v1/tokens", "/api/v1/audit")  # every method
+ADMIN_PREFIXES = ("/api/v1/tokens", "/api/v1/audit", "/api/v1/signing-key")  # every method
 ADMIN_CHANGES = ("/api/v1/devices", "/api/v1/blobs/gc")  # changes only: reading devices is for viewers
 SECRET_READS = frozenset({("GET", "/api/v1/services/{name}/keys")})  # scoring keys: deployers and admins
 

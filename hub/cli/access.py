@@ -92,6 +92,19 @@ def register(subparsers: Subparsers) -> None:
     p.add_argument("--limit", type=int, default=100, help="at most this many records (default 100)")
     p.set_defaults(func=cmd_audit)
 
+    group = add_command(
+        subparsers,
+        "signing-key",
+        help="rotate the key that signs desired state (admin)",
+        description="Devices run only desired state the hub signed with a key its CA certified. Rotating makes "
+        "a new key, sends every device its desired state again signed by it, and agents that took it up "
+        "refuse the old one from then on (say, after the old key file was exposed). Needs an admin token.",
+        examples="  hub signing-key rotate\n",
+    )
+    sub = group.add_subparsers(dest="signing_key_command", metavar="ACTION", required=True)
+    p = add_command(sub, "rotate", help="make a new signing key", description="Make a new signing key.")
+    p.set_defaults(func=cmd_rotate_signing_key)
+
 
 def _client(args: argparse.Namespace) -> HubClient:
     return HubClient(getattr(args, "hub", None))
@@ -189,6 +202,18 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         print_json(revoked)
     else:
         print(f"revoked token {revoked['name']} ({revoked['role']})")
+    return 0
+
+
+def cmd_rotate_signing_key(args: argparse.Namespace) -> int:
+    """POST /api/v1/signing-key/rotate."""
+    with _client(args) as client:
+        rotated = client.request("POST", "/api/v1/signing-key/rotate").json()
+    if args.output == "json":
+        print_json(rotated)
+    else:
+        print(f"desired state is now signed with key {rotated['key_id'][:16]}…; {rotated['devices']} device(s) "
+              "get it with their next desired state")
     return 0
 
 

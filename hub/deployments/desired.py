@@ -22,12 +22,13 @@ from protos.edgeport.v1 import agent_pb2
 ServiceSet = tuple[tuple[str, int], ...]
 
 
-def fingerprint(services: list[tuple[str, int]], tls: dict[str, str] | None = None) -> str:
-    """What a device's desired revision stands for: its set of (service, generation), and for services with
-    TLS the digest of what was issued to it (`tls`: service -> digest)."""
+def fingerprint(services: list[tuple[str, int]], tls: dict[str, str] | None = None, signing_key: str = "") -> str:
+    """What a device's desired revision stands for: its set of (service, generation), for services with
+    TLS the digest of what was issued to it (`tls`: service -> digest), and the key that signs it — so a
+    rotated key reaches every device with a new revision, which agents take up (a repeat they ignore)."""
     tls = tls or {}
     parts = (f"{name}:{generation}" + (f":{tls[name]}" if name in tls else "") for name, generation in services)
-    return hashlib.sha256(",".join(parts).encode()).hexdigest()
+    return hashlib.sha256(f"{signing_key};{','.join(parts)}".encode()).hexdigest()
 
 
 class DesiredStates:
@@ -51,7 +52,7 @@ class DesiredStates:
         """
         tls = self.tls.digests(device_ids)
         fingerprints = {
-            row["id"]: fingerprint(self.services_for(row), tls.get(row["id"]))
+            row["id"]: fingerprint(self.services_for(row), tls.get(row["id"]), self.fleet.signer.key_id)
             for row in self.fleet.standings(device_ids)
             if row["state"] != "revoked"
         }
@@ -84,7 +85,7 @@ class DesiredStates:
         services = self.services_for(standing)
         issued = certificates.get(device_id, {})
         tls = {service: row["sha256"] for service, row in issued.items()}
-        current = fingerprint(services, tls)
+        current = fingerprint(services, tls, self.fleet.signer.key_id)
         if standing is not None and standing["desired_fingerprint"] == current:
             revision = standing["desired_revision"]  # the usual case: refresh() already stored it
         else:

@@ -240,3 +240,32 @@ def test_verification_without_openssl_answers_the_same(monkeypatch: pytest.Monke
     assert answers[0] == answers[1] == (True, False, False, False)
     with pytest.raises(ValueError, match="32 bytes"):
         agent_ed25519.PublicKey(raw[:31])
+
+
+def test_rotating_the_key_over_the_api_sends_every_device_a_newer_state_it_takes_up(
+    hub: HubServices, agent_state: AgentState
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from hub.api.app import create_app
+
+    response = enroll(hub, "cam-1")
+    trust = _trust(agent_state, hub.fleet.ca)
+    trust.adopt(check_signing_certificate(response.signing_certificate, response.ca_pem))
+    before = hub.deployments.signed_desired_state("cam-1")
+    applied = trust.verify(before, 0).revision
+    old_key = hub.fleet.signer.key_id
+    admin = {"Authorization": f"Bearer {hub.access.create_token('ops', 'admin')['token']}"}
+    viewer = {"Authorization": f"Bearer {hub.access.create_token('look', 'viewer')['token']}"}
+    with TestClient(create_app(hub)) as client:
+        assert client.post("/api/v1/signing-key/rotate", headers=viewer).status_code == 403
+        assert hub.fleet.signer.key_id == old_key  # a refused call changes nothing
+        rotated = client.post("/api/v1/signing-key/rotate", headers=admin)
+    assert rotated.status_code == 200 and rotated.json() == {"key_id": hub.fleet.signer.key_id, "devices": 1}
+    assert rotated.json()["key_id"] != old_key
+    after = hub.deployments.signed_desired_state("cam-1")
+    assert after.key_id != old_key and after.revision > before.revision  # not a repeat the agent would ignore
+    assert trust.verify(after, applied).revision == after.revision
+    # The agent has taken the new key up: a state signed with the old one is refused from now on.
+    with pytest.raises(DesiredStateRefused, match="rotated out"):
+        trust.verify(before, applied)
